@@ -1,0 +1,3 @@
+from c2d.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Calibration data from real sampler runs, for quantization (see issue: calibration and quantization)."""

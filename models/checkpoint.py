@@ -1,0 +1,127 @@
+"""Checkpoints: plain dicts of tensors and primitives, written atomically, read with weights_only=True.
+
+A checkpoint rebuilds its own model: it stores the config, and a subnetwork checkpoint embeds the frozen
+classifier it was trained on (weights, config and SHA-256), so the file alone is a complete generator.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from c2d.models.classifier import NoiseConditionedClassifier
+from c2d.models.config import ClassifierConfig, SubnetConfig, UNetConfig, config_from_dict, config_to_dict
+from c2d.models.subnet import ScoreSubnet, SingleBackbone
+from c2d.models.unet import UNet
+from c2d.runtime.sde import SDEConfig
+
+FORMAT_VERSION = 1
+KINDS = ("classifier", "subnet", "unet")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt, of a newer format, or of the wrong kind."""
+
+
+def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
+    """Load safely (no arbitrary unpickling) and check format and kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"corrupt or unsafe checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or "format" not in ckpt or "kind" not in ckpt:
+        raise CheckpointError(f"{path} is not a c2d checkpoint (no 'format'/'kind' entries)")
+    if ckpt["format"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format {ckpt['format']}, newer than this c2d supports ({FORMAT_VERSION})")
+    if kind is not None and ckpt["kind"] != kind:
+        raise CheckpointError(f"{path} is a {ckpt['kind']!r} checkpoint, expected {kind!r}")
+    return ckpt
+
+
+def state_sha256(state: dict) -> str:
+    """Content hash of a state dict (names and exact bytes), for tracing which classifier a subnet used."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        buf = io.BytesIO()
+        torch.save(state[name].detach().cpu().contiguous(), buf)
+        h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+def inference_weights(ckpt: dict) -> dict:
+    """The weights to sample or export with: the EMA if the checkpoint has one."""
+    return ckpt.get("ema") or ckpt["model"]
+
+
+def _load_state(model: torch.nn.Module, state: dict, source: str) -> torch.nn.Module:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: weights do not match the stored config: {exc}") from exc
+    return model
+
+
+def build_classifier(ckpt: dict, source: str = "checkpoint") -> NoiseConditionedClassifier:
+    cfg = config_from_dict(ClassifierConfig, ckpt["config"])
+    return _load_state(NoiseConditionedClassifier(cfg), inference_weights(ckpt), source)
+
+
+def build_unet(ckpt: dict, source: str = "checkpoint") -> UNet:
+    return _load_state(UNet(config_from_dict(UNetConfig, ckpt["config"])), inference_weights(ckpt), source)
+
+
+def build_single_backbone(ckpt: dict, source: str = "checkpoint") -> SingleBackbone:
+    """Subnet checkpoint -> frozen classifier + subnetwork, from the file alone."""
+    classifier = build_classifier(ckpt["classifier"], source + " (embedded classifier)")
+    subnet = ScoreSubnet(config_from_dict(SubnetConfig, ckpt["config"]), classifier.tap_channels)
+    _load_state(subnet, inference_weights(ckpt), source)
+    return SingleBackbone(classifier, subnet, sde_from(ckpt))
+
+
+def sde_from(ckpt: dict) -> SDEConfig:
+    return config_from_dict(SDEConfig, ckpt.get("sde", {}))
+
+
+def embedded_classifier(classifier_ckpt: dict) -> dict:
+    """What a subnet checkpoint stores of its frozen classifier (inference weights only)."""
+    weights = inference_weights(classifier_ckpt)
+    return {
+        "format": FORMAT_VERSION,
+        "kind": "classifier",
+        "config": classifier_ckpt["config"],
+        "model": weights,
+        "sha256": state_sha256(weights),
+    }
+
+
+def release(ckpt: dict) -> dict:
+    """Strip training state (raw weights, optimizer, RNG): the small file that ships or gets committed."""
+    keep = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
+    keep["ema"] = inference_weights(ckpt)
+    keep["released"] = True
+    return keep
+
+
+def new_checkpoint(kind: str, size: str, config, sde: SDEConfig) -> dict:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return {"format": FORMAT_VERSION, "kind": kind, "size": size, "config": config_to_dict(config), "sde": config_to_dict(sde)}

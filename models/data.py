@@ -1,0 +1,160 @@
+"""FSDD loading: WAV -> 22,050 Hz -> centred 1 s clip -> normalised log-Mel, cached on disk."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from c2d.runtime.audio import DEFAULT_MEL, MelConfig, clip_features
+
+DATA_ENV = "C2D_DATA"
+CACHE_ENV = "C2D_CACHE"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
+_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
+TEST_INDICES = range(0, 5)  # the customary FSDD split: takes 0-4 are the test set
+
+
+class DataError(RuntimeError):
+    """The data folder or one of its files cannot be used."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    digit: int
+    speaker: str
+    index: int
+
+    @property
+    def split(self) -> str:
+        return "test" if self.index in TEST_INDICES else "train"
+
+
+def resolve_data_dir(path: str | os.PathLike | None = None) -> Path:
+    """Explicit path, else $C2D_DATA, else ../shared/data/fsdd next to the checkout."""
+    chosen = Path(path or os.environ.get(DATA_ENV) or DEFAULT_DATA).resolve()
+    if not chosen.is_dir():
+        raise DataError(f"FSDD data folder not found: {chosen} (set --data or ${DATA_ENV})")
+    return chosen
+
+
+def list_clips(data_dir: str | os.PathLike | None = None) -> list[Clip]:
+    """All `{digit}_{speaker}_{index}.wav` files under data_dir (or data_dir/recordings), sorted."""
+    root = resolve_data_dir(data_dir)
+    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    clips = []
+    for path in sorted(folder.glob("*.wav")):
+        match = _NAME.match(path.name)
+        if match:
+            clips.append(Clip(path, int(match["digit"]), match["speaker"], int(match["index"])))
+    if not clips:
+        raise DataError(f"no FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in {folder}")
+    return clips
+
+
+def read_resampled(path: Path, sample_rate: int) -> np.ndarray:
+    """Read a WAV as mono float32 and resample it to sample_rate (polyphase, exact ratio)."""
+    import soundfile as sf  # imported here so that feature files load on machines without libsndfile
+    from scipy.signal import resample_poly
+
+    try:
+        wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for unreadable files
+        raise DataError(f"cannot read audio file {path}: {exc}") from exc
+    wave = wave.mean(axis=1)
+    if sr != sample_rate:
+        g = gcd(sr, sample_rate)
+        wave = resample_poly(wave, sample_rate // g, sr // g).astype(np.float32)
+    return wave
+
+
+def _cache_key(clips: list[Clip], cfg: MelConfig) -> str:
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for clip in clips:
+        stat = clip.path.stat()
+        h.update(f"{clip.path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "c2d")
+
+
+@dataclass
+class Features:
+    """Normalised log-Mel features x [N, 1, n_mels, n_frames] in [-1, 1] and digit labels y [N]."""
+
+    x: np.ndarray
+    y: np.ndarray
+    speakers: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def load_features(
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    cfg: MelConfig = DEFAULT_MEL,
+    features_file: str | os.PathLike | None = None,
+) -> Features:
+    """Features of one split ('train', 'test' or 'all'), computed once and cached as .npz.
+
+    features_file: a precomputed .npz (from `export_features`) used instead of the WAV folder, for machines
+    that have no copy of the data.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if features_file is not None:
+        return _select(_load_npz(Path(features_file)), split)
+    clips = list_clips(data_dir)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache / f"fsdd-{_cache_key(clips, cfg)}.npz"
+    if path.exists():
+        return _select(_load_npz(path), split)
+    feats = np.stack([clip_features(read_resampled(c.path, cfg.sample_rate), cfg) for c in clips])[:, None]
+    arrays = {
+        "x": feats.astype(np.float32),
+        "y": np.array([c.digit for c in clips], dtype=np.int64),
+        "speakers": np.array([c.speaker for c in clips]),
+        "is_test": np.array([c.split == "test" for c in clips]),
+    }
+    _atomic_savez(path, arrays)
+    return _select(arrays, split)
+
+
+def _load_npz(path: Path) -> dict:
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in ("x", "y", "speakers", "is_test")}
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"unusable feature file {path}: {exc}") from exc
+
+
+def _select(arrays: dict, split: str) -> Features:
+    mask = np.ones(len(arrays["y"]), bool) if split == "all" else (arrays["is_test"] == (split == "test"))
+    return Features(arrays["x"][mask], arrays["y"][mask], arrays["speakers"][mask])
+
+
+def _atomic_savez(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def export_features(out: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """Write all features (with split flags) to one .npz, e.g. to carry to a machine without the WAVs."""
+    load_features("all", data_dir)
+    clips = list_clips(data_dir)
+    src = default_cache_dir() / f"fsdd-{_cache_key(clips, DEFAULT_MEL)}.npz"
+    out = Path(out)
+    _atomic_savez(out, _load_npz(src))
+    return out

@@ -1,0 +1,157 @@
+"""The score subnetwork on the frozen classifier, and the single-backbone generator that joins them."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c2d.models.classifier import NoiseConditionedClassifier, freeze
+from c2d.models.config import SubnetConfig
+from c2d.models.nn import ChannelRMSNorm, CrossAttention, ResBlock, TimeEmbedding, Upsample
+from c2d.models.sde import alpha_sigma
+from c2d.runtime.sde import SDEConfig
+
+
+def positional_map(channels: int, h: int, w: int, device, dtype) -> torch.Tensor:
+    """Fixed 2-D sinusoidal positions, half the channels for rows and half for columns: [1, C, H, W]."""
+    quarter = channels // 4
+    freqs = torch.exp(-math.log(100.0) * torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1))
+    rows = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs  # [H, C/4]
+    cols = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs  # [W, C/4]
+    row_enc = torch.cat([rows.sin(), rows.cos()], 1).T[:, :, None].expand(-1, h, w)
+    col_enc = torch.cat([cols.sin(), cols.cos()], 1).T[:, None, :].expand(-1, h, w)
+    pos = torch.cat([row_enc, col_enc], 0)
+    pos = F.pad(pos, (0, 0, 0, 0, 0, channels - pos.shape[0]))
+    return pos[None].to(dtype)
+
+
+class TapFusion(nn.Module):
+    """RMS-normalise a forward tap h and its gradient tap g, project both to `width`, fuse by cross-attention.
+
+    out = q + g' + Attn(q + pos, pool(g' + pos)), with q = P_h(RMS(h)), g' = P_g(RMS(g)); keys/values are
+    average-pooled to at most `kv_grid` positions, which keeps attention cheap at the finest resolution.
+    Without gradient taps: out = q.
+    """
+
+    def __init__(self, c_tap: int, width: int, use_grad: bool, heads: int, kv_grid: tuple[int, int]):
+        super().__init__()
+        self.use_grad = use_grad
+        self.kv_grid = kv_grid
+        self.norm_h = ChannelRMSNorm(c_tap)
+        self.proj_h = nn.Conv2d(c_tap, width, 1)
+        if use_grad:
+            self.norm_g = ChannelRMSNorm(c_tap)
+            self.proj_g = nn.Conv2d(c_tap, width, 1)
+            self.attn = CrossAttention(width, heads)
+
+    def forward(self, h: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        q = self.proj_h(self.norm_h(h))  # [B, width, H, W]
+        if not self.use_grad:
+            return q
+        gp = self.proj_g(self.norm_g(g))
+        _, c, hh, ww = q.shape
+        pos = positional_map(c, hh, ww, q.device, q.dtype)
+        kernel = (max(1, hh // self.kv_grid[0]), max(1, ww // self.kv_grid[1]))
+        kv = F.avg_pool2d(gp + pos, kernel) if kernel != (1, 1) else gp + pos  # [B, width, <=20, <=22]
+        return q + gp + self.attn(q + pos, kv)
+
+
+class ScoreSubnet(nn.Module):
+    """Coarse-to-fine decoder over the fused taps: predicted noise eps [B, 1, H, W].
+
+    taps: per resolution fine to coarse, then the bottleneck (which shares the coarsest resolution).
+    """
+
+    def __init__(self, cfg: SubnetConfig, tap_channels: tuple[int, ...], out_channels: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        n_levels = len(tap_channels) - 1
+        if len(cfg.width_mults) != n_levels:
+            raise ValueError(f"subnet width_mults {cfg.width_mults} must have one entry per classifier level ({n_levels})")
+        widths = [cfg.base_width * m for m in cfg.width_mults]
+        levels = list(range(n_levels)) + [n_levels - 1]  # the resolution level of each tap
+        self.fusions = nn.ModuleList(
+            TapFusion(c, widths[lv], cfg.use_gradient_taps, cfg.heads, tuple(cfg.kv_grid)) for c, lv in zip(tap_channels, levels)
+        )
+        self.time_embed = TimeEmbedding(cfg.time_dim)
+        self.stages = nn.ModuleList(
+            nn.ModuleList(ResBlock(w, w, cfg.time_dim, cfg.groups, cfg.dropout) for _ in range(cfg.blocks_per_stage)) for w in widths
+        )
+        self.ups = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(n_levels - 1))
+        self.head_norm = nn.GroupNorm(min(cfg.groups, widths[0]), widths[0])
+        self.head = nn.Conv2d(widths[0], out_channels, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, taps: list[torch.Tensor], tap_grads: list[torch.Tensor] | None, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time_embed(t)
+        grads = tap_grads if tap_grads is not None else [None] * len(taps)
+        fused = [fusion(h, g) for fusion, h, g in zip(self.fusions, taps, grads)]
+        z = fused[-1] + fused[-2]  # bottleneck and coarsest level share a resolution
+        for level in reversed(range(len(self.stages))):
+            if level < len(self.stages) - 1:
+                z = self.ups[level](z) + fused[level]  # [B, w_level, H_level, W_level]
+            for block in self.stages[level]:
+                z = block(z, temb)
+        return self.head(F.silu(self.head_norm(z)))
+
+
+def classifier_pass(
+    classifier: NoiseConditionedClassifier,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    want_tap_grads: bool,
+    y_onehot: torch.Tensor | None = None,
+):
+    """One forward pass through the frozen classifier and the backward passes that hang off it.
+
+    Returns (logits [B, K], taps, tap_grads, guidance_grad), all detached:
+      tap_grads[k]  = d logsumexp(logits) / d h_k  (total derivative; None unless want_tap_grads),
+      guidance_grad = d log p(y | x, t) / d x        (None unless y_onehot is given).
+    """
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(True)
+        logits, taps = classifier.forward_with_taps(x_in, t)
+        logits = logits.float()
+        tap_grads = guidance = None
+        if want_tap_grads:
+            lse = torch.logsumexp(logits, dim=1)
+            tap_grads = [g.detach() for g in torch.autograd.grad(lse.sum(), taps, retain_graph=y_onehot is not None)]
+        if y_onehot is not None:
+            log_p_y = (logits.log_softmax(dim=1) * y_onehot).sum()
+            guidance = torch.autograd.grad(log_p_y, x_in)[0].detach()
+    return logits.detach(), [h.detach() for h in taps], tap_grads, guidance
+
+
+def guide_eps(eps: torch.Tensor, guidance: torch.Tensor, t: torch.Tensor, gamma: torch.Tensor, sde: SDEConfig) -> torch.Tensor:
+    """Classifier guidance in noise space: score + gamma grad log p(y|x)  <=>  eps - gamma sigma_t grad log p(y|x)."""
+    _, sigma = alpha_sigma(t, sde)
+    return eps - (gamma * sigma).view(-1, 1, 1, 1) * guidance
+
+
+class SingleBackbone(nn.Module):
+    """The paper's generator: frozen classifier + trainable score subnetwork, one classifier pass per step."""
+
+    def __init__(self, classifier: NoiseConditionedClassifier, subnet: ScoreSubnet, sde: SDEConfig):
+        super().__init__()
+        self.classifier = freeze(classifier)
+        self.subnet = subnet
+        self.sde = sde
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.classifier.eval()  # frozen for good, also while the subnet trains
+        return self
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Unconditional predicted noise eps(x_t, t) [B, 1, H, W] (what DSM trains)."""
+        _, taps, tap_grads, _ = classifier_pass(self.classifier, x, t, self.subnet.cfg.use_gradient_taps)
+        return self.subnet(taps, tap_grads, t)
+
+    def guided(self, x, t, y_onehot, gamma) -> tuple[torch.Tensor, torch.Tensor]:
+        """(guided eps, logits) from one classifier forward pass feeding taps, tap gradients and guidance."""
+        logits, taps, tap_grads, guidance = classifier_pass(self.classifier, x, t, self.subnet.cfg.use_gradient_taps, y_onehot)
+        eps = self.subnet(taps, tap_grads, t)
+        return guide_eps(eps, guidance, t, gamma, self.sde), logits

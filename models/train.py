@@ -1,0 +1,247 @@
+"""Training loop for the three networks (reads top to bottom, nanoGPT style).
+
+c2d train classifier  -> noise-conditioned classifier, cross-entropy on x_t at random t
+c2d train subnet      -> score subnetwork on the frozen classifier, DSM only
+c2d train unet        -> U-Net baseline, DSM
+Scales out with torchrun (torch.distributed DDP; gloo on CPU, nccl on CUDA).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from c2d.models.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    build_classifier,
+    embedded_classifier,
+    load_checkpoint,
+    new_checkpoint,
+)
+from c2d.models.classifier import NoiseConditionedClassifier
+from c2d.models.config import SIZES, config_to_dict
+from c2d.models.data import Features
+from c2d.models.sde import dsm_loss, perturb, sample_t
+from c2d.models.subnet import ScoreSubnet, SingleBackbone
+from c2d.models.unet import UNet
+from c2d.runtime.sde import SDEConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 6000  # optimizer steps in total (a resumed run continues up to this)
+    batch_size: int = 32  # per process
+    lr: float = 3e-4  # peak learning rate (Adam), linear warm-up then cosine decay to 10 %
+    warmup: int = 200  # warm-up steps
+    ema_decay: float = 0.999  # EMA of the trained weights; the EMA is what samples and exports use
+    grad_clip: float = 1.0  # global gradient-norm clip
+    seed: int = 0
+    bf16: bool = True  # autocast to bfloat16 (AMX on CPU, tensor cores on CUDA); loss and optimizer in fp32
+    ckpt_every: int = 500  # write the resumable checkpoint every this many steps (and at the end)
+    log_every: int = 50  # append a JSON line to <out>.log every this many steps
+    time_limit_s: float | None = None  # wall-clock budget: after 20 steps `steps` shrinks to what fits, so the
+    # learning-rate schedule still completes; the checkpoint records the steps actually run
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def classifier_loss(sde: SDEConfig) -> LossFn:
+    """Cross-entropy of the classifier on x_t, t ~ U[t_min, 1]."""
+
+    def loss(model, x0, y, gen):
+        t = sample_t(len(x0), sde, gen, x0.device)
+        x_t = perturb(x0, t, sde, torch.randn(x0.shape, generator=gen, device=x0.device))
+        return F.cross_entropy(model(x_t, t).float(), y)
+
+    return loss
+
+
+def score_loss(sde: SDEConfig) -> LossFn:
+    """Denoising score matching in noise-prediction form."""
+
+    def loss(model, x0, y, gen):
+        t = sample_t(len(x0), sde, gen, x0.device)
+        noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+        return dsm_loss(model(perturb(x0, t, sde, noise), t), noise)
+
+    return loss
+
+
+@dataclass
+class Job:
+    """What differs between the three trainings: the module to run, the part that learns, the loss."""
+
+    forward_module: nn.Module  # called as module(x_t, t)
+    trainable: nn.Module  # its state dict is what the checkpoint stores
+    loss: LossFn
+    ckpt: dict  # checkpoint header (kind, size, config, sde, ...)
+
+
+def make_job(kind: str, size: str, sde: SDEConfig, classifier_path: str | None = None, gradient_taps: bool = True) -> Job:
+    sizes = SIZES[size]
+    if kind == "classifier":
+        model = NoiseConditionedClassifier(sizes.classifier)
+        return Job(model, model, classifier_loss(sde), new_checkpoint("classifier", size, sizes.classifier, sde))
+    if kind == "unet":
+        model = UNet(sizes.unet)
+        return Job(model, model, score_loss(sde), new_checkpoint("unet", size, sizes.unet, sde))
+    if kind == "subnet":
+        if classifier_path is None:
+            raise ValueError("training the subnet needs the frozen classifier's checkpoint (--classifier)")
+        cls_ckpt = load_checkpoint(classifier_path, "classifier")
+        classifier = build_classifier(cls_ckpt, str(classifier_path))
+        cfg = dataclasses.replace(sizes.subnet, use_gradient_taps=gradient_taps)
+        subnet = ScoreSubnet(cfg, classifier.tap_channels)
+        header = new_checkpoint("subnet", size, cfg, sde)
+        header["classifier"] = embedded_classifier(cls_ckpt)
+        return Job(SingleBackbone(classifier, subnet, sde), subnet, score_loss(sde), header)
+    raise ValueError(f"unknown model kind {kind!r}; choose classifier, subnet or unet")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@torch.no_grad()
+def update_ema(ema: dict, module: nn.Module, decay: float) -> None:
+    for name, value in module.state_dict().items():
+        if value.dtype.is_floating_point:
+            ema[name].lerp_(value, 1.0 - decay)
+        else:
+            ema[name].copy_(value)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _dist_info()
+
+
+def train(job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu",
+          fresh: bool = False, progress: bool = True) -> dict:
+    """Train job.trainable on data; write a resumable checkpoint to `out`. Returns the final checkpoint."""
+    out = Path(out)
+    dev = torch.device(device)
+    rank, world = init_distributed(dev)
+    torch.manual_seed(cfg.seed)
+    job.forward_module.to(dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    params = [p for p in job.trainable.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    ema = {k: v.detach().clone() for k, v in job.trainable.state_dict().items()}
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed * 9973 + rank)
+    step = 0
+    if out.exists() and not fresh:
+        step = _resume(out, job, optimizer, ema, gen, dev)
+    model = job.forward_module
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    x_all = torch.from_numpy(data.x).to(dev)  # [N, 1, 80, 88]
+    y_all = torch.from_numpy(data.y).to(dev)
+    model.train()
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=job.ckpt["kind"],
+               dynamic_ncols=True, mininterval=0.2 if sys.stderr.isatty() else 30.0)
+    smooth, start, first_step, max_steps = None, time.time(), step, cfg.steps
+    while step < cfg.steps:
+        idx = torch.randint(len(x_all), (cfg.batch_size,), generator=gen, device=dev)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with autocast:
+            loss = job.loss(model, x_all[idx], y_all[idx], gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        update_ema(ema, job.trainable, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        if step % 10 == 0 or step == first_step + 1:  # .item() syncs a GPU: read the loss now and then
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at step {step}; the last checkpoint in {out} is intact")
+            smooth = value if smooth is None else 0.8 * smooth + 0.2 * value
+            bar.set_postfix(loss=f"{smooth:.4f}")
+        if cfg.time_limit_s and (step - first_step) % 200 == 20:
+            cfg = _fit_to_budget(cfg, max_steps, step, first_step, time.time() - start, world)
+            bar.total = cfg.steps
+        done = step >= cfg.steps
+        bar.update(1)
+        if rank == 0 and (step % cfg.log_every == 0 or done):
+            _log(out, {"step": step, "loss": smooth, "lr": lr_at(step - 1, cfg), "elapsed_s": round(time.time() - start, 1)})
+        if rank == 0 and (step % cfg.ckpt_every == 0 or done):
+            atomic_torch_save(_checkpoint(job, optimizer, ema, gen, step, cfg, world), out)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    return _checkpoint(job, optimizer, ema, gen, step, cfg, world)
+
+
+def _fit_to_budget(cfg: TrainConfig, max_steps: int, step: int, first_step: int, elapsed: float, world: int) -> TrainConfig:
+    """Set cfg.steps to what the remaining time budget allows at the measured rate, at most max_steps."""
+    rate = (step - first_step) / max(elapsed, 1e-6)
+    fits = step + int(rate * max(cfg.time_limit_s - elapsed, 0.0))
+    if world > 1:
+        fits_t = torch.tensor([fits], dtype=torch.long)
+        dist.all_reduce(fits_t, op=dist.ReduceOp.MIN)
+        fits = int(fits_t.item())
+    return dataclasses.replace(cfg, steps=max(step, min(max_steps, fits)))
+
+
+def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int, cfg: TrainConfig, world: int) -> dict:
+    ckpt = dict(job.ckpt)
+    ckpt.update(
+        model={k: v.detach().cpu() for k, v in job.trainable.state_dict().items()},
+        ema={k: v.detach().cpu() for k, v in ema.items()},
+        optimizer=optimizer.state_dict(),
+        rng=gen.get_state().cpu(),
+        step=step,
+        train=config_to_dict(cfg),
+        world_size=world,
+    )
+    return ckpt
+
+
+def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev: torch.device) -> int:
+    ckpt = load_checkpoint(out, job.ckpt["kind"])
+    if "optimizer" not in ckpt:
+        raise CheckpointError(f"{out} is a released checkpoint (no optimizer state); it cannot be resumed, use --fresh")
+    if ckpt["config"] != job.ckpt["config"]:
+        raise CheckpointError(f"{out} was trained with another config; use --fresh or another --out")
+    job.trainable.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for k, v in ckpt["ema"].items():
+        ema[k].copy_(v)
+    if dev.type == "cpu":
+        gen.set_state(ckpt["rng"])
+    return int(ckpt["step"])
+
+
+def _log(out: Path, record: dict) -> None:
+    with open(out.with_suffix(out.suffix + ".log"), "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,1 @@
+"""On-device runtime: numpy (+ onnxruntime / tensorrt) only. Nothing in this package imports torch."""

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+
+from c2d.models.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    build_classifier,
+    build_single_backbone,
+    build_unet,
+    load_checkpoint,
+    release,
+)
+from c2d.models.sde import dsm_loss, perturb
+from c2d.models.train import TrainConfig, make_job, train
+from c2d.runtime.sde import SDEConfig
+
+SDE = SDEConfig()
+
+
+def quick(steps, **kw) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=16, lr=kw.pop("lr", 2e-3), warmup=5, bf16=False, ckpt_every=10_000, **kw)
+
+
+@pytest.fixture
+def classifier_ckpt(tmp_path, synth):
+    path = tmp_path / "classifier.pt"
+    train(make_job("classifier", "tiny", SDE), synth, quick(60), path, progress=False)
+    return path
+
+
+def test_classifier_beats_chance_on_a_tiny_subset(classifier_ckpt, synth):
+    classifier = build_classifier(load_checkpoint(classifier_ckpt)).eval()
+    x, y = torch.from_numpy(synth.x), torch.from_numpy(synth.y)
+    t = torch.full((len(x),), 0.05)
+    with torch.no_grad():
+        acc = (classifier(perturb(x, t, SDE, torch.randn_like(x)), t).argmax(1) == y).float().mean().item()
+    assert acc > 0.3  # chance is 0.1
+
+
+def fixed_dsm_loss(model, synth, seed=0) -> float:
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.from_numpy(synth.x[:40])
+    t = 0.05 + 0.9 * torch.rand(len(x0), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    model.eval()
+    with torch.no_grad():
+        return dsm_loss(model(perturb(x0, t, SDE, noise), t), noise).item()
+
+
+def test_dsm_loss_falls_within_a_few_dozen_steps(tmp_path, synth):
+    job = make_job("unet", "tiny", SDE)
+    before = fixed_dsm_loss(job.forward_module, synth)
+    train(job, synth, quick(40), tmp_path / "unet.pt", progress=False)
+    after = fixed_dsm_loss(build_unet(load_checkpoint(tmp_path / "unet.pt")), synth)
+    assert after < 0.8 * before
+
+
+def test_subnet_training_leaves_the_classifier_bit_identical(tmp_path, synth, classifier_ckpt):
+    job = make_job("subnet", "tiny", SDE, classifier_path=classifier_ckpt)
+    classifier = job.forward_module.classifier
+    frozen = {k: v.clone() for k, v in classifier.state_dict().items()}
+    # one manual step: only subnet parameters receive gradients
+    loss = job.loss(job.forward_module.train(), torch.from_numpy(synth.x[:8]), torch.from_numpy(synth.y[:8]), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is None for p in classifier.parameters())
+    assert all(p.grad is not None for p in job.trainable.parameters())
+    before = fixed_dsm_loss(job.forward_module, synth)
+    train(job, synth, quick(40), tmp_path / "subnet.pt", progress=False)
+    for k, v in classifier.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    rebuilt = build_single_backbone(load_checkpoint(tmp_path / "subnet.pt"))
+    for k, v in rebuilt.classifier.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    assert fixed_dsm_loss(rebuilt, synth) < 0.8 * before
+
+
+def test_checkpoint_rebuilds_an_identical_model_from_the_file_alone(tmp_path, classifier_ckpt):
+    ckpt = load_checkpoint(classifier_ckpt, "classifier")
+    a, b = build_classifier(ckpt).eval(), build_classifier(load_checkpoint(classifier_ckpt)).eval()
+    x, t = torch.randn(2, 1, 80, 88), torch.rand(2)
+    with torch.no_grad():
+        assert torch.equal(a(x, t), b(x, t))
+    atomic_torch_save(release(ckpt), tmp_path / "released.pt")
+    c = build_classifier(load_checkpoint(tmp_path / "released.pt")).eval()
+    with torch.no_grad():
+        assert torch.equal(a(x, t), c(x, t))
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, classifier_ckpt):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(classifier_ckpt.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_mismatched_checkpoint_gives_a_clear_error(tmp_path, classifier_ckpt):
+    with pytest.raises(CheckpointError, match="expected 'subnet'"):
+        load_checkpoint(classifier_ckpt, "subnet")
+    ckpt = load_checkpoint(classifier_ckpt)
+    ckpt["config"]["encoder"]["base_width"] = 16  # weights no longer fit the config
+    with pytest.raises(CheckpointError, match="do not match"):
+        build_classifier(ckpt)
+    newer = dict(ckpt, format=99)
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match="newer"):
+        load_checkpoint(tmp_path / "newer.pt")
+
+
+def test_unpickling_arbitrary_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "kind": "classifier", "payload": np.dtype("float32").__class__}, path)
+    with pytest.raises(CheckpointError, match="corrupt or unsafe"):
+        load_checkpoint(path)
+
+
+def test_training_resumes_where_it_stopped(tmp_path, synth):
+    out = tmp_path / "c.pt"
+    train(make_job("classifier", "tiny", SDE), synth, quick(6, seed=3), out, progress=False)
+    train(make_job("classifier", "tiny", SDE), synth, quick(10, seed=3), out, progress=False)
+    resumed = load_checkpoint(out)
+    train(make_job("classifier", "tiny", SDE), synth, quick(10, seed=3), tmp_path / "straight.pt", progress=False)
+    straight = load_checkpoint(tmp_path / "straight.pt")
+    assert resumed["step"] == straight["step"] == 10
+    for k in straight["model"]:
+        torch.testing.assert_close(resumed["model"][k], straight["model"][k], rtol=1e-5, atol=1e-6)
+    atomic_torch_save(release(resumed), tmp_path / "r.pt")
+    with pytest.raises(CheckpointError, match="released"):
+        train(make_job("classifier", "tiny", SDE), synth, quick(12), tmp_path / "r.pt", progress=False)
