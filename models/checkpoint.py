@@ -16,6 +16,7 @@ from c2d.models.classifier import NoiseConditionedClassifier
 from c2d.models.config import ClassifierConfig, SubnetConfig, UNetConfig, config_from_dict, config_to_dict
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.models.unet import UNet
+from c2d.runtime.audio import DEFAULT_MEL, MelConfig
 from c2d.runtime.sde import SDEConfig
 
 FORMAT_VERSION = 1
@@ -121,7 +122,13 @@ def release(ckpt: dict) -> dict:
     return keep
 
 
-def new_checkpoint(kind: str, size: str, config, sde: SDEConfig) -> dict:
+def new_checkpoint(kind: str, size: str, config, sde: SDEConfig, mel: MelConfig = DEFAULT_MEL) -> dict:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    return {"format": FORMAT_VERSION, "kind": kind, "size": size, "config": config_to_dict(config), "sde": config_to_dict(sde)}
+    return {"format": FORMAT_VERSION, "kind": kind, "size": size, "config": config_to_dict(config),
+            "sde": config_to_dict(sde), "mel": mel.to_dict()}
+
+
+def mel_from(ckpt: dict) -> MelConfig:
+    """The front end the checkpoint was trained with."""
+    return config_from_dict(MelConfig, ckpt.get("mel", {}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from c2d.runtime.audio import MelConfig
 from c2d.runtime.sde import SDEConfig
 
 
@@ -111,4 +112,4 @@ def config_from_dict(cls: type, data: dict) -> Any:
     return cls(**kwargs)
 
 
-_DATACLASSES = {c.__name__: c for c in (SDEConfig, EncoderConfig, ClassifierConfig, SubnetConfig, UNetConfig)}
+_DATACLASSES = {c.__name__: c for c in (MelConfig, SDEConfig, EncoderConfig, ClassifierConfig, SubnetConfig, UNetConfig)}
