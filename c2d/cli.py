@@ -50,7 +50,7 @@ def train(kind, out, size, classifier_path, no_gradient_taps, steps, batch_size,
     if kind == "subnet" and not classifier_path:
         raise click.UsageError("training the subnet needs --classifier CHECKPOINT (the frozen backbone)")
     lr = lr or (5e-4 if kind == "classifier" else 3e-4)
-    job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps)
+    job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, bf16=not fp32, ckpt_every=ckpt_every,
                       time_limit_s=time_limit * 60 if time_limit else None)
     ckpt = run_training(job, load_features("train", data, features_file=features), cfg, out, device=device, fresh=fresh)

@@ -92,8 +92,11 @@ class Job:
     ckpt: dict  # checkpoint header (kind, size, config, sde, ...)
 
 
-def make_job(kind: str, size: str, sde: SDEConfig, classifier_path: str | None = None, gradient_taps: bool = True) -> Job:
+def make_job(kind: str, size: str, sde: SDEConfig, classifier_path: str | None = None, gradient_taps: bool = True,
+             seed: int = 0) -> Job:
+    """Build the networks for one training (initialised from `seed`) and its checkpoint header."""
     sizes = SIZES[size]
+    torch.manual_seed(seed)
     if kind == "classifier":
         model = NoiseConditionedClassifier(sizes.classifier)
         return Job(model, model, classifier_loss(sde), new_checkpoint("classifier", size, sizes.classifier, sde))
@@ -148,7 +151,6 @@ def train(job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, de
     out = Path(out)
     dev = torch.device(device)
     rank, world = init_distributed(dev)
-    torch.manual_seed(cfg.seed)
     job.forward_module.to(dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -170,6 +172,7 @@ def train(job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, de
                dynamic_ncols=True, mininterval=0.2 if sys.stderr.isatty() else 30.0)
     smooth, start, first_step, max_steps = None, time.time(), step, cfg.steps
     while step < cfg.steps:
+        torch.manual_seed((cfg.seed * 1_000_003 + step) * 97 + rank)  # dropout masks: reproducible across resumes
         idx = torch.randint(len(x_all), (cfg.batch_size,), generator=gen, device=dev)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)

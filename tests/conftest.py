@@ -8,14 +8,17 @@ from c2d.models.data import Features
 
 
 def synthetic_features(n_per_class: int = 8, seed: int = 0) -> Features:
-    """Class k = a bright band at mel rows 8k..8k+7 over a silent (-1) background, plus noise: [N, 1, 80, 88]."""
+    """Class k = a 30 x 40 block of level -0.6 + 0.15 k at a random place on a silent (-1) background, plus noise.
+
+    [N, 1, 80, 88]. The level, not the place, carries the class: the classifier pools over positions.
+    """
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for k in range(10):
         for _ in range(n_per_class):
             x = np.full((1, 80, 88), -1.0, np.float32)
-            start = rng.integers(10, 30)
-            x[0, 8 * k : 8 * k + 8, start : start + 40] = 0.5
+            row, col = rng.integers(0, 50), rng.integers(0, 48)
+            x[0, row : row + 30, col : col + 40] = -0.6 + 0.15 * k
             xs.append(np.clip(x + 0.05 * rng.standard_normal(x.shape), -1, 1).astype(np.float32))
             ys.append(k)
     return Features(np.stack(xs), np.array(ys, np.int64), np.array(["synth"] * len(ys)))

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from c2d.models.train import TrainConfig, make_job, train
 from c2d.runtime.sde import SDEConfig
 
 SDE = SDEConfig()
+LOW_NOISE = SDEConfig(beta_max=1.0)  # sigma_1 ~ 0.5: lets a tiny classifier learn within a test's budget
 
 
 def quick(steps, **kw) -> TrainConfig:
@@ -25,7 +28,7 @@ def quick(steps, **kw) -> TrainConfig:
 @pytest.fixture
 def classifier_ckpt(tmp_path, synth):
     path = tmp_path / "classifier.pt"
-    train(make_job("classifier", "tiny", SDE), synth, quick(60), path, progress=False)
+    train(make_job("classifier", "tiny", LOW_NOISE), synth, quick(100, lr=3e-3), path, progress=False)
     return path
 
 
@@ -116,12 +119,26 @@ def test_unpickling_arbitrary_objects_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_training_resumes_where_it_stopped(tmp_path, synth):
+def test_training_resumes_after_a_crash_exactly_where_it_stopped(tmp_path, synth):
+    cfg = dataclasses.replace(quick(10, seed=3), ckpt_every=5)
+    crashing = make_job("classifier", "tiny", SDE)
+    calls = {"n": 0}
+    real_loss = crashing.loss
+
+    def loss_that_crashes_at_step_7(*args):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(*args)
+
+    crashing.loss = loss_that_crashes_at_step_7
     out = tmp_path / "c.pt"
-    train(make_job("classifier", "tiny", SDE), synth, quick(6, seed=3), out, progress=False)
-    train(make_job("classifier", "tiny", SDE), synth, quick(10, seed=3), out, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(crashing, synth, cfg, out, progress=False)
+    assert load_checkpoint(out)["step"] == 5
+    train(make_job("classifier", "tiny", SDE), synth, cfg, out, progress=False)
     resumed = load_checkpoint(out)
-    train(make_job("classifier", "tiny", SDE), synth, quick(10, seed=3), tmp_path / "straight.pt", progress=False)
+    train(make_job("classifier", "tiny", SDE), synth, cfg, tmp_path / "straight.pt", progress=False)
     straight = load_checkpoint(tmp_path / "straight.pt")
     assert resumed["step"] == straight["step"] == 10
     for k in straight["model"]:

@@ -1,0 +1,46 @@
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from c2d.cli import main
+from c2d.models.checkpoint import build_single_backbone, load_checkpoint
+
+
+def test_train_classifier_then_subnet_through_the_cli(tmp_path, features_file):
+    runner = CliRunner()
+    common = ["--size", "tiny", "--steps", "3", "--batch-size", "4", "--features", str(features_file)]
+    res = runner.invoke(main, ["train", "classifier", "-o", str(tmp_path / "c.pt"), "--release", str(tmp_path / "c.rel.pt"), *common])
+    assert res.exit_code == 0, res.output
+    assert "step 3" in res.output
+    res = runner.invoke(main, ["train", "subnet", "--classifier", str(tmp_path / "c.rel.pt"), "-o", str(tmp_path / "s.pt"), *common])
+    assert res.exit_code == 0, res.output
+    model = build_single_backbone(load_checkpoint(tmp_path / "s.pt", "subnet"))
+    assert model.subnet.cfg.use_gradient_taps
+    assert (tmp_path / "c.pt.log").read_text().count("\n") >= 1
+
+
+def test_subnet_without_classifier_is_a_usage_error(tmp_path, features_file):
+    res = CliRunner().invoke(main, ["train", "subnet", "-o", str(tmp_path / "s.pt"), "--features", str(features_file)])
+    assert res.exit_code == 2 and "--classifier" in res.output
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_costs_prints_the_table():
+    res = CliRunner().invoke(main, ["costs", "--size", "tiny"])
+    assert res.exit_code == 0
+    assert "U-Net + Classifier, guided" in res.output and "single backbone / two-model" in res.output
+
+
+def test_runtime_modules_import_without_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from c2d.runtime import audio, samplers, sde\n"
+        "x_T, z = samplers.draw_noise([0], 3, (1, 4, 4))\n"
+        "out = samplers.euler_maruyama(lambda x, t: 0 * x, x_T, z, samplers.linear_schedule(3, 1e-3), sde.SDEConfig())\n"
+        "assert out.shape == (1, 1, 4, 4) and audio.clip_features(np.zeros(22050)).shape == (80, 88)\n"
+        "import c2d.cli\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
