@@ -40,8 +40,8 @@ class SubnetConfig:
     base_width: int = 32  # decoder width at the finest resolution
     width_mults: tuple[int, ...] = (1, 2, 2)  # decoder widths per resolution, fine to coarse
     blocks_per_stage: int = 3  # ResBlocks per decoder stage
-    heads: int = 4  # cross-attention heads in each fusion block
-    kv_grid: tuple[int, int] = (20, 22)  # keys/values are pooled to at most this grid (cheap attention)
+    heads: int = 4  # cross-attention heads in each fusion block (CPU attention cost grows with heads)
+    kv_grid: tuple[int, int] = (20, 22)  # attention runs on at most this grid (queries and keys/values pooled)
     time_dim: int = 128
     groups: int = 8
     dropout: float = 0.0
@@ -77,7 +77,7 @@ SIZES: dict[str, ModelSizes] = {
     # Trains to useful quality on a 2-core CPU in about an hour per model (bf16 autocast).
     "small": _sizes(
         EncoderConfig(base_width=32, width_mults=(1, 2, 2), blocks_per_level=1, bottleneck_blocks=2),
-        SubnetConfig(base_width=16, width_mults=(1, 2, 4), blocks_per_stage=3),
+        SubnetConfig(base_width=16, width_mults=(1, 2, 4), blocks_per_stage=3, heads=1),
         unet_blocks=2,
     ),
     # Sized like the paper (7.9 M classifier, 4.4 M subnetwork, 16.6 M U-Net): here 8.3 M, 4.3 M, 16.3 M.

@@ -30,9 +30,10 @@ def positional_map(channels: int, h: int, w: int, device, dtype) -> torch.Tensor
 class TapFusion(nn.Module):
     """RMS-normalise a forward tap h and its gradient tap g, project both to `width`, fuse by cross-attention.
 
-    out = q + g' + Attn(q + pos, pool(g' + pos)), with q = P_h(RMS(h)), g' = P_g(RMS(g)); keys/values are
-    average-pooled to at most `kv_grid` positions, which keeps attention cheap at the finest resolution.
-    Without gradient taps: out = q.
+    out = q + g' + Up(Attn(P(q) + pos, P(g') + pos)), with q = P_h(RMS(h)), g' = P_g(RMS(g)), P average pooling
+    to at most `kv_grid` positions and Up nearest upsampling back to the tap's resolution. Attention runs on the
+    coarse grid (at most 20 x 22 = 440 tokens), so it stays cheap at every tap; the full-resolution gradient
+    reaches the decoder through the local term g'. Without gradient taps: out = q.
     """
 
     def __init__(self, c_tap: int, width: int, use_grad: bool, heads: int, kv_grid: tuple[int, int]):
@@ -52,10 +53,14 @@ class TapFusion(nn.Module):
             return q
         gp = self.proj_g(self.norm_g(g))
         _, c, hh, ww = q.shape
-        pos = positional_map(c, hh, ww, q.device, q.dtype)
         kernel = (max(1, hh // self.kv_grid[0]), max(1, ww // self.kv_grid[1]))
-        kv = F.avg_pool2d(gp + pos, kernel) if kernel != (1, 1) else gp + pos  # [B, width, <=20, <=22]
-        return q + gp + self.attn(q + pos, kv)
+        pool = (lambda z: F.avg_pool2d(z, kernel)) if kernel != (1, 1) else (lambda z: z)
+        q_c, g_c = pool(q), pool(gp)  # [B, width, <=20, <=22]
+        pos = positional_map(c, q_c.shape[2], q_c.shape[3], q.device, q.dtype)
+        fused = self.attn(q_c + pos, g_c + pos)
+        if kernel != (1, 1):
+            fused = F.interpolate(fused, scale_factor=kernel, mode="nearest")  # back to [B, width, H, W]
+        return q + gp + fused
 
 
 class ScoreSubnet(nn.Module):

@@ -44,3 +44,22 @@ def test_runtime_modules_import_without_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_sample_writes_log_mels_and_refuses_a_classifier_checkpoint(tmp_path, features_file):
+    runner = CliRunner()
+    common = ["--size", "tiny", "--steps", "2", "--batch-size", "4", "--features", str(features_file)]
+    assert runner.invoke(main, ["train", "classifier", "-o", str(tmp_path / "c.pt"), *common]).exit_code == 0
+    assert runner.invoke(main, ["train", "subnet", "--classifier", str(tmp_path / "c.pt"), "-o", str(tmp_path / "s.pt"), *common]).exit_code == 0
+    out = tmp_path / "seven.npy"
+    res = runner.invoke(main, ["sample", "--checkpoint", str(tmp_path / "s.pt"), "--digit", "7", "--count", "2", "--steps", "3", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    import numpy as np
+
+    x = np.load(out)
+    assert x.shape == (2, 1, 80, 88) and np.isfinite(x).all() and not np.array_equal(x[0], x[1])
+    res = runner.invoke(main, ["sample", "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "classifier checkpoint" in res.output
+    assert not (tmp_path / "x.npy").exists()
+    res = runner.invoke(main, ["sample", "--checkpoint", str(tmp_path / "s.pt"), "--guidance", "-1", "-o", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and not (tmp_path / "x.npy").exists()

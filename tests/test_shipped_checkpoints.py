@@ -1,0 +1,40 @@
+"""The committed `small` checkpoints: loadable, released, traceable to their classifier, and actually trained."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, state_sha256
+from c2d.models.data import DEFAULT_DATA, list_clips, read_resampled
+from c2d.runtime.audio import clip_features
+
+CKPTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+FILES = {"classifier-small.pt": "classifier", "subnet-small.pt": "subnet", "subnet-small-notaps.pt": "subnet", "unet-small.pt": "unet"}
+
+
+@pytest.mark.parametrize("name,kind", FILES.items())
+def test_committed_checkpoint_is_a_small_released_file(name, kind):
+    path = CKPTS / name
+    assert path.stat().st_size <= 20 * 2**20
+    ckpt = load_checkpoint(path, kind)
+    assert ckpt["released"] and "optimizer" not in ckpt and ckpt["size"] == "small"
+    build = {"classifier": build_classifier, "subnet": build_single_backbone, "unet": build_unet}[kind]
+    build(ckpt, name)
+
+
+def test_subnets_embed_exactly_the_committed_classifier():
+    classifier_sha = state_sha256(load_checkpoint(CKPTS / "classifier-small.pt")["ema"])
+    for name in ("subnet-small.pt", "subnet-small-notaps.pt"):
+        embedded = load_checkpoint(CKPTS / name)["classifier"]
+        assert embedded["sha256"] == classifier_sha == state_sha256(embedded["model"])
+
+
+@pytest.mark.skipif(not DEFAULT_DATA.is_dir(), reason="FSDD not present next to the checkout")
+def test_committed_classifier_recognises_real_test_clips():
+    clips = [c for c in list_clips() if c.split == "test"][::6]  # 50 clips, all digits and speakers
+    x = torch.from_numpy(np.stack([clip_features(read_resampled(c.path, 22050)) for c in clips])[:, None])
+    classifier = build_classifier(load_checkpoint(CKPTS / "classifier-small.pt")).eval()
+    with torch.no_grad():
+        pred = classifier(x, torch.zeros(len(x))).argmax(1).numpy()
+    assert (pred == np.array([c.digit for c in clips])).mean() >= 0.9
