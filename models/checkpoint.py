@@ -116,7 +116,7 @@ def embedded_classifier(classifier_ckpt: dict) -> dict:
 
 def release(ckpt: dict) -> dict:
     """Strip training state (raw weights, optimizer, RNG): the small file that ships or gets committed."""
-    keep = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
+    keep = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng", "rng_device")}
     keep["ema"] = inference_weights(ckpt)
     keep["released"] = True
     return keep

@@ -148,6 +148,8 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 def train(job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu",
           fresh: bool = False, progress: bool = True) -> dict:
     """Train job.trainable on data; write a resumable checkpoint to `out`. Returns the final checkpoint."""
+    if len(data) == 0:
+        raise ValueError("no training examples: the data split is empty")
     out = Path(out)
     dev = torch.device(device)
     rank, world = init_distributed(dev)
@@ -223,6 +225,7 @@ def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int,
         ema={k: v.detach().cpu() for k, v in ema.items()},
         optimizer=optimizer.state_dict(),
         rng=gen.get_state().cpu(),
+        rng_device=gen.device.type,
         step=step,
         train=config_to_dict(cfg),
         world_size=world,
@@ -240,7 +243,7 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
     optimizer.load_state_dict(ckpt["optimizer"])
     for k, v in ckpt["ema"].items():
         ema[k].copy_(v)
-    if dev.type == "cpu":
+    if ckpt.get("rng_device", "cpu") == dev.type:  # generator states are device-specific; elsewhere keep the seed
         gen.set_state(ckpt["rng"])
     return int(ckpt["step"])
 

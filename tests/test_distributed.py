@@ -18,9 +18,11 @@ def test_torchrun_two_ranks_end_with_identical_weights(tmp_path, features_file):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
-    changed = False
-    for name, value in r0["final"].items():
-        assert torch.equal(value, r1["final"][name]), name
-        changed |= not torch.equal(value, r0["initial"][name])
-    assert changed, "training steps did not change the weights"
-    assert (tmp_path / "ckpt.pt").exists()  # rank 0 wrote the checkpoint
+    for kind in ("classifier", "subnet"):
+        a, b = r0["result"][kind], r1["result"][kind]
+        changed = False
+        for name, value in a["final"].items():
+            assert torch.equal(value, b["final"][name]), f"{kind}: {name} differs between ranks"
+            changed |= not torch.equal(value, a["initial"][name])
+        assert changed, f"{kind}: training steps did not change the weights"
+        assert (tmp_path / f"{kind}.pt").exists()  # rank 0 wrote the checkpoint
