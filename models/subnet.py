@@ -59,7 +59,7 @@ class TapFusion(nn.Module):
         pos = positional_map(c, q_c.shape[2], q_c.shape[3], q.device, q.dtype)
         fused = self.attn(q_c + pos, g_c + pos)
         if kernel != (1, 1):
-            fused = F.interpolate(fused, scale_factor=kernel, mode="nearest")  # back to [B, width, H, W]
+            fused = F.interpolate(fused, size=(hh, ww), mode="nearest")  # back to [B, width, H, W]
         return q + gp + fused
 
 
