@@ -1,9 +1,23 @@
 """The `c2d` command. Subcommands import torch only when they need it, so the runtime stays slim."""
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 SIZE_NAMES = ("tiny", "small", "paper")
+
+
+@contextlib.contextmanager
+def clear_errors():
+    """Known failures (bad data, bad checkpoint, bad values) end with one line naming the problem, no traceback."""
+    from c2d.models.checkpoint import CheckpointError
+    from c2d.models.data import DataError
+
+    try:
+        yield
+    except (CheckpointError, DataError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,16 +64,17 @@ def train(kind, out, size, classifier_path, no_gradient_taps, steps, batch_size,
     if kind == "subnet" and not classifier_path:
         raise click.UsageError("training the subnet needs --classifier CHECKPOINT (the frozen backbone)")
     lr = lr or (5e-4 if kind == "classifier" else 3e-4)
-    job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, bf16=not fp32, ckpt_every=ckpt_every,
                       time_limit_s=time_limit * 60 if time_limit else None)
-    ckpt = run_training(job, load_features("train", data, features_file=features), cfg, out, device=device, fresh=fresh)
-    if release_path and ckpt_rank0():
+    with clear_errors():
+        job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed)
+        ckpt = run_training(job, load_features("train", data, features_file=features), cfg, out, device=device, fresh=fresh)
+    if release_path and is_rank0():
         atomic_torch_save(release(ckpt), release_path)
     click.echo(f"wrote {out} (step {ckpt['step']})")
 
 
-def ckpt_rank0() -> bool:
+def is_rank0() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -88,16 +103,17 @@ def sample(checkpoint, classifier_path, digits, count, steps, guidance, seed, de
     from c2d.models.unet import TwoModel
 
     checkpoint = checkpoint or str(shipped_checkpoint("subnet-small.pt"))
-    ckpt = load_checkpoint(checkpoint)
-    if ckpt["kind"] == "subnet":
-        model = build_single_backbone(ckpt, checkpoint)
-    elif ckpt["kind"] == "unet":
-        unet = build_unet(ckpt, checkpoint)
-        if digits and not classifier_path:
-            raise click.UsageError("a U-Net needs --classifier to generate a given digit")
-        model = TwoModel(unet, build_classifier(load_checkpoint(classifier_path, "classifier")), sde_from(ckpt)) if classifier_path else unet
-    else:
-        raise click.UsageError(f"{checkpoint} is a {ckpt['kind']} checkpoint; sample from a subnet or unet checkpoint")
+    with clear_errors():
+        ckpt = load_checkpoint(checkpoint)
+        if ckpt["kind"] == "subnet":
+            model = build_single_backbone(ckpt, checkpoint)
+        elif ckpt["kind"] == "unet":
+            if digits and not classifier_path:
+                raise click.UsageError("a U-Net needs --classifier to generate a given digit")
+            unet = build_unet(ckpt, checkpoint)
+            model = TwoModel(unet, build_classifier(load_checkpoint(classifier_path, "classifier")), sde_from(ckpt)) if classifier_path else unet
+        else:
+            raise click.UsageError(f"{checkpoint} is a {ckpt['kind']} checkpoint; sample from a subnet or unet checkpoint")
     labels = [d for d in digits for _ in range(count)] if digits else None
     seeds = [seed + i for i in range(len(labels) if labels else count)]
     x0 = reference_sample(model.to(device), sde_from(ckpt), seeds, labels, guidance, steps, device=device)

@@ -63,3 +63,12 @@ def test_sample_writes_log_mels_and_refuses_a_classifier_checkpoint(tmp_path, fe
     assert not (tmp_path / "x.npy").exists()
     res = runner.invoke(main, ["sample", "--checkpoint", str(tmp_path / "s.pt"), "--guidance", "-1", "-o", str(tmp_path / "x.npy")])
     assert res.exit_code == 2 and not (tmp_path / "x.npy").exists()
+
+
+def test_corrupt_classifier_checkpoint_is_one_clear_line_and_no_output(tmp_path, features_file):
+    bad = tmp_path / "classifier.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = CliRunner().invoke(main, ["train", "subnet", "--size", "tiny", "--classifier", str(bad), "-o", str(tmp_path / "s.pt"),
+                                    "--features", str(features_file)])
+    assert res.exit_code == 1 and "corrupt or unsafe checkpoint" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "s.pt").exists()
