@@ -69,9 +69,10 @@ def train(kind, out, size, classifier_path, no_gradient_taps, steps, batch_size,
     with clear_errors():
         job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed)
         ckpt = run_training(job, load_features("train", data, features_file=features), cfg, out, device=device, fresh=fresh)
-    if release_path and is_rank0():
-        atomic_torch_save(release(ckpt), release_path)
-    click.echo(f"wrote {out} (step {ckpt['step']})")
+    if is_rank0():
+        if release_path:
+            atomic_torch_save(release(ckpt), release_path)
+        click.echo(f"wrote {out} (step {ckpt['step']})")
 
 
 def is_rank0() -> bool:
