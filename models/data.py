@@ -114,11 +114,16 @@ def load_features(
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if features_file is not None:
         return _select(_load_npz(Path(features_file)), split)
+    return _select(_cached_arrays(data_dir, cache_dir, cfg), split)
+
+
+def _cached_arrays(data_dir, cache_dir, cfg: MelConfig) -> dict:
+    """All clips' features, labels, speakers and split flags: from the cache, else computed and cached."""
     clips = list_clips(data_dir)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"fsdd-{_cache_key(clips, cfg)}.npz"
     if path.exists():
-        return _select(_load_npz(path), split)
+        return _load_npz(path)
     feats = np.stack([clip_features(read_resampled(c.path, cfg.sample_rate), cfg) for c in clips])[:, None]
     arrays = {
         "x": feats.astype(np.float32),
@@ -127,7 +132,7 @@ def load_features(
         "is_test": np.array([c.split == "test" for c in clips]),
     }
     _atomic_savez(path, arrays)
-    return _select(arrays, split)
+    return arrays
 
 
 def _load_npz(path: Path) -> dict:
@@ -145,16 +150,13 @@ def _select(arrays: dict, split: str) -> Features:
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # unique per process: ranks may race
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
 
 
 def export_features(out: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
     """Write all features (with split flags) to one .npz, e.g. to carry to a machine without the WAVs."""
-    load_features("all", data_dir)
-    clips = list_clips(data_dir)
-    src = default_cache_dir() / f"fsdd-{_cache_key(clips, DEFAULT_MEL)}.npz"
     out = Path(out)
-    _atomic_savez(out, _load_npz(src))
+    _atomic_savez(out, _cached_arrays(data_dir, None, DEFAULT_MEL))
     return out
