@@ -25,7 +25,7 @@ from torch import nn
 from c2d.models.classifier import NoiseConditionedClassifier
 from c2d.models.config import SIZES
 from c2d.models.nn import ChannelRMSNorm, CrossAttention
-from c2d.models.subnet import ScoreSubnet, classifier_pass
+from c2d.models.subnet import ScoreSubnet, SingleBackbone, classifier_pass
 from c2d.models.unet import UNet
 
 INPUT_SHAPE = (1, 1, 80, 88)
@@ -131,3 +131,13 @@ def format_cost_table(rows: list[CostRow]) -> str:
     lines.append(f"single backbone / two-model (guided): parameters {one.params_total / two.params_total:.2f}, "
                  f"MACs {one.macs_per_step / two.macs_per_step:.2f} (paper: 0.50, 0.72)")
     return "\n".join(lines)
+
+
+def guided_step_macs(model) -> int:
+    """MACs of one guided call (what one exported graph call computes) for a SingleBackbone or TwoModel, batch 1."""
+    c = classifier_macs(model.classifier)
+    if isinstance(model, SingleBackbone):
+        taps = c.backward_to_taps if model.subnet.cfg.use_gradient_taps else 0
+        return c.forward + taps + c.backward_to_x + subnet_forward_macs(model.classifier, model.subnet)
+    unet = model.unet
+    return c.forward + c.backward_to_x + sum(trace_macs(unet, lambda: unet(torch.zeros(INPUT_SHAPE), torch.full((1,), 0.5))).values())

@@ -53,7 +53,8 @@ class TapFusion(nn.Module):
             return q
         gp = self.proj_g(self.norm_g(g))
         _, c, hh, ww = q.shape
-        kernel = (max(1, hh // self.kv_grid[0]), max(1, ww // self.kv_grid[1]))
+        # int(): the pooling kernel is a static hyperparameter per resolution, also when an exporter traces sizes
+        kernel = (max(1, int(hh) // self.kv_grid[0]), max(1, int(ww) // self.kv_grid[1]))
         pool = (lambda z: F.avg_pool2d(z, kernel)) if kernel != (1, 1) else (lambda z: z)
         q_c, g_c = pool(q), pool(gp)  # [B, width, <=20, <=22]
         pos = positional_map(c, q_c.shape[2], q_c.shape[3], q.device, q.dtype)

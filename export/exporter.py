@@ -1,0 +1,240 @@
+"""`c2d export`: checkpoints -> a validated, self-describing ONNX bundle, written atomically.
+
+Registered targets (a test covers each): generator variants by the checkpoint kinds they take, and vocoders.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph, TwoModelGraph
+from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder
+from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, mel_from, sde_from
+from c2d.models.costs import guided_step_macs, n_params
+from c2d.models.unet import TwoModel
+from c2d.runtime.bundle import (BUNDLE_FORMAT, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
+                                encode_metadata)
+
+OPSET = 17
+TRACE_BATCH = 2
+DEFAULT_STEPS = 100
+DEFAULT_GUIDANCE = 3.0
+
+
+class ExportError(RuntimeError):
+    """The checkpoints or the output folder do not allow an export."""
+
+
+@dataclass(frozen=True)
+class GeneratorTarget:
+    kinds: tuple[str, ...]  # checkpoint kinds it takes, sorted
+    build: Callable[[dict[str, dict], dict[str, str]], nn.Module]  # (checkpoints by kind, paths by kind) -> torch model
+    graph: Callable[[nn.Module], nn.Module]  # torch model -> autograd-free export wrapper
+    description: str
+
+
+def _build_single(ckpts: dict, paths: dict) -> nn.Module:
+    return build_single_backbone(ckpts["subnet"], paths["subnet"])
+
+
+def _build_two_model(ckpts: dict, paths: dict) -> nn.Module:
+    unet = build_unet(ckpts["unet"], paths["unet"])
+    return TwoModel(unet, build_classifier(ckpts["classifier"], paths["classifier"]), sde_from(ckpts["unet"]))
+
+
+GENERATOR_TARGETS = {
+    "single-backbone": GeneratorTarget(("subnet",), _build_single, SingleBackboneGraph,
+                                       "frozen classifier + score subnetwork (one subnet checkpoint)"),
+    "two-model": GeneratorTarget(("classifier", "unet"), _build_two_model, TwoModelGraph,
+                                 "U-Net + separate classifier (a unet and a classifier checkpoint)"),
+}
+VOCODER_TARGETS = ("hifigan", "griffin-lim")
+
+
+def resolve_target(kinds: list[str], variant: str | None) -> str:
+    """The generator target whose checkpoint kinds match; a clear error for any other combination."""
+    matches = [name for name, target in GENERATOR_TARGETS.items() if target.kinds == tuple(sorted(kinds))]
+    expected = "; ".join(f"{name}: {t.description}" for name, t in GENERATOR_TARGETS.items())
+    if not matches:
+        raise ExportError(f"checkpoints of kinds {sorted(kinds)} match no export target ({expected})")
+    if variant is not None and variant not in matches:
+        raise ExportError(f"--variant {variant} does not match the checkpoints given (kinds {sorted(kinds)} make a {matches[0]}; {expected})")
+    return matches[0]
+
+
+def load_generator(paths: list[str | os.PathLike], variant: str | None = None) -> tuple[str, nn.Module, dict, dict]:
+    """(target name, torch model in eval mode, checkpoints by kind, paths by kind) from the checkpoint files."""
+    ckpts, by_kind = {}, {}
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        if ckpt["kind"] in ckpts:
+            raise ExportError(f"two {ckpt['kind']} checkpoints given: {by_kind[ckpt['kind']]} and {path}")
+        ckpts[ckpt["kind"]], by_kind[ckpt["kind"]] = ckpt, str(path)
+    name = resolve_target(list(ckpts), variant)
+    model = GENERATOR_TARGETS[name].build(ckpts, by_kind).float().eval()
+    return name, model, ckpts, by_kind
+
+
+def source_commit() -> str:
+    """git commit of this code (with -dirty for uncommitted changes), or "unknown" outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes) -> float:
+    """TorchScript-based exporter (fast, and our wrappers hold no autograd); returns the seconds it took."""
+    start = time.perf_counter()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # deprecation of the TorchScript exporter and tracer warnings on static sizes
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
+                          input_names=list(input_names), output_names=list(output_names), dynamic_axes=dynamic_axes)
+    return time.perf_counter() - start
+
+
+def _write_metadata(path: Path, meta) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in encode_metadata(meta).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> GeneratorMeta:
+    mel = mel_from(ckpt)
+    if name == "single-backbone":
+        parts = {"classifier": n_params(model.classifier), "subnet": n_params(model.subnet)}
+        variant = name if model.subnet.cfg.use_gradient_taps else "single-backbone-notaps"
+    else:
+        parts = {"classifier": n_params(model.classifier), "unet": n_params(model.unet)}
+        variant = name
+    return GeneratorMeta(
+        format_version=BUNDLE_FORMAT, variant=variant, mel=mel, sde=sde_from(ckpt), labels=LABELS, n_frames=mel.n_frames,
+        default_steps=DEFAULT_STEPS, default_guidance=DEFAULT_GUIDANCE, params={"total": sum(parts.values()), **parts},
+        macs_per_step=guided_step_macs(model), precision="fp32", source_commit=commit,
+    )
+
+
+def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Path) -> dict:
+    """Trace, write, tag and validate the generator graph; returns its manifest entry."""
+    shape = (1, meta.mel.n_mels, meta.n_frames)
+    torch.manual_seed(0)
+    args = (torch.randn(TRACE_BATCH, *shape), torch.rand(TRACE_BATCH), torch.eye(len(meta.labels))[:TRACE_BATCH],
+            torch.full((TRACE_BATCH,), meta.default_guidance))
+    axes = {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES}
+    seconds = _onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, axes)
+    _write_metadata(path, meta)
+    session = _session(path)
+    cases = validate_generator(model, session, meta.sde, shape, len(meta.labels))
+    sampling = validate_sampling(model, session, meta.sde, meta.mel, shape)
+    return {"file": path.name, "variant": meta.variant, "export_seconds": round(seconds, 3),
+            "validation": {**summarize(cases), "sampling_100_steps_relative_error": sampling}}
+
+
+def export_vocoder(kind: str, mel_cfg, commit: str, path: Path) -> dict:
+    """HiFi-GAN to ONNX (validated), or the weight-free Griffin-Lim entry."""
+    if kind == "griffin-lim":
+        return {"kind": "griffin-lim", "file": None}
+    from c2d.export.hifigan import load_hifigan
+
+    generator, config = load_hifigan()
+    hop = int(np.prod(config["upsample_rates"]))
+    if (config["num_mels"], config["sampling_rate"], config["hop_size"]) != (mel_cfg.n_mels, mel_cfg.sample_rate, mel_cfg.hop_length):
+        raise ExportError(f"the HiFi-GAN config ({config['num_mels']} mels, {config['sampling_rate']} Hz, hop {config['hop_size']}) "
+                          f"does not match the model's mel space ({mel_cfg.n_mels}, {mel_cfg.sample_rate}, {mel_cfg.hop_length})")
+    mel = torch.randn(1, mel_cfg.n_mels, 64) - 5.0
+    seconds = _onnx_export(generator, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
+    meta = VocoderMeta(format_version=BUNDLE_FORMAT, name="hifigan-v1-universal", mel=mel_cfg, hop_length=hop,
+                       sample_rate=config["sampling_rate"], params=n_params(generator), precision="fp32", source_commit=commit)
+    _write_metadata(path, meta)
+    error = validate_vocoder(generator, _session(path), mel_cfg.n_mels)
+    return {"kind": "hifigan", "file": path.name, "export_seconds": round(seconds, 3), "validation": {"max_relative_error": error}}
+
+
+def _check_destination(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ExportError(f"{out} is a non-empty folder that is not a c2d bundle; refusing to replace it")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Swap the finished bundle in: an existing bundle is replaced only now, after everything succeeded."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, vocoder: str = "hifigan",
+                  variant: str | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Export, validate and write a bundle; returns its manifest. A failure leaves `out` exactly as it was."""
+    if vocoder not in VOCODER_TARGETS:
+        raise ExportError(f"unknown vocoder {vocoder!r}; choose one of {VOCODER_TARGETS}")
+    out = Path(out)
+    _check_destination(out)
+    name, model, ckpts, paths = load_generator(checkpoints, variant)
+    main_ckpt = ckpts.get("subnet") or ckpts["unet"]
+    commit = source_commit()
+    meta = generator_meta(name, model, main_ckpt, commit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        log(f"exporting {meta.variant} generator ({meta.params['total'] / 1e6:.2f} M parameters) and validating it against PyTorch")
+        generator = export_generator(name, model, meta, tmp / GENERATOR_FILE)
+        log(f"exporting the {vocoder} vocoder")
+        vocoder_entry = export_vocoder(vocoder, meta.mel, commit, tmp / VOCODER_FILE)
+        for entry in (generator, vocoder_entry):
+            if entry.get("file"):
+                entry["bytes"] = (tmp / entry["file"]).stat().st_size
+                entry["sha256"] = sha256_file(tmp / entry["file"])
+        manifest = {
+            "format_version": BUNDLE_FORMAT, "variant": meta.variant, "precision": meta.precision, "source_commit": commit,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "checkpoints": {kind: {"file": Path(p).name, "sha256": sha256_file(Path(p))} for kind, p in paths.items()},
+            "generator": generator, "vocoder": vocoder_entry,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+

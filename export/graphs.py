@@ -1,0 +1,84 @@
+"""Export wrappers: what goes into each ONNX graph. Autograd-free, so the TorchScript ONNX exporter traces them.
+
+Every generator graph has the same interface, so the runtime and the profiler treat all variants alike:
+  inputs   x [B, 1, n_mels, T] (x_t), t [B], y [B, K] (one-hot class; any weights allowed), gamma [B] (0 = unguided)
+  outputs  eps [B, 1, n_mels, T]   guided noise prediction eps - gamma sigma_t grad_x log p(y | x_t, t)
+           logits [B, K]           the classifier's logits at (x_t, t)
+           guidance [B, 1, n_mels, T]  grad_x log p(y | x_t, t)
+The noise prediction, not the score, leaves the graph: dividing by a tiny sigma_t inside it amplifies error.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from c2d.export.adjoint import ClassifierAdjoint, guidance_cotangent
+from c2d.models.subnet import SingleBackbone
+from c2d.models.unet import TwoModel
+from c2d.runtime.sde import SDEConfig, log_alpha
+
+INPUT_NAMES = ("x", "t", "y", "gamma")
+OUTPUT_NAMES = ("eps", "logits", "guidance")
+
+
+def sigma_t(t: torch.Tensor, sde: SDEConfig) -> torch.Tensor:
+    """sigma_t = sqrt(-expm1(2 log alpha_t)) = sqrt(-2 e^h sinh(h)), h = log alpha_t <= 0.
+
+    ONNX has neither Expm1 nor (in the TorchScript exporter) Sinh, and 1 - exp(2h) loses about 3e-4 of sigma
+    at t_min in float32; sinh comes from its Taylor series where |h| < 0.5 (relative error < 3e-6) and from
+    exponentials elsewhere, where cancellation is mild.
+    """
+    h = log_alpha(t, sde)
+    h2 = h * h
+    series = h * (1.0 + h2 / 6.0 * (1.0 + h2 / 20.0 * (1.0 + h2 / 42.0)))
+    sinh = torch.where(h.abs() < 0.5, series, 0.5 * (torch.exp(h) - torch.exp(-h)))
+    return torch.sqrt(-2.0 * torch.exp(h) * sinh)
+
+
+def guided_eps(eps, guidance, t, gamma, sde: SDEConfig) -> torch.Tensor:
+    """models.subnet.guide_eps with the exportable sigma: eps - gamma sigma_t grad_x log p(y | x_t)."""
+    return eps - (gamma * sigma_t(t, sde)).view(-1, 1, 1, 1) * guidance
+
+
+class SingleBackboneGraph(nn.Module):
+    """One classifier forward pass feeds the subnet's taps, the gradient taps and the guidance gradient.
+
+    With gradient taps both cotangents (softmax for the taps, y - softmax for guidance) go back in one batched
+    backward pass of 2B; without them only the guidance cotangent does.
+    """
+
+    def __init__(self, model: SingleBackbone):
+        super().__init__()
+        self.adjoint = ClassifierAdjoint(model.classifier)
+        self.subnet = model.subnet
+        self.sde = model.sde
+        self.use_taps = model.subnet.cfg.use_gradient_taps
+
+    def forward(self, x, t, y, gamma):
+        logits, taps, saved = self.adjoint.forward_saved(x, t)
+        guide_cot = guidance_cotangent(logits, y)
+        if self.use_taps:
+            cot = torch.cat([torch.softmax(logits, dim=1), guide_cot])  # [2B, K]
+            grads, gx = self.adjoint.backward(saved, cot, n=2)
+            tap_grads = [g.reshape((2, -1) + tuple(g.shape[1:]))[0] for g in grads]  # first B: d lse / d h_k
+            guidance = gx.reshape((2, -1) + tuple(gx.shape[1:]))[1]  # last B: d log p(y|x) / dx
+        else:
+            tap_grads = None
+            _, guidance = self.adjoint.backward(saved, guide_cot, n=1)
+        eps = self.subnet(taps, tap_grads, t)
+        return guided_eps(eps, guidance, t, gamma, self.sde), logits, guidance
+
+
+class TwoModelGraph(nn.Module):
+    """The baseline: a U-Net's eps, guided by a separate classifier's forward and backward pass."""
+
+    def __init__(self, model: TwoModel):
+        super().__init__()
+        self.unet = model.unet
+        self.adjoint = ClassifierAdjoint(model.classifier)
+        self.sde = model.sde
+
+    def forward(self, x, t, y, gamma):
+        logits, _, saved = self.adjoint.forward_saved(x, t)
+        _, guidance = self.adjoint.backward(saved, guidance_cotangent(logits, y), n=1)
+        return guided_eps(self.unet(x, t), guidance, t, gamma, self.sde), logits, guidance
