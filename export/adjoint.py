@@ -28,14 +28,19 @@ def _hw(x: torch.Tensor) -> tuple[int, int]:
     return int(x.shape[2]), int(x.shape[3])
 
 
-def _per_copy(g: torch.Tensor, n: int) -> torch.Tensor:
+def _static(sizes) -> tuple[int, ...]:
+    """Sizes as Python ints: constants in a traced graph instead of Shape/Gather/Concat chains (batch stays -1)."""
+    return tuple(int(s) for s in sizes)
+
+
+def split_copies(g: torch.Tensor, n: int) -> torch.Tensor:
     """[n B, ...] -> [n, B, ...], so saved [B, ...] tensors broadcast over the n cotangent copies."""
-    return g.reshape((n, -1) + tuple(g.shape[1:]))
+    return g.reshape((n, -1) + _static(g.shape[1:]))
 
 
-def _merge(g: torch.Tensor) -> torch.Tensor:
+def merge_copies(g: torch.Tensor) -> torch.Tensor:
     """[n, B, ...] -> [n B, ...]."""
-    return g.reshape((-1,) + tuple(g.shape[2:]))
+    return g.reshape((-1,) + _static(g.shape[2:]))
 
 
 def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor, in_hw: tuple[int, int]) -> torch.Tensor:
@@ -57,7 +62,7 @@ class GroupNormSaved:
 
 def group_norm_forward(norm: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, GroupNormSaved]:
     """y = (x - mean) / sqrt(var + eps) * w + b per (sample, group); same maths as F.group_norm."""
-    b, c, h, w = x.shape
+    _, c, h, w = _static(x.shape)
     xg = x.reshape(-1, norm.num_groups, (c // norm.num_groups) * h * w)  # [B, G, C/G*H*W]
     mean = xg.mean(dim=2, keepdim=True)
     centred = xg - mean
@@ -69,10 +74,10 @@ def group_norm_forward(norm: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tenso
 
 def group_norm_adjoint(norm: nn.GroupNorm, saved: GroupNormSaved, g: torch.Tensor, n: int) -> torch.Tensor:
     """dx = rstd (gy - mean(gy) - x_hat mean(gy x_hat)), gy = g w, per group; g [n B, C, H, W]."""
-    _, c, h, w = g.shape
-    gy = _per_copy(g * norm.weight.view(1, c, 1, 1), n).reshape(n, -1, norm.num_groups, saved.x_hat.shape[2])
+    _, c, h, w = _static(g.shape)
+    gy = split_copies(g * norm.weight.view(1, c, 1, 1), n).reshape(n, -1, norm.num_groups, int(saved.x_hat.shape[2]))
     dx = saved.rstd * (gy - gy.mean(dim=3, keepdim=True) - saved.x_hat * (gy * saved.x_hat).mean(dim=3, keepdim=True))
-    return _merge(dx).reshape(-1, c, h, w)
+    return merge_copies(dx).reshape(-1, c, h, w)
 
 
 def silu_derivative(a: torch.Tensor) -> torch.Tensor:
@@ -83,7 +88,7 @@ def silu_derivative(a: torch.Tensor) -> torch.Tensor:
 
 def _scale(g: torch.Tensor, d: torch.Tensor, n: int) -> torch.Tensor:
     """Elementwise g * d with g [n B, ...] and d [B, ...]."""
-    return _merge(_per_copy(g, n) * d)
+    return merge_copies(split_copies(g, n) * d)
 
 
 @dataclass
@@ -164,9 +169,9 @@ class ClassifierAdjoint(nn.Module):
         Returns (gradients at every tap, same order as the taps, each [n B, C_k, H_k, W_k]; gradient at x [n B, 1, H, W]).
         """
         enc, head_dsilu = self.classifier.encoder, saved.head_dsilu
-        h, w = head_dsilu.shape[2:]
+        h, w = _hw(head_dsilu)
         g = (cotangent @ self.classifier.head.weight)[:, :, None, None] / float(h * w)  # [n B, C, 1, 1]
-        g = _merge(_per_copy(g, n) * head_dsilu)  # mean-pool adjoint broadcasts to [n B, C, h, w]
+        g = merge_copies(split_copies(g, n) * head_dsilu)  # mean-pool adjoint broadcasts to [n B, C, h, w]
         g = group_norm_adjoint(self.classifier.head_norm, saved.head_norm, g, n)
         bottleneck_grad = g
         for block, s in zip(reversed(enc.bottleneck), reversed(saved.bottleneck)):

@@ -118,8 +118,17 @@ def _onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output
     return time.perf_counter() - start
 
 
-def _write_metadata(path: Path, meta) -> None:
+def _write_metadata(path: Path, meta, output_shapes: dict[str, list] | None = None) -> None:
+    """Tag the file with its metadata; name the output dims the tracer left anonymous."""
     model = onnx.load(str(path))
+    for output in model.graph.output:
+        if output_shapes and output.name in output_shapes:
+            dims = output.type.tensor_type.shape.dim
+            for dim, size in zip(dims, output_shapes[output.name]):
+                if isinstance(size, str):
+                    dim.dim_param = size
+                else:
+                    dim.dim_value = size
     del model.metadata_props[:]
     for key, value in encode_metadata(meta).items():
         model.metadata_props.add(key=key, value=value)
@@ -153,7 +162,7 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
             torch.full((TRACE_BATCH,), meta.default_guidance))
     axes = {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES}
     seconds = _onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, axes)
-    _write_metadata(path, meta)
+    _write_metadata(path, meta, {"eps": ["batch", *shape], "guidance": ["batch", *shape], "logits": ["batch", len(meta.labels)]})
     session = _session(path)
     cases = validate_generator(model, session, meta.sde, shape, len(meta.labels))
     sampling = validate_sampling(model, session, meta.sde, meta.mel, shape)
@@ -176,7 +185,7 @@ def export_vocoder(kind: str, mel_cfg, commit: str, path: Path) -> dict:
     seconds = _onnx_export(generator, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
     meta = VocoderMeta(format_version=BUNDLE_FORMAT, name="hifigan-v1-universal", mel=mel_cfg, hop_length=hop,
                        sample_rate=config["sampling_rate"], params=n_params(generator), precision="fp32", source_commit=commit)
-    _write_metadata(path, meta)
+    _write_metadata(path, meta, {"wave": ["batch", 1, "samples"]})
     error = validate_vocoder(generator, _session(path), mel_cfg.n_mels)
     return {"kind": "hifigan", "file": path.name, "export_seconds": round(seconds, 3), "validation": {"max_relative_error": error}}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c2d.export.adjoint import ClassifierAdjoint, guidance_cotangent
+from c2d.export.adjoint import ClassifierAdjoint, split_copies, guidance_cotangent
 from c2d.models.subnet import SingleBackbone
 from c2d.models.unet import TwoModel
 from c2d.runtime.sde import SDEConfig, log_alpha
@@ -60,8 +60,8 @@ class SingleBackboneGraph(nn.Module):
         if self.use_taps:
             cot = torch.cat([torch.softmax(logits, dim=1), guide_cot])  # [2B, K]
             grads, gx = self.adjoint.backward(saved, cot, n=2)
-            tap_grads = [g.reshape((2, -1) + tuple(g.shape[1:]))[0] for g in grads]  # first B: d lse / d h_k
-            guidance = gx.reshape((2, -1) + tuple(gx.shape[1:]))[1]  # last B: d log p(y|x) / dx
+            tap_grads = [split_copies(g, 2)[0] for g in grads]  # first B: d lse / d h_k
+            guidance = split_copies(gx, 2)[1]  # last B: d log p(y|x) / dx
         else:
             tap_grads = None
             _, guidance = self.adjoint.backward(saved, guide_cot, n=1)

@@ -64,15 +64,26 @@ def mel_filterbank(cfg: MelConfig = DEFAULT_MEL) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def magnitude_spectrogram(wave: np.ndarray, cfg: MelConfig = DEFAULT_MEL) -> np.ndarray:
-    """Centred STFT magnitude (reflect padding, periodic Hann): [n_samples] -> [n_fft//2+1, frames]."""
+def hann_window(n: int) -> np.ndarray:
+    """Periodic Hann window (torch.hann_window's default)."""
+    return np.hanning(n + 1)[:-1].astype(np.float32)
+
+
+def stft(wave: np.ndarray, cfg: MelConfig = DEFAULT_MEL) -> np.ndarray:
+    """Centred STFT (reflect padding, periodic Hann): [..., n_samples] -> complex [..., n_fft//2+1, frames]."""
     pad = cfg.n_fft // 2
-    padded = np.pad(np.asarray(wave, dtype=np.float32), (pad, pad), mode="reflect")
-    n_frames = 1 + (len(padded) - cfg.n_fft) // cfg.hop_length
-    idx = np.arange(cfg.n_fft)[None, :] + cfg.hop_length * np.arange(n_frames)[:, None]
-    window = np.hanning(cfg.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
-    spec = np.fft.rfft(padded[idx] * window, axis=-1)  # [frames, n_fft//2+1]
-    return np.sqrt(spec.real**2 + spec.imag**2 + 1e-9).T.astype(np.float32)  # HiFi-GAN's magnitude
+    wave = np.asarray(wave, dtype=np.float32)
+    padded = np.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(pad, pad)], mode="reflect")
+    n_frames = 1 + (padded.shape[-1] - cfg.n_fft) // cfg.hop_length
+    idx = np.arange(cfg.n_fft)[None, :] + cfg.hop_length * np.arange(n_frames)[:, None]  # [frames, n_fft]
+    spec = np.fft.rfft(padded[..., idx] * hann_window(cfg.n_fft), axis=-1)  # [..., frames, bins]
+    return np.swapaxes(spec, -1, -2)
+
+
+def magnitude_spectrogram(wave: np.ndarray, cfg: MelConfig = DEFAULT_MEL) -> np.ndarray:
+    """HiFi-GAN's magnitude sqrt(|STFT|^2 + 1e-9): [n_samples] -> [n_fft//2+1, frames]."""
+    spec = stft(wave, cfg)
+    return np.sqrt(spec.real**2 + spec.imag**2 + 1e-9).astype(np.float32)
 
 
 def log_mel(wave: np.ndarray, cfg: MelConfig = DEFAULT_MEL) -> np.ndarray:

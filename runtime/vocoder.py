@@ -1,0 +1,74 @@
+"""Vocoders: log-Mel [B, n_mels, T] -> waveform [B, T * hop]. numpy only.
+
+Griffin-Lim needs no weights: the fallback when a bundle has no HiFi-GAN. It inverts the mel filterbank by
+non-negative least squares (projected gradient on the pseudo-inverse's start) and then recovers a phase with
+fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99), as librosa.griffinlim does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from c2d.runtime.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank, stft
+
+
+def istft(spec: np.ndarray, cfg: MelConfig, length: int) -> np.ndarray:
+    """Inverse of runtime.audio.stft by windowed overlap-add: complex [..., bins, frames] -> [..., length]."""
+    frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=cfg.n_fft, axis=-1).astype(np.float32)  # [..., frames, n_fft]
+    window = hann_window(cfg.n_fft)
+    n_frames = frames.shape[-2]
+    total = cfg.n_fft + cfg.hop_length * (n_frames - 1)
+    out = np.zeros(frames.shape[:-2] + (total,), dtype=np.float32)
+    norm = np.zeros(total, dtype=np.float32)
+    for i in range(n_frames):
+        sl = slice(i * cfg.hop_length, i * cfg.hop_length + cfg.n_fft)
+        out[..., sl] += frames[..., i, :] * window
+        norm[sl] += window**2
+    out /= np.maximum(norm, 1e-8)
+    pad = cfg.n_fft // 2
+    out = out[..., pad : pad + length]
+    return np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, length - out.shape[-1])])
+
+
+def mel_to_magnitude(log_mel: np.ndarray, cfg: MelConfig, iters: int = 200) -> np.ndarray:
+    """Non-negative linear magnitude S with filterbank @ S ~ exp(log_mel): [..., n_mels, T] -> [..., bins, T]."""
+    fb = mel_filterbank(cfg).astype(np.float64)  # [n_mels, bins]
+    target = np.exp(log_mel.astype(np.float64))
+    s = np.maximum(np.linalg.pinv(fb) @ target, 0.0)
+    step = 1.0 / np.linalg.norm(fb, 2) ** 2
+    for _ in range(iters):  # projected gradient descent on ||fb S - target||^2, S >= 0
+        s = np.maximum(s - step * (fb.T @ (fb @ s - target)), 0.0)
+    return s.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GriffinLim:
+    """Weight-free vocoder. Deterministic: the phase starts from a seeded random draw."""
+
+    mel: MelConfig = DEFAULT_MEL
+    n_iter: int = 32
+    momentum: float = 0.99
+    seed: int = 0
+    name: str = "griffin-lim"
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    def __call__(self, log_mel: np.ndarray) -> np.ndarray:
+        """[B, n_mels, T] natural-log Mel -> [B, T * hop] in [-1, 1]."""
+        if log_mel.ndim != 3 or log_mel.shape[1] != self.mel.n_mels:
+            raise ValueError(f"expected a log-Mel [B, {self.mel.n_mels}, T], got shape {log_mel.shape}")
+        magnitude = mel_to_magnitude(log_mel, self.mel)  # [B, bins, T]
+        length = log_mel.shape[-1] * self.mel.hop_length
+        rng = np.random.default_rng(self.seed)
+        angles = np.exp(2j * np.pi * rng.random(magnitude.shape))
+        previous = np.zeros_like(angles)
+        for _ in range(self.n_iter):
+            rebuilt = stft(istft(magnitude * angles, self.mel, length), self.mel)[..., : magnitude.shape[-1]]
+            accelerated = rebuilt - (self.momentum / (1.0 + self.momentum)) * previous
+            previous = rebuilt
+            angles = accelerated / np.maximum(np.abs(accelerated), 1e-8)
+        wave = istft(magnitude * angles, self.mel, length)
+        return np.clip(wave, -1.0, 1.0).astype(np.float32)
