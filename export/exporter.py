@@ -108,7 +108,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes) -> float:
+def onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes) -> float:
     """TorchScript-based exporter (fast, and our wrappers hold no autograd); returns the seconds it took."""
     start = time.perf_counter()
     with warnings.catch_warnings(), torch.no_grad():
@@ -161,7 +161,7 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
     args = (torch.randn(TRACE_BATCH, *shape), torch.rand(TRACE_BATCH), torch.eye(len(meta.labels))[:TRACE_BATCH],
             torch.full((TRACE_BATCH,), meta.default_guidance))
     axes = {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES}
-    seconds = _onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, axes)
+    seconds = onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, axes)
     _write_metadata(path, meta, {"eps": ["batch", *shape], "guidance": ["batch", *shape], "logits": ["batch", len(meta.labels)]})
     session = _session(path)
     cases = validate_generator(model, session, meta.sde, shape, len(meta.labels))
@@ -182,7 +182,7 @@ def export_vocoder(kind: str, mel_cfg, commit: str, path: Path) -> dict:
         raise ExportError(f"the HiFi-GAN config ({config['num_mels']} mels, {config['sampling_rate']} Hz, hop {config['hop_size']}) "
                           f"does not match the model's mel space ({mel_cfg.n_mels}, {mel_cfg.sample_rate}, {mel_cfg.hop_length})")
     mel = torch.randn(1, mel_cfg.n_mels, 64) - 5.0
-    seconds = _onnx_export(generator, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
+    seconds = onnx_export(generator, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
     meta = VocoderMeta(format_version=BUNDLE_FORMAT, name="hifigan-v1-universal", mel=mel_cfg, hop_length=hop,
                        sample_rate=config["sampling_rate"], params=n_params(generator), precision="fp32", source_commit=commit)
     _write_metadata(path, meta, {"wave": ["batch", 1, "samples"]})

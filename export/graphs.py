@@ -43,27 +43,32 @@ def guided_eps(eps, guidance, t, gamma, sde: SDEConfig) -> torch.Tensor:
 class SingleBackboneGraph(nn.Module):
     """One classifier forward pass feeds the subnet's taps, the gradient taps and the guidance gradient.
 
-    With gradient taps both cotangents (softmax for the taps, y - softmax for guidance) go back in one batched
-    backward pass of 2B; without them only the guidance cotangent does.
+    With gradient taps both cotangents (softmax for the taps, y - softmax for guidance) go back through the
+    classifier: by default as two backward passes of B; batch_cotangents=True stacks them into one pass of 2B,
+    which benchmarks/export_shipped.py measured slower in ONNX Runtime on CPU (results/export_shipped.md).
+    Without taps only the guidance cotangent goes back.
     """
 
-    def __init__(self, model: SingleBackbone):
+    def __init__(self, model: SingleBackbone, batch_cotangents: bool = False):
         super().__init__()
         self.adjoint = ClassifierAdjoint(model.classifier)
         self.subnet = model.subnet
         self.sde = model.sde
         self.use_taps = model.subnet.cfg.use_gradient_taps
+        self.batch_cotangents = batch_cotangents
 
     def forward(self, x, t, y, gamma):
         logits, taps, saved = self.adjoint.forward_saved(x, t)
         guide_cot = guidance_cotangent(logits, y)
-        if self.use_taps:
+        tap_grads = None
+        if self.use_taps and self.batch_cotangents:
             cot = torch.cat([torch.softmax(logits, dim=1), guide_cot])  # [2B, K]
             grads, gx = self.adjoint.backward(saved, cot, n=2)
             tap_grads = [split_copies(g, 2)[0] for g in grads]  # first B: d lse / d h_k
             guidance = split_copies(gx, 2)[1]  # last B: d log p(y|x) / dx
         else:
-            tap_grads = None
+            if self.use_taps:
+                tap_grads, _ = self.adjoint.backward(saved, torch.softmax(logits, dim=1), n=1)
             _, guidance = self.adjoint.backward(saved, guide_cot, n=1)
         eps = self.subnet(taps, tap_grads, t)
         return guided_eps(eps, guidance, t, gamma, self.sde), logits, guidance

@@ -62,9 +62,9 @@ class GriffinLim:
             raise ValueError(f"expected a log-Mel [B, {self.mel.n_mels}, T], got shape {log_mel.shape}")
         magnitude = mel_to_magnitude(log_mel, self.mel)  # [B, bins, T]
         length = log_mel.shape[-1] * self.mel.hop_length
-        rng = np.random.default_rng(self.seed)
-        angles = np.exp(2j * np.pi * rng.random(magnitude.shape))
-        previous = np.zeros_like(angles)
+        rng = np.random.default_rng(self.seed)  # one phase draw shared by every item: independent of the batch
+        angles = np.exp(2j * np.pi * rng.random(magnitude.shape[1:]))[None]
+        previous = np.zeros_like(magnitude, dtype=np.complex128)
         for _ in range(self.n_iter):
             rebuilt = stft(istft(magnitude * angles, self.mel, length), self.mel)[..., : magnitude.shape[-1]]
             accelerated = rebuilt - (self.momentum / (1.0 + self.momentum)) * previous

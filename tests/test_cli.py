@@ -36,7 +36,7 @@ def test_runtime_modules_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
-        "from c2d.runtime import audio, samplers, sde\n"
+        "from c2d.runtime import audio, bundle, samplers, sde, vocoder\n"
         "x_T, z = samplers.draw_noise([0], 3, (1, 4, 4))\n"
         "out = samplers.euler_maruyama(lambda x, t: 0 * x, x_T, z, samplers.linear_schedule(3, 1e-3), sde.SDEConfig())\n"
         "assert out.shape == (1, 1, 4, 4) and audio.clip_features(np.zeros(22050)).shape == (80, 88)\n"

@@ -1,0 +1,104 @@
+"""Export every shipped generator, summarise the bundles, and measure batched vs separate backward passes.
+
+python -m c2d.benchmarks.export_shipped [--out-dir runs/bundles] [--results benchmarks/results/export_shipped.md]
+
+1. `c2d export` of the shipped checkpoints: single backbone, its no-gradient-taps ablation, U-Net + classifier
+   (Griffin-Lim vocoder), and the HiFi-GAN vocoder once: file size, nodes, Conv / ConvTranspose counts,
+   export time, validation errors (from each bundle's manifest).
+2. The single-backbone graph with its two cotangents in one batched backward pass (2B) against two passes (B
+   each): ONNX Runtime CPU per-call latency, interleaved rounds in one process, median ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from c2d.export.exporter import export_bundle, load_generator, onnx_export
+from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph
+from c2d.export.inspect import describe_bundle
+
+CKPT = files("c2d.models.checkpoints")
+BUNDLES = {
+    "single-backbone": ["subnet-small.pt"],
+    "single-backbone-notaps": ["subnet-small-notaps.pt"],
+    "two-model": ["unet-small.pt", "classifier-small.pt"],
+}
+
+
+def summarize_bundles(out_dir: Path) -> list[str]:
+    rows = ["| bundle | vocoder | generator MB | nodes | Conv | ConvTranspose | export s | max rel. error eps / logits / guidance | 100-step sampling rel. error |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, ckpts in BUNDLES.items():
+        vocoder = "hifigan" if name == "single-backbone" else "griffin-lim"
+        manifest = export_bundle([str(CKPT / c) for c in ckpts], out_dir / name, vocoder=vocoder)
+        desc = describe_bundle(out_dir / name)["files"]["generator"]
+        err = manifest["generator"]["validation"]["max_relative_error"]
+        rows.append(f"| {name} | {vocoder} | {desc['bytes'] / 1e6:.2f} | {desc['nodes']} | {desc['ops'].get('Conv', 0)} | "
+                    f"{desc['ops'].get('ConvTranspose', 0)} | {manifest['generator']['export_seconds']:.2f} | "
+                    f"{err['eps']:.1e} / {err['logits']:.1e} / {err['guidance']:.1e} | "
+                    f"{manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e} |")
+        if manifest["vocoder"].get("file"):
+            v = describe_bundle(out_dir / name)["files"]["vocoder"]
+            rows.append(f"| (vocoder) | hifigan | {v['bytes'] / 1e6:.2f} | {v['nodes']} | {v['ops'].get('Conv', 0)} | "
+                        f"{v['ops'].get('ConvTranspose', 0)} | {manifest['vocoder']['export_seconds']:.2f} | "
+                        f"{manifest['vocoder']['validation']['max_relative_error']:.1e} (waveform) | - |")
+    return rows
+
+
+def time_backward_batching(batch_sizes=(1, 4), rounds: int = 7, calls: int = 10) -> list[str]:
+    _, model, _, _ = load_generator([str(CKPT / "subnet-small.pt")])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sessions = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, batched in (("batched 2B", True), ("two passes of B", False)):
+            path = Path(tmp) / f"{batched}.onnx"
+            args = (torch.randn(2, 1, 80, 88), torch.rand(2), torch.eye(10)[:2], torch.full((2,), 3.0))
+            onnx_export(SingleBackboneGraph(model, batch_cotangents=batched).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES,
+                        {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES})
+            sessions[label] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    rows = ["| batch | batched 2B ms/call | two passes ms/call | ratio batched / two passes |", "|---|---|---|---|"]
+    rng = np.random.default_rng(0)
+    for b in batch_sizes:
+        feeds = {"x": rng.standard_normal((b, 1, 80, 88), dtype=np.float32), "t": np.full(b, 0.5, np.float32),
+                 "y": np.eye(10, dtype=np.float32)[rng.integers(0, 10, b)], "gamma": np.full(b, 3.0, np.float32)}
+        outs = {k: s.run(None, feeds) for k, s in sessions.items()}  # warm-up, and the two must agree
+        assert all(np.allclose(a, c, rtol=1e-4, atol=1e-5) for a, c in zip(*outs.values()))
+        times = {k: [] for k in sessions}
+        for _ in range(rounds):
+            for k, s in sessions.items():
+                start = time.perf_counter()
+                for _ in range(calls):
+                    s.run(None, feeds)
+                times[k].append((time.perf_counter() - start) / calls * 1e3)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append(f"| {b} | {med['batched 2B']:.2f} | {med['two passes of B']:.2f} | {med['batched 2B'] / med['two passes of B']:.2f} |")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out-dir", type=Path, default=Path("runs/bundles"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/export_shipped.md"))
+    args = ap.parse_args()
+    lines = ["# Export of the shipped checkpoints", "", f"`python -m c2d.benchmarks.export_shipped` on {time.strftime('%Y-%m-%d')}, "
+             f"torch {torch.__version__}, onnxruntime {ort.__version__}, CPU.", ""]
+    lines += summarize_bundles(args.out_dir)
+    lines += ["", "## One batched backward pass (2B) or two (B each), single backbone, ORT CPU, 2 threads, median of interleaved rounds", ""]
+    lines += time_backward_batching()
+    text = "\n".join(lines) + "\n"
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
