@@ -311,3 +311,19 @@ def test_format_description_lists_every_file(tmp_path):
     text = format_description(describe_bundle(tmp_path / "b"))
     assert "generator: generator.onnx" in text and "vocoder: griffin-lim" in text
     assert np.isfinite(describe_bundle(tmp_path / "b")["files"]["generator"]["bytes"])
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_graph_wrappers_equal_the_autograd_model_in_torch(tmp_path, batched):
+    from c2d.export.exporter import load_generator
+    from c2d.export.graphs import SingleBackboneGraph
+
+    _, model, _, _ = load_generator(tiny_subnet(tmp_path))
+    x, t = torch.randn(3, 1, 80, 88), torch.tensor([1e-3, 0.3, 1.0])
+    y, gamma = torch.eye(10)[[0, 5, 9]], torch.tensor([0.0, 1.0, 4.0])
+    with torch.no_grad():
+        eps, logits, guidance = SingleBackboneGraph(model, batch_cotangents=batched)(x, t, y, gamma)
+    ref_eps, ref_logits = model.guided(x, t, y, gamma)
+    torch.testing.assert_close(eps, ref_eps, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(guidance, classifier_pass(model.classifier, x, t, False, y)[3], rtol=1e-4, atol=1e-6)
