@@ -50,3 +50,48 @@ def test_noise_is_per_sample_and_independent_of_batch():
 def test_schedule_rejects_zero_steps():
     with pytest.raises(ValueError, match="steps"):
         linear_schedule(0, 1e-3)
+
+
+def _dpm_std_error(steps: int, mu: float = 0.4, s: float = 0.3) -> tuple[float, float]:
+    """(relative error of the std, absolute error of the mean) of DPM-Solver++(2M) on N(mu, s^2) data.
+
+    The PF-ODE maps x_1 ~ N(a_1 mu, sd_1^2) affinely onto N(a_0 mu, sd_0^2): exact target per draw of x_T.
+    """
+    from c2d.runtime.samplers import SAMPLERS, logsnr_schedule
+
+    x_T, _ = draw_noise(range(4000), 0, (8,))
+    x0 = SAMPLERS["dpm2m"].fn(exact_gaussian_eps(mu, s), x_T, None, logsnr_schedule(steps, SDE), SDE)
+    (a0, s0), (a1, s1) = alpha_sigma(SDE.t_min, SDE), alpha_sigma(1.0, SDE)
+    sd0, sd1 = np.sqrt(a0**2 * s**2 + s0**2), np.sqrt(a1**2 * s**2 + s1**2)
+    mean = a0 * mu + sd0 * (x_T.mean() - a1 * mu) / sd1
+    return abs(x0.std() / x_T.std() / (sd0 / sd1) - 1), abs(x0.mean() - mean)
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+def test_dpm_solver_2m_maps_noise_to_the_analytic_gaussian(steps):
+    std_err, mean_err = _dpm_std_error(steps)
+    assert std_err < 0.02 and mean_err < 2e-3
+
+
+def test_dpm_solver_2m_converges_at_second_order():
+    assert _dpm_std_error(50)[0] / _dpm_std_error(200)[0] > 8  # 4x the steps: 16x smaller error at order 2
+
+
+def test_logsnr_schedule_is_uniform_in_log_snr_and_hits_the_ends():
+    from c2d.runtime.samplers import log_snr, logsnr_schedule
+
+    ts = logsnr_schedule(12, SDE)
+    assert ts[0] == 1.0 and ts[-1] == SDE.t_min and np.all(np.diff(ts) < 0)
+    np.testing.assert_allclose(np.diff(log_snr(ts, SDE)), np.diff(log_snr(ts, SDE))[0], rtol=1e-6)
+
+
+def test_every_registered_sampler_runs_on_numpy_and_torch_alike():
+    from c2d.runtime.samplers import SAMPLERS, SCHEDULES
+
+    for name, spec in SAMPLERS.items():
+        ts = SCHEDULES[spec.default_schedule](6, SDE)
+        x_T, noise = draw_noise([1, 2], 6, (1, 3, 3))
+        eps = exact_gaussian_eps(0.1, 0.5)
+        a = spec.fn(eps, x_T, noise, ts, SDE)
+        b = spec.fn(eps, torch.from_numpy(x_T).double(), torch.from_numpy(noise).double(), ts, SDE)
+        np.testing.assert_allclose(b.numpy(), a, rtol=1e-5, atol=1e-6, err_msg=name)
