@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import click
 
@@ -186,6 +187,105 @@ def inspect_cmd(bundle, as_json) -> None:
     except BundleError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(desc, indent=2) if as_json else format_description(desc))
+
+
+def output_paths(out: Path, generation, labels) -> list[Path]:
+    """OUT for a single sample; OUT-stem-<label>-<seed>.wav for several."""
+    if len(generation.digits) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{labels[d]}-{s}{out.suffix or '.wav'}") for d, s in zip(generation.digits, generation.seeds)]
+
+
+def write_wavs_atomically(paths: list[Path], audio, sample_rate: int) -> None:
+    """All files or none: each goes to a temporary name first, and they are renamed only when all are written."""
+    import os
+
+    import soundfile as sf
+
+    tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in paths]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for tmp, wave in zip(tmps, audio):
+            sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
+    """One log-Mel panel per sample, written atomically as PNG."""
+    import os
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from exc
+    fig, axes = plt.subplots(1, len(log_mels), figsize=(3 * len(log_mels), 2.6), squeeze=False)
+    for ax, mel, title in zip(axes[0], log_mels, titles):
+        ax.imshow(mel, origin="lower", aspect="auto", cmap="magma")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("frame")
+    axes[0][0].set_ylabel("mel band")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+@main.command()
+@click.option("--digit", "digits", multiple=True, required=True, help="0-9 or zero..nine; repeat for several.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="WAV file (several samples: OUT-<label>-<seed>.wav).")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit.")
+@click.option("--steps", type=int, default=None, help="Sampler steps [default: 100 for em, 20 for dpm2m].")
+@click.option("--sampler", type=click.Choice(["em", "dpm2m"]), default="em", show_default=True,
+              help="em: reverse SDE, Euler-Maruyama (the paper's); dpm2m: DPM-Solver++(2M), deterministic, few steps.")
+@click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's, 3].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample k uses seed + k.")
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ort: CPU or CUDA provider.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
+@click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Bundle folder from `c2d export` [default: the one shipped in the package].")
+@click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Resample the WAV to this rate [default: the vocoder's].")
+@click.option("--plot", is_flag=True, help="Also write a spectrogram PNG next to OUT.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def generate(digits, out, count, steps, sampler, guidance, seed, backend, device, threads, bundle, sample_rate, plot, quiet) -> None:
+    """Generate spoken digits on the device runtime (no torch) and write WAV files."""
+    from tqdm import tqdm
+
+    from c2d.runtime.audio import resample
+    from c2d.runtime.backends import BackendOptions, BackendUnavailable
+    from c2d.runtime.bundle import BundleError
+    from c2d.runtime.generate import GenerationError, load
+    from c2d.runtime.samplers import SAMPLERS
+
+    try:
+        gen = load(bundle, backend, BackendOptions(device=device, threads=threads))
+        n_steps = steps if steps is not None else SAMPLERS[sampler].default_steps
+        batches = -(-len(digits) * count // 8)
+        with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar:
+            result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update())
+    except (BundleError, BackendUnavailable, GenerationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    rate = sample_rate or result.sample_rate
+    audio = resample(result.audio, result.sample_rate, rate)
+    paths = output_paths(out, result, gen.meta.labels)
+    write_wavs_atomically(paths, audio, rate)
+    if plot:
+        png = out.with_suffix(".png")
+        plot_spectrograms(png, result.log_mel, [f"{gen.meta.labels[d]} (seed {s})" for d, s in zip(result.digits, result.seeds)])
+        click.echo(f"wrote {png}")
+    for p in paths:
+        click.echo(f"wrote {p}")
+    click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps on "
+               f"{backend}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
+               f"{result.vocoder_seconds:.2f} s, real-time factor {result.real_time_factor:.2f}")
 
 
 if __name__ == "__main__":

@@ -126,3 +126,18 @@ def clip_features(wave_at_model_rate: np.ndarray, cfg: MelConfig = DEFAULT_MEL) 
     """Waveform at cfg.sample_rate -> normalised model input [n_mels, n_frames] in [-1, 1]."""
     clip = fit_clip(wave_at_model_rate, cfg.clip_samples)
     return pad_frames(normalize(log_mel(clip, cfg), cfg), cfg.n_frames, -1.0)
+
+
+def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling along the last axis by zero-padding/truncating the spectrum (scipy.signal.resample)."""
+    if rate_in == rate_out:
+        return wave
+    n_in = wave.shape[-1]
+    n_out = int(round(n_in * rate_out / rate_in))
+    spec = np.fft.rfft(wave, axis=-1)
+    bins = n_out // 2 + 1
+    if bins <= spec.shape[-1]:
+        spec = spec[..., :bins]
+    else:
+        spec = np.concatenate([spec, np.zeros(spec.shape[:-1] + (bins - spec.shape[-1],), spec.dtype)], axis=-1)
+    return (np.fft.irfft(spec, n=n_out, axis=-1) * (n_out / n_in)).astype(np.float32)

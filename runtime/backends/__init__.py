@@ -1,0 +1,70 @@
+"""Inference backends behind one small protocol (TensorRT demoDiffusion's `Engine` style: each module owns its
+engine's whole lifecycle). A backend loads one ONNX file and runs it on numpy arrays:
+
+    backend = open_backend("ort", "bundle/generator.onnx", BackendOptions(threads=2))
+    eps, logits = backend.run({"x": x, "t": t, "y": y, "gamma": g}, ["eps", "logits"])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's package, provider or hardware is not present on this machine."""
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    device: str = "cpu"  # "cpu" or "cuda"
+    threads: int | None = None  # intra-op threads (CPU); None: the engine's default
+    provider: str | None = None  # ORT only: "cpu", "cuda" or "tensorrt" [default: from device]
+    fp16: bool = False  # TensorRT: allow fp16 kernels
+    int8: bool = False  # TensorRT: allow int8 kernels (QDQ bundles)
+    max_batch: int = 16  # TensorRT: largest batch of the optimization profile (buffers are sized for it)
+    cache_dir: Path | None = None  # TensorRT engines / ORT-TensorRT caches [default: ~/.cache/c2d/engines]
+    extra: dict = field(default_factory=dict)  # backend-specific settings, passed through unchanged
+
+
+class Backend(Protocol):
+    name: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Run once; returns the requested outputs (all by default) in order, as host numpy arrays."""
+
+    def metadata(self) -> dict[str, str]:
+        """The ONNX file's metadata_props."""
+
+
+def onnx_io_shapes(path: str | Path) -> dict[str, list[int | str]]:
+    """Input and output shapes of an ONNX file (dims as ints, or their symbolic names such as "batch")."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in list(graph.input) + list(graph.output)}
+
+
+def _ort(path, options):
+    from c2d.runtime.backends.ort import OrtBackend
+
+    return OrtBackend(path, options)
+
+
+def _trt(path, options):
+    from c2d.runtime.backends.tensorrt import TensorRTBackend
+
+    return TensorRTBackend(path, options)
+
+
+BACKENDS = {"ort": _ort, "trt": _trt}
+
+
+def open_backend(name: str, path: str | Path, options: BackendOptions | None = None) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[name](Path(path), options or BackendOptions())

@@ -1,0 +1,168 @@
+"""The on-device generator: bundle + backend -> sampler loop -> log-Mel -> vocoder -> waveform. numpy only.
+
+    from c2d.runtime import load
+    gen = load()                                   # the bundle shipped in the package, ONNX Runtime CPU
+    audio = gen.generate("seven", count=2)         # float32 [2, 22050] in [-1, 1] at gen.sample_rate
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from c2d.runtime.audio import denormalize
+from c2d.runtime.backends import BackendOptions, open_backend
+from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, decode_metadata, read_manifest
+from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
+from c2d.runtime.vocoder import GriffinLim
+
+SHIPPED_BUNDLE = "small"
+
+
+class GenerationError(ValueError):
+    """Bad request (digit, steps, guidance) or a run that went wrong (non-finite values)."""
+
+
+def default_bundle() -> Path:
+    """The bundle shipped inside the package (runtime/bundles/)."""
+    return Path(str(files("c2d.runtime") / "bundles" / SHIPPED_BUNDLE))
+
+
+def parse_digit(value: str | int, labels: Sequence[str]) -> int:
+    """"7", 7 or "seven" (any case) -> 7."""
+    text = str(value).strip().lower()
+    if text.isdigit() and int(text) < len(labels):
+        return int(text)
+    if text in labels:
+        return list(labels).index(text)
+    raise GenerationError(f"unknown digit {value!r}: use 0-{len(labels) - 1} or one of {', '.join(labels)}")
+
+
+@dataclass
+class Generation:
+    """One generate call: inputs, outputs and where the time went."""
+
+    digits: list[int]
+    seeds: list[int]
+    log_mel: np.ndarray  # [B, n_mels, T] natural-log Mel (what the vocoder reads)
+    audio: np.ndarray  # [B, samples] float32 in [-1, 1]
+    sample_rate: int
+    steps: int
+    sampler: str
+    sampling_seconds: float
+    vocoder_seconds: float
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.audio.shape[0] * self.audio.shape[1] / self.sample_rate
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall time / duration of the audio produced (below 1: faster than real time)."""
+        return (self.sampling_seconds + self.vocoder_seconds) / self.audio_seconds
+
+
+class OnnxVocoder:
+    """An exported vocoder run by a backend: log-Mel [B, n_mels, T] -> [B, T * hop]."""
+
+    def __init__(self, backend, meta: VocoderMeta):
+        self.backend, self.meta = backend, meta
+        self.name, self.sample_rate = meta.name, meta.sample_rate
+
+    def __call__(self, log_mel: np.ndarray) -> np.ndarray:
+        return self.backend.run({"mel": log_mel.astype(np.float32)})[0][:, 0]
+
+
+class Generator:
+    def __init__(self, bundle: str | Path | None = None, backend: str = "ort", options: BackendOptions | None = None):
+        self.bundle = Path(bundle) if bundle is not None else default_bundle()
+        self.manifest = read_manifest(self.bundle)
+        self.backend_name = backend
+        self.model = open_backend(backend, self.bundle / self.manifest["generator"]["file"], options)
+        meta = decode_metadata(self.model.metadata(), str(self.bundle / self.manifest["generator"]["file"]))
+        if not isinstance(meta, GeneratorMeta):
+            raise BundleError(f"{self.bundle}: the generator file holds a {type(meta).__name__}")
+        self.meta: GeneratorMeta = meta
+        self.vocoder = self._load_vocoder(backend, options)
+
+    def _load_vocoder(self, backend: str, options: BackendOptions | None):
+        entry = self.manifest["vocoder"]
+        if entry["kind"] == "griffin-lim":
+            return GriffinLim(self.meta.mel)
+        vb = open_backend(backend, self.bundle / entry["file"], options)
+        vmeta = decode_metadata(vb.metadata(), str(self.bundle / entry["file"]))
+        if (vmeta.mel.n_mels, vmeta.mel.sample_rate, vmeta.hop_length) != (self.meta.mel.n_mels, self.meta.mel.sample_rate, self.meta.mel.hop_length):
+            raise BundleError(f"{self.bundle}: the vocoder's mel space does not match the generator's")
+        return OnnxVocoder(vb, vmeta)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.vocoder.sample_rate
+
+    def eps_fn(self, digits: Sequence[int], guidance: float, on_step: Callable[[int, float], None] | None = None):
+        """(x [B, 1, n_mels, T], t) -> guided eps from the graph; fails on non-finite output."""
+        y = np.eye(len(self.meta.labels), dtype=np.float32)[list(digits)]
+        calls = [0]
+
+        def eps(x: np.ndarray, t: float) -> np.ndarray:
+            b = x.shape[0]
+            feeds = {"x": np.asarray(x, np.float32), "t": np.full(b, t, np.float32), "y": y[:b], "gamma": np.full(b, guidance, np.float32)}
+            out = self.model.run(feeds, ["eps"])[0]
+            if not np.isfinite(out).all():
+                raise GenerationError(f"the model returned non-finite values at step {calls[0] + 1} (t={t:.4f}); "
+                                      "the bundle may be broken or quantized too aggressively")
+            calls[0] += 1
+            if on_step is not None:
+                on_step(calls[0], t)
+            return out
+
+        return eps
+
+    def sample(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
+               sampler: str = "em", guidance: float | None = None, batch_size: int = 8,
+               on_step: Callable[[int, float], None] | None = None) -> Generation:
+        """count samples of each digit; sample k of the run uses seed + k, whatever the batching."""
+        if isinstance(digits, (int, str)):
+            digits = [digits]
+        if sampler not in SAMPLERS:
+            raise GenerationError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+        spec = SAMPLERS[sampler]
+        steps = spec.default_steps if steps is None else steps
+        guidance = self.meta.default_guidance if guidance is None else guidance
+        if steps < 1:
+            raise GenerationError(f"steps must be at least 1, got {steps}")
+        if not guidance >= 0:
+            raise GenerationError(f"guidance must be >= 0, got {guidance}")
+        if count < 1 or batch_size < 1:
+            raise GenerationError(f"count and batch size must be at least 1, got {count} and {batch_size}")
+        wanted = [parse_digit(d, self.meta.labels) for d in digits for _ in range(count)]
+        seeds = [seed + k for k in range(len(wanted))]
+        shape = (1, self.meta.mel.n_mels, self.meta.n_frames)
+        ts = SCHEDULES[spec.default_schedule](steps, self.meta.sde)
+        start = time.perf_counter()
+        chunks = []
+        for i in range(0, len(wanted), batch_size):
+            chunk_digits, chunk_seeds = wanted[i : i + batch_size], seeds[i : i + batch_size]
+            x_T, noise = draw_noise(chunk_seeds, steps if spec.stochastic else 0, shape)
+            chunks.append(spec.fn(self.eps_fn(chunk_digits, guidance, on_step), x_T, noise, ts, self.meta.sde))
+        x0 = np.concatenate(chunks)[:, 0]  # [B, n_mels, T] in [-1, 1]
+        sampling = time.perf_counter() - start
+        log_mel = denormalize(x0, self.meta.mel)
+        start = time.perf_counter()
+        audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples]
+        vocoding = time.perf_counter() - start
+        return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
+                          sampling, vocoding)
+
+    def generate(self, digits, count: int = 1, **kwargs) -> np.ndarray:
+        """Waveforms [B, samples], float32 in [-1, 1] at self.sample_rate."""
+        return self.sample(digits, count, **kwargs).audio
+
+
+def load(bundle: str | Path | None = None, backend: str = "ort", options: BackendOptions | None = None) -> Generator:
+    """Open a bundle (default: the one shipped in the package) on a backend ("ort" or "trt")."""
+    return Generator(bundle, backend, options)
