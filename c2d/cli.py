@@ -245,7 +245,7 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
 @click.option("--steps", type=int, default=None, help="Sampler steps [default: 100 for em, 20 for dpm2m].")
 @click.option("--sampler", type=click.Choice(["em", "dpm2m"]), default="em", show_default=True,
               help="em: reverse SDE, Euler-Maruyama (the paper's); dpm2m: DPM-Solver++(2M), deterministic, few steps.")
-@click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's, 3].")
+@click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's (3) for em, twice that for dpm2m].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample k uses seed + k.")
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ort: CPU or CUDA provider.")
@@ -283,7 +283,7 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
         click.echo(f"wrote {png}")
     for p in paths:
         click.echo(f"wrote {p}")
-    click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps on "
+    click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps, guidance {result.guidance:g}, on "
                f"{backend}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
                f"{result.vocoder_seconds:.2f} s, real-time factor {result.real_time_factor:.2f}")
 

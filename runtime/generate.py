@@ -53,6 +53,7 @@ class Generation:
     sample_rate: int
     steps: int
     sampler: str
+    guidance: float
     sampling_seconds: float
     vocoder_seconds: float
 
@@ -132,7 +133,7 @@ class Generator:
             raise GenerationError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
         spec = SAMPLERS[sampler]
         steps = spec.default_steps if steps is None else steps
-        guidance = self.meta.default_guidance if guidance is None else guidance
+        guidance = self.meta.default_guidance * spec.guidance_factor if guidance is None else guidance
         if steps < 1:
             raise GenerationError(f"steps must be at least 1, got {steps}")
         if not guidance >= 0:
@@ -156,7 +157,7 @@ class Generator:
         audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples]
         vocoding = time.perf_counter() - start
         return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
-                          sampling, vocoding)
+                          guidance, sampling, vocoding)
 
     def generate(self, digits, count: int = 1, **kwargs) -> np.ndarray:
         """Waveforms [B, samples], float32 in [-1, 1] at self.sample_rate."""

