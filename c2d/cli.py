@@ -27,7 +27,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["classifier", "subnet", "unet"]))
+@click.argument("kind", type=click.Choice(["classifier", "subnet", "unet", "evaluator"]))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (resumed if it exists).")
 @click.option("--size", type=click.Choice(SIZE_NAMES), default="small", show_default=True, help="Named model size.")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), help="Frozen classifier checkpoint (subnet only).")
@@ -47,8 +47,12 @@ def main() -> None:
 @click.option("--release", "release_path", type=click.Path(dir_okay=False), help="Also write a weights-only copy here.")
 def train(kind, out, size, classifier_path, no_gradient_taps, steps, batch_size, lr, seed, device, fp32, time_limit, fresh,
           ckpt_every, data, features, release_path) -> None:
-    """Train the classifier, the score subnetwork (on a frozen classifier) or the U-Net baseline."""
+    """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, or the independent
+    evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file)."""
     import torch
+
+    if kind == "evaluator":
+        return train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features)
 
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.data import load_features
@@ -74,6 +78,20 @@ def train(kind, out, size, classifier_path, no_gradient_taps, steps, batch_size,
         if release_path:
             atomic_torch_save(release(ckpt), release_path)
         click.echo(f"wrote {out} (step {ckpt['step']})")
+
+
+def train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features) -> None:
+    from c2d.models.checkpoint import atomic_torch_save
+    from c2d.models.data import load_features
+    from c2d.models.evaluator import classify, evaluator_checkpoint, train_evaluator
+
+    with clear_errors():
+        train_split = load_features("train", data, features_file=features)
+        test_split = load_features("test", data, features_file=features)
+        model = train_evaluator(train_split, steps, batch_size, lr or 2e-3, seed, log=click.echo)
+    accuracy = float((classify(model, test_split.x)[0].argmax(1) == test_split.y).mean()) if len(test_split) else float("nan")
+    atomic_torch_save(evaluator_checkpoint(model, accuracy, steps), out)
+    click.echo(f"wrote {out}: test accuracy {accuracy * 100:.1f} % on {len(test_split)} clips")
 
 
 def is_rank0() -> bool:
@@ -286,6 +304,77 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
     click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps, guidance {result.guidance:g}, on "
                f"{backend}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
                f"{result.vocoder_seconds:.2f} s, real-time factor {result.real_time_factor:.2f}")
+
+
+@main.command()
+@click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
+@click.option("--sampler", type=click.Choice(["em", "dpm2m"]), default="em", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the sampler's]")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG chart here.")
+def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
+    """Latency (per step and end to end), real-time factor, vocoder share, memory, load time, sizes, GMAC/s."""
+    import json
+    import os
+
+    from c2d.runtime.backends import BackendUnavailable
+    from c2d.runtime.bundle import BundleError
+    from c2d.runtime.profile import plot_profile, profile_bundle, profile_markdown
+
+    try:
+        result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
+    except (BundleError, BackendUnavailable) as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = profile_markdown(result)
+    for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
+        if path:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+    if plot_path:
+        try:
+            plot_profile(result, plot_path)
+        except ImportError as exc:
+            raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from exc
+    click.echo(table)
+
+
+@main.command()
+@click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--count", type=click.IntRange(min=2), default=20, show_default=True, help="Samples per digit (the headline table uses 100).")
+@click.option("--sampler", type=click.Choice(["em", "dpm2m"]), default="em", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the sampler's]")
+@click.option("--guidance", type=click.FloatRange(min=0), default=None, help="0: unconditional [default: the sampler's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="[default: the shipped models/checkpoints/evaluator.pt]")
+@click.option("--data", type=click.Path(file_okay=False), help="FSDD folder for the real reference statistics.")
+@click.option("--features", type=click.Path(dir_okay=False, exists=True), help="Precomputed features .npz instead of --data.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data, features, json_path) -> None:
+    """FID, IS, mIS, AM and class accuracy of a bundle's samples, by the independent evaluation classifier."""
+    import json
+    import os
+
+    from c2d.models.data import load_features
+    from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
+
+    with clear_errors():
+        model = load_evaluator(evaluator_path or shipped_checkpoint("evaluator.pt"))
+        reference = Reference.from_features(model, load_features("train", data, features_file=features))
+        x, wanted = generate_normalised(bundle, count, sampler, steps, guidance, seed)
+    conditional = guidance is None or guidance > 0
+    metrics = evaluate_samples(model, x, wanted if conditional else None, reference)
+    if json_path:
+        tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        os.replace(tmp, json_path)
+    click.echo(" ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":

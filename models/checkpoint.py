@@ -20,7 +20,7 @@ from c2d.runtime.audio import DEFAULT_MEL, MelConfig
 from c2d.runtime.sde import SDEConfig
 
 FORMAT_VERSION = 1
-KINDS = ("classifier", "subnet", "unet")
+KINDS = ("classifier", "subnet", "unet", "evaluator")
 
 
 class CheckpointError(RuntimeError):

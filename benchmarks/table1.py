@@ -1,0 +1,143 @@
+"""The paper's Table 1 on our data, for the shipped `small` checkpoints, in one run.
+
+python -m c2d.benchmarks.table1 [--count 100] [--out-dir runs/table1] [--results benchmarks/results/table1.json]
+
+Rows: U-Net and score subnet (with and without gradient taps), unconditional (gamma 0) and guided (gamma 3).
+Columns: parameters total [trainable] and GMACs per step (models/costs.py), FID / IS / mIS / AM and class
+accuracy by the independent evaluator (models/evaluator.py) on count x 10 samples per row (reverse-SDE EM,
+100 steps, exported bundles on ONNX Runtime CPU), per-step latency and peak memory of each bundle
+(`c2d profile` in a fresh process per measurement, bundles interleaved, median of rounds).
+Generated samples are cached in --out-dir, so an interrupted run resumes where it stopped.
+A row of real test-split clips gives the metrics' floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from c2d.export.exporter import export_bundle
+from c2d.models.costs import cost_table
+from c2d.models.data import load_features
+from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
+
+CKPT = files("c2d.models.checkpoints")
+BUNDLES = {"single": ["subnet-small.pt"], "notaps": ["subnet-small-notaps.pt"], "two-model": ["unet-small.pt", "classifier-small.pt"]}
+ROWS = [  # (row name as in models/costs.py, bundle, guidance)
+    ("U-Net, unconditional", "two-model", 0.0),
+    ("Score subnet, unconditional", "single", 0.0),
+    ("... without gradient taps", "notaps", 0.0),
+    ("U-Net + Classifier, guided", "two-model", 3.0),
+    ("Score subnet, guided", "single", 3.0),
+    ("... without gradient taps, guided", "notaps", 3.0),
+]
+
+
+def export_all(out_dir: Path) -> dict[str, Path]:
+    paths = {}
+    for name, ckpts in BUNDLES.items():
+        path = out_dir / "bundles" / name
+        if not (path / "manifest.json").is_file():
+            export_bundle([str(CKPT / c) for c in ckpts], path, vocoder="griffin-lim")
+        paths[name] = path
+    return paths
+
+
+def samples_for(row: str, bundle: Path, guidance: float, count: int, out_dir: Path, log) -> tuple[np.ndarray, np.ndarray]:
+    cache = out_dir / "samples" / f"{row.replace(' ', '_').replace(',', '').replace('.', '').replace('+', 'plus')}-{count}.npz"
+    if cache.is_file():
+        data = np.load(cache)
+        return data["x"], data["digits"]
+    start = time.time()
+    x, digits = generate_normalised(bundle, count, "em", 100, guidance, seed=1000)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez_compressed(tmp, x=x, digits=digits)
+    tmp.replace(cache)
+    log(f"{row}: {len(x)} samples in {time.time() - start:.0f} s")
+    return x, digits
+
+
+def profile_once(bundle: Path, steps: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "p.json"
+        subprocess.run([sys.executable, "-m", "c2d", "profile", str(bundle), "--steps", str(steps), "--json", str(out)],
+                       check=True, capture_output=True, text=True)
+        return json.loads(out.read_text())
+
+
+def latency_and_memory(bundles: dict[str, Path], rounds: int = 3, steps: int = 40) -> dict[str, dict]:
+    runs = {name: [] for name in bundles}
+    for _ in range(rounds):  # interleaved: every bundle sees the same machine state
+        for name, path in bundles.items():
+            runs[name].append(profile_once(path, steps))
+    return {name: {"step_ms": statistics.median(r["step_ms"]["median"] for r in rs),
+                   "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
+                   "generator_mb": rs[0]["file_bytes"]["generator.onnx"] / 1e6} for name, rs in runs.items()}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| model | params total [trainable] | GMACs/step | FID | IS | mIS | AM | accuracy | ORT ms/step | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        m, p = r["metrics"], r["profile"]
+        acc = f"{m['accuracy'] * 100:.1f} %" if "accuracy" in m else "-"
+        lines.append(f"| {r['model']} | {r['params_total'] / 1e6:.2f} M [{r['params_trainable'] / 1e6:.2f}] | {r['gmacs_per_step']:.3f} | "
+                     f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.1f} | {m['am']:.3f} | {acc} | {p['step_ms']:.1f} | {p['peak_rss_mb']:.0f} |")
+    real = result["real_test_split"]
+    lines.append(f"| real test clips ({real['samples']}) | - | - | {real['fid']:.2f} | {real['is']:.2f} | {real['mis']:.1f} | "
+                 f"{real['am']:.3f} | {real['accuracy'] * 100:.1f} % | - | - |")
+    r = result["ratios_single_over_two_model_guided"]
+    lines += ["", "single backbone / two-model (guided): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=100, help="samples per digit and row (headline: 100, i.e. 1,000 per row)")
+    ap.add_argument("--out-dir", type=Path, default=Path("runs/table1"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/table1.json"))
+    ap.add_argument("--profile-steps", type=int, default=40)
+    args = ap.parse_args()
+    log = lambda msg: print(msg, flush=True)
+    bundles = export_all(args.out_dir)
+    evaluator = load_evaluator(CKPT / "evaluator.pt")
+    reference = Reference.from_features(evaluator, load_features("train"))
+    test = load_features("test")
+    real = evaluate_samples(evaluator, test.x, test.y, reference)
+    costs = {c.model: c for c in cost_table("small")}
+    quality = {}
+    for row, bundle, gamma in ROWS:
+        x, digits = samples_for(row, bundles[bundle], gamma, args.count, args.out_dir, log)
+        quality[row] = evaluate_samples(evaluator, x, digits if gamma > 0 else None, reference)
+        log(f"{row}: {quality[row]}")
+    log("profiling (fresh process per measurement, interleaved)")
+    prof = latency_and_memory(bundles, steps=args.profile_steps)
+    rows = [{"model": row, "bundle": bundle, "guidance": gamma, "params_total": costs[row].params_total,
+             "params_trainable": costs[row].params_trainable, "gmacs_per_step": costs[row].macs_per_step / 1e9,
+             "metrics": quality[row], "profile": prof[bundle]} for row, bundle, gamma in ROWS]
+    one, two = rows[4], rows[3]
+    result = {
+        "command": f"python -m c2d.benchmarks.table1 --count {args.count}", "date": time.strftime("%Y-%m-%d"),
+        "sampler": "em, 100 steps", "samples_per_row": args.count * 10, "rows": rows, "real_test_split": real,
+        "ratios_single_over_two_model_guided": {
+            "params": one["params_total"] / two["params_total"], "MACs": one["gmacs_per_step"] / two["gmacs_per_step"],
+            "latency": one["profile"]["step_ms"] / two["profile"]["step_ms"], "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"]},
+        "note": "unconditional rows run the same exported graph as their guided row with gamma 0, so they share its latency",
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    args.results.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
