@@ -43,10 +43,19 @@ def merge_copies(g: torch.Tensor) -> torch.Tensor:
     return g.reshape((-1,) + _static(g.shape[2:]))
 
 
-def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor, in_hw: tuple[int, int]) -> torch.Tensor:
-    """d/d input of conv2d (bias-free part): transposed conv with the same weight. g [N, C_out, h, w] -> [N, C_in, H, W]."""
+def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor, in_hw: tuple[int, int], as_conv: bool = True) -> torch.Tensor:
+    """d/d input of conv2d (bias-free part). g [N, C_out, h, w] -> [N, C_in, H, W].
+
+    Stride 1 and as_conv: a plain convolution with the weight transposed over channels and flipped in space, padding k-1-p
+    (ONNX Runtime's CPU Conv is much faster than its ConvTranspose: benchmarks/export_shipped.py). Strided: a
+    transposed convolution with the same weight tensor.
+    """
     kh, kw = conv.kernel_size
     (sh, sw), (ph, pw) = conv.stride, conv.padding
+    if conv.groups != 1 or conv.dilation != (1, 1):
+        raise ValueError(f"no adjoint for grouped or dilated convolutions ({conv})")
+    if (sh, sw) == (1, 1) and as_conv:
+        return F.conv2d(g, conv.weight.transpose(0, 1).flip(2, 3), padding=(kh - 1 - ph, kw - 1 - pw))
     out_hw = (int(g.shape[2]), int(g.shape[3]))  # static: output_padding must be a constant in the graph
     out_pad = tuple(size - ((o - 1) * s - 2 * p + k) for size, o, s, p, k in zip(in_hw, out_hw, (sh, sw), (ph, pw), (kh, kw)))
     return F.conv_transpose2d(g, conv.weight, stride=conv.stride, padding=conv.padding, output_padding=out_pad)
@@ -109,12 +118,12 @@ def resblock_forward(block: ResBlock, x: torch.Tensor, temb: torch.Tensor) -> tu
     return out, ResBlockSaved(_hw(x), n1, silu_derivative(a1), n2, silu_derivative(a2))
 
 
-def resblock_adjoint(block: ResBlock, saved: ResBlockSaved, g: torch.Tensor, n: int) -> torch.Tensor:
+def resblock_adjoint(block: ResBlock, saved: ResBlockSaved, g: torch.Tensor, n: int, as_conv: bool = True) -> torch.Tensor:
     """d/dx of a ResBlock (the time path carries no x gradient). g [n B, C_out, H, W] -> [n B, C_in, H, W]."""
     hw = saved.in_hw
-    gh = group_norm_adjoint(block.norm2, saved.norm2, _scale(conv_adjoint(block.conv2, g, hw), saved.dsilu2, n), n)
-    gx = group_norm_adjoint(block.norm1, saved.norm1, _scale(conv_adjoint(block.conv1, gh, hw), saved.dsilu1, n), n)
-    skip = g if isinstance(block.skip, nn.Identity) else conv_adjoint(block.skip, g, hw)
+    gh = group_norm_adjoint(block.norm2, saved.norm2, _scale(conv_adjoint(block.conv2, g, hw, as_conv), saved.dsilu2, n), n)
+    gx = group_norm_adjoint(block.norm1, saved.norm1, _scale(conv_adjoint(block.conv1, gh, hw, as_conv), saved.dsilu1, n), n)
+    skip = g if isinstance(block.skip, nn.Identity) else conv_adjoint(block.skip, g, hw, as_conv)
     return gx + skip
 
 
@@ -133,9 +142,10 @@ class ClassifierSaved:
 class ClassifierAdjoint(nn.Module):
     """Forward pass with taps, and the hand-written backward pass, of a frozen NoiseConditionedClassifier."""
 
-    def __init__(self, classifier: NoiseConditionedClassifier):
+    def __init__(self, classifier: NoiseConditionedClassifier, as_conv: bool = True):
         super().__init__()
         self.classifier = classifier
+        self.as_conv = as_conv  # stride-1 adjoints as Conv with flipped weights, else ConvTranspose
 
     def forward_saved(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], ClassifierSaved]:
         """(logits [B, K], taps as in forward_with_taps, saved activations)."""
@@ -175,15 +185,15 @@ class ClassifierAdjoint(nn.Module):
         g = group_norm_adjoint(self.classifier.head_norm, saved.head_norm, g, n)
         bottleneck_grad = g
         for block, s in zip(reversed(enc.bottleneck), reversed(saved.bottleneck)):
-            g = resblock_adjoint(block, s, g, n)
+            g = resblock_adjoint(block, s, g, n, self.as_conv)
         level_grads = [g] * len(enc.levels)
         for i in reversed(range(len(enc.levels))):
             if i < len(enc.downs):
-                g = conv_adjoint(enc.downs[i].conv, g, saved.level_hw[i])
+                g = conv_adjoint(enc.downs[i].conv, g, saved.level_hw[i], self.as_conv)
             level_grads[i] = g
             for block, s in zip(reversed(enc.levels[i]), reversed(saved.level_blocks[i])):
-                g = resblock_adjoint(block, s, g, n)
-        return level_grads + [bottleneck_grad], conv_adjoint(enc.input, g, saved.input_hw)
+                g = resblock_adjoint(block, s, g, n, self.as_conv)
+        return level_grads + [bottleneck_grad], conv_adjoint(enc.input, g, saved.input_hw, self.as_conv)
 
 
 def guidance_cotangent(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

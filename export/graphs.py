@@ -49,9 +49,9 @@ class SingleBackboneGraph(nn.Module):
     Without taps only the guidance cotangent goes back.
     """
 
-    def __init__(self, model: SingleBackbone, batch_cotangents: bool = False):
+    def __init__(self, model: SingleBackbone, batch_cotangents: bool = False, adjoint_as_conv: bool = True):
         super().__init__()
-        self.adjoint = ClassifierAdjoint(model.classifier)
+        self.adjoint = ClassifierAdjoint(model.classifier, adjoint_as_conv)
         self.subnet = model.subnet
         self.sde = model.sde
         self.use_taps = model.subnet.cfg.use_gradient_taps
@@ -77,10 +77,10 @@ class SingleBackboneGraph(nn.Module):
 class TwoModelGraph(nn.Module):
     """The baseline: a U-Net's eps, guided by a separate classifier's forward and backward pass."""
 
-    def __init__(self, model: TwoModel):
+    def __init__(self, model: TwoModel, adjoint_as_conv: bool = True):
         super().__init__()
         self.unet = model.unet
-        self.adjoint = ClassifierAdjoint(model.classifier)
+        self.adjoint = ClassifierAdjoint(model.classifier, adjoint_as_conv)
         self.sde = model.sde
 
     def forward(self, x, t, y, gamma):

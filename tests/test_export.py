@@ -76,8 +76,8 @@ TINY_CHECKPOINTS = {"single-backbone": tiny_subnet, "two-model": tiny_two_model}
 
 # --- the hand-written adjoint -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size", ["tiny", "small"])
-def test_adjoint_equals_autograd_for_taps_and_guidance(size):
+@pytest.mark.parametrize("size,as_conv", [("tiny", True), ("tiny", False), ("small", True)])
+def test_adjoint_equals_autograd_for_taps_and_guidance(size, as_conv):
     torch.manual_seed(0)
     classifier = freeze(NoiseConditionedClassifier(SIZES[size].classifier)).double()
     _randomize(classifier, 4, 0.2)
@@ -88,7 +88,7 @@ def test_adjoint_equals_autograd_for_taps_and_guidance(size):
         logits, taps = classifier.forward_with_taps(x_in, t)
         ref_taps = torch.autograd.grad(torch.logsumexp(logits, 1).sum(), taps, retain_graph=True)
         ref_guidance = torch.autograd.grad((logits.log_softmax(1) * y).sum(), x_in)[0]
-    adjoint = ClassifierAdjoint(classifier)
+    adjoint = ClassifierAdjoint(classifier, as_conv)
     with torch.no_grad():
         ours_logits, ours_taps, saved = adjoint.forward_saved(x, t)
         cot = torch.cat([torch.softmax(ours_logits, 1), guidance_cotangent(ours_logits, y)])
@@ -138,19 +138,25 @@ def test_every_registered_generator_target_exports_and_validates(tmp_path, targe
 
 
 def test_single_backbone_graph_shares_the_classifier_features(tmp_path):
+    """Each classifier convolution runs forward once per step; its adjoints reuse the weight (strided: the same
+    initializer in a ConvTranspose) or a flipped copy of it (stride 1: a Conv)."""
     out = tmp_path / "bundle"
     export_bundle(tiny_subnet(tmp_path), out, vocoder="griffin-lim")
     model = onnx.load(str(out / "generator.onnx"))
     consumers = _conv_consumers(model)
     classifier = {name: ops for name, ops in consumers.items() if "classifier" in name}
     tiny = NoiseConditionedClassifier(SIZES["tiny"].classifier)
-    n_classifier_convs = sum(isinstance(m, torch.nn.Conv2d) for m in tiny.modules())
-    assert len(classifier) == n_classifier_convs
+    convs = {name: m for name, m in tiny.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert len(classifier) == len(convs)
     for name, ops in classifier.items():
         assert ops.count("Conv") == 1, f"{name} runs forward {ops.count('Conv')} times"
-        assert set(ops) == {"Conv", "ConvTranspose"}, f"{name}: its backward twin should reuse the weight"
+        strided = convs[name.removeprefix("adjoint.classifier.").removesuffix(".weight")].stride != (1, 1)
+        assert ops.count("ConvTranspose") == (2 if strided else 0), f"{name}: {ops}"  # taps and guidance passes
     n_subnet_convs = sum(isinstance(m, torch.nn.Conv2d) for m in ScoreSubnet(SIZES["tiny"].subnet, tiny.tap_channels).modules())
-    assert sum(n.op_type == "Conv" for n in model.graph.node) == n_classifier_convs + n_subnet_convs
+    stride1 = [name for name, c in convs.items() if c.stride == (1, 1)]
+    # the guidance pass crosses every layer; the taps pass stops at the finest tap h_0 (the rest is pruned)
+    n_adjoint_convs = len(stride1) + sum(not n.startswith(("encoder.input", "encoder.levels.0.")) for n in stride1)
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == len(convs) + n_subnet_convs + n_adjoint_convs
 
 
 def test_ablation_without_gradient_taps_exports_with_its_own_variant(tmp_path):
@@ -313,8 +319,8 @@ def test_format_description_lists_every_file(tmp_path):
     assert np.isfinite(describe_bundle(tmp_path / "b")["files"]["generator"]["bytes"])
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_graph_wrappers_equal_the_autograd_model_in_torch(tmp_path, batched):
+@pytest.mark.parametrize("batched,as_conv", [(False, True), (True, True), (False, False)])
+def test_graph_wrappers_equal_the_autograd_model_in_torch(tmp_path, batched, as_conv):
     from c2d.export.exporter import load_generator
     from c2d.export.graphs import SingleBackboneGraph
 
@@ -322,7 +328,7 @@ def test_graph_wrappers_equal_the_autograd_model_in_torch(tmp_path, batched):
     x, t = torch.randn(3, 1, 80, 88), torch.tensor([1e-3, 0.3, 1.0])
     y, gamma = torch.eye(10)[[0, 5, 9]], torch.tensor([0.0, 1.0, 4.0])
     with torch.no_grad():
-        eps, logits, guidance = SingleBackboneGraph(model, batch_cotangents=batched)(x, t, y, gamma)
+        eps, logits, guidance = SingleBackboneGraph(model, batched, as_conv)(x, t, y, gamma)
     ref_eps, ref_logits = model.guided(x, t, y, gamma)
     torch.testing.assert_close(eps, ref_eps, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-6)
