@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
+from c2d.runtime.backends import BACKENDS
+from c2d.runtime.samplers import SAMPLERS
+
 SIZE_NAMES = ("tiny", "small", "paper")
+SAMPLER_NAMES = tuple(SAMPLERS)  # CLI choices come from the registries (numpy-only imports)
+BACKEND_NAMES = tuple(BACKENDS)
 
 
 @contextlib.contextmanager
@@ -261,11 +266,11 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="WAV file (several samples: OUT-<label>-<seed>.wav).")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit.")
 @click.option("--steps", type=int, default=None, help="Sampler steps [default: 100 for em, 20 for dpm2m].")
-@click.option("--sampler", type=click.Choice(["em", "dpm2m"]), default="em", show_default=True,
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True,
               help="em: reverse SDE, Euler-Maruyama (the paper's); dpm2m: DPM-Solver++(2M), deterministic, few steps.")
 @click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's (3) for em, twice that for dpm2m].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample k uses seed + k.")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="ort", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ort: CPU or CUDA provider.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
@@ -308,10 +313,10 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
 
 @main.command()
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="ort", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
-@click.option("--sampler", type=click.Choice(["em", "dpm2m"]), default="em", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the sampler's]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
@@ -347,7 +352,7 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
 @main.command()
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--count", type=click.IntRange(min=2), default=20, show_default=True, help="Samples per digit (the headline table uses 100).")
-@click.option("--sampler", type=click.Choice(["em", "dpm2m"]), default="em", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the sampler's]")
 @click.option("--guidance", type=click.FloatRange(min=0), default=None, help="0: unconditional [default: the sampler's].")
 @click.option("--seed", type=int, default=0, show_default=True)
