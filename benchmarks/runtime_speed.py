@@ -14,7 +14,6 @@ python -m c2d.benchmarks.runtime_speed [--bundle DIR] [--checkpoint subnet.pt] [
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from c2d.benchmarks import write_results
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
 from c2d.models.sampling import make_eps_fn
 from c2d.runtime import load
@@ -181,10 +181,7 @@ def main() -> None:
             "end_to_end_1s_audio_batch1": end_to_end(gen, model, sde, vocoders),
             "fast_sampler_quality": fast_sampler_quality(gen, model),
         }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=2) + "\n")
-    args.results.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.results, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2d.benchmarks import write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.costs import cost_table
 from c2d.models.data import load_features
@@ -133,10 +134,7 @@ def main() -> None:
             "latency": one["profile"]["step_ms"] / two["profile"]["step_ms"], "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"]},
         "note": "unconditional rows run the same exported graph as their guided row with gamma 0, so they share its latency",
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=2) + "\n")
-    args.results.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.results, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ Registered targets (a test covers each): generator variants by the checkpoint ki
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from c2d.export.validate import summarize, validate_generator, validate_sampling
 from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, mel_from, sde_from
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
-from c2d.runtime.bundle import (BUNDLE_FORMAT, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
+from c2d.runtime.bundle import (BUNDLE_FORMAT, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
                                 encode_metadata)
 
 OPSET = 17
@@ -98,14 +97,6 @@ def source_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes) -> float:
@@ -234,11 +225,11 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
         for entry in (generator, vocoder_entry):
             if entry.get("file"):
                 entry["bytes"] = (tmp / entry["file"]).stat().st_size
-                entry["sha256"] = sha256_file(tmp / entry["file"])
+                entry["sha256"] = file_sha256(tmp / entry["file"])
         manifest = {
             "format_version": BUNDLE_FORMAT, "variant": meta.variant, "precision": meta.precision, "source_commit": commit,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "checkpoints": {kind: {"file": Path(p).name, "sha256": sha256_file(Path(p))} for kind, p in paths.items()},
+            "checkpoints": {kind: {"file": Path(p).name, "sha256": file_sha256(Path(p))} for kind, p in paths.items()},
             "generator": generator, "vocoder": vocoder_entry,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -11,6 +11,7 @@ read back into a typed, frozen struct with a version check (sherpa-onnx style).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,14 @@ KEY_PREFIX = "c2d."
 VARIANTS = ("single-backbone", "single-backbone-notaps", "two-model")
 VOCODERS = ("hifigan", "griffin-lim")
 LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class BundleError(RuntimeError):

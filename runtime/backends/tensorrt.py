@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, onnx_io_shapes
+from c2d.runtime.bundle import file_sha256
 
 DEFAULT_DIM_BOUNDS = {"frames": (1, 88, 512)}  # (min, opt, max) of named dynamic dims other than the batch
 
@@ -63,14 +64,6 @@ def buffer_plan(shapes: dict[str, tuple[int, ...]], itemsize: dict[str, int]) ->
     return {name: int(np.prod(shape)) * itemsize.get(name, 4) for name, shape in shapes.items()}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _import_gpu_stack():
     try:
         import tensorrt as trt
@@ -113,7 +106,7 @@ class TensorRTBackend:
                                     options.extra.get("dim_bounds"))
         props = _check(cudart.cudaGetDeviceProperties(int(options.extra.get("device_id", 0))))
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        key = engine_cache_key(_file_sha256(path), gpu, f"{props.major}.{props.minor}", trt.__version__, options.fp16, options.int8, self.profile)
+        key = engine_cache_key(file_sha256(path), gpu, f"{props.major}.{props.minor}", trt.__version__, options.fp16, options.int8, self.profile)
         cache_dir = Path(options.cache_dir or Path.home() / ".cache" / "c2d" / "engines")
         self.engine_path = cache_dir / f"{self.path.stem}-{key}.plan"
         engine_bytes = self.engine_path.read_bytes() if self.engine_path.is_file() else self._build(options, cache_dir)
