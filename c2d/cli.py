@@ -268,7 +268,7 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
 @click.option("--steps", type=int, default=None, help="Sampler steps [default: 100 for em, 20 for dpm2m].")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True,
               help="em: reverse SDE, Euler-Maruyama (the paper's); dpm2m: DPM-Solver++(2M), deterministic, few steps.")
-@click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's (3) for em, twice that for dpm2m].")
+@click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's, 3].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample k uses seed + k.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="ort", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ort: CPU or CUDA provider.")
@@ -354,7 +354,7 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
 @click.option("--count", type=click.IntRange(min=2), default=20, show_default=True, help="Samples per digit (the headline table uses 100).")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the sampler's]")
-@click.option("--guidance", type=click.FloatRange(min=0), default=None, help="0: unconditional [default: the sampler's].")
+@click.option("--guidance", type=click.FloatRange(min=0), default=None, help="0: unconditional [default: the bundle's, 3].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="[default: the shipped models/checkpoints/evaluator.pt]")

@@ -133,7 +133,7 @@ class Generator:
             raise GenerationError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
         spec = SAMPLERS[sampler]
         steps = spec.default_steps if steps is None else steps
-        guidance = self.meta.default_guidance * spec.guidance_factor if guidance is None else guidance
+        guidance = self.meta.default_guidance if guidance is None else guidance
         if steps < 1:
             raise GenerationError(f"steps must be at least 1, got {steps}")
         if not guidance >= 0:

@@ -112,12 +112,9 @@ class SamplerSpec:
     stochastic: bool  # needs per-step noise from the host
     default_steps: int
     default_schedule: str  # key of SCHEDULES
-    # default guidance = this x the bundle's (tuned for EM). The PF-ODE lacks the reverse SDE's Langevin-like
-    # term, so the same gamma guides less: benchmarks/runtime_speed.py measures both settings.
-    guidance_factor: float = 1.0
 
 
 SAMPLERS = {
     "em": SamplerSpec(euler_maruyama, True, 100, "linear"),  # the paper's sampler
-    "dpm2m": SamplerSpec(dpm_solver_pp_2m, False, 20, "logsnr", guidance_factor=2.0),  # fast deterministic
+    "dpm2m": SamplerSpec(dpm_solver_pp_2m, False, 20, "logsnr"),  # fast deterministic
 }
