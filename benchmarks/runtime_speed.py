@@ -25,9 +25,10 @@ import onnxruntime as ort
 import torch
 
 from c2d.benchmarks import write_results
+from c2d.benchmarks.reference_samples import own_classifier_accuracy
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
 from c2d.models.evaluator import classify, load_evaluator
-from c2d.models.sampling import make_eps_fn
+from c2d.models.sampling import reference_sample
 from c2d.runtime import load
 from c2d.runtime.audio import denormalize, normalize
 from c2d.runtime.backends import BackendOptions
@@ -64,19 +65,12 @@ def per_step(gen, model, rounds=7, calls=10) -> dict:
     return {"ort_ms": med["ort"], "torch_ms": med["torch"], "ratio_ort_over_torch": med["ort"] / med["torch"]}
 
 
-def torch_sample(model, sde, sampler: str, steps: int, seeds, digits) -> np.ndarray:
-    spec = SAMPLERS[sampler]
-    x_T, noise = draw_noise(seeds, steps if spec.stochastic else 0, (1, 80, 88))
-    eps = make_eps_fn(model, digits, 3.0, "cpu")
-    return spec.fn(eps, torch.from_numpy(x_T), torch.from_numpy(noise), SCHEDULES[spec.default_schedule](steps, sde), sde).numpy()
-
-
 def end_to_end(gen, model, sde, vocoders: dict, repeats: int = 3) -> list[dict]:
     """Median over `repeats` interleaved rounds of each (sampler, engine) and each vocoder."""
     runs = {}
     for sampler, steps in (("em", 100), ("dpm2m", 20)):
         runs[(sampler, steps, "ort")] = lambda s=sampler, n=steps: gen.sample("7", seed=0, steps=n, sampler=s).log_mel
-        runs[(sampler, steps, "torch")] = lambda s=sampler, n=steps: denormalize(torch_sample(model, sde, s, n, [0], [7])[:, 0], gen.meta.mel)
+        runs[(sampler, steps, "torch")] = lambda s=sampler, n=steps: denormalize(reference_sample(model, sde, [0], [7], 3.0, n, sampler=s)[:, 0], gen.meta.mel)
     sampling = {k: [] for k in runs}
     vocoding = {(k, v): [] for k in runs for v in vocoders}
     for _ in range(repeats):
@@ -112,10 +106,7 @@ def fast_sampler_quality(gen, model) -> dict:
     em2 = denormalize(em2[:, 0], gen.meta.mel)
 
     def own_accuracy(log_mel):
-        x = normalize(log_mel, gen.meta.mel)[:, None]
-        with torch.no_grad():
-            logits = model.classifier(torch.from_numpy(x), torch.full((len(x),), gen.meta.sde.t_min))
-        return float((logits.argmax(1).numpy() == np.array(digits)).mean())
+        return own_classifier_accuracy(model.classifier, normalize(log_mel, gen.meta.mel)[:, None], digits, gen.meta.sde.t_min, "cpu")
 
     evaluator = load_evaluator(files("c2d.models.checkpoints") / "evaluator.pt")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from c2d.runtime.backends import BACKENDS
+from c2d.runtime.files import atomic_path, atomic_write_text, pyplot, save_figure, temp_path
 from c2d.runtime.samplers import SAMPLERS
 
 SIZE_NAMES = ("tiny", "small", "paper")
@@ -119,7 +120,6 @@ def is_rank0() -> bool:
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .npy: normalised log-Mel [N, 1, 80, 88].")
 def sample(checkpoint, classifier_path, digits, count, steps, guidance, seed, device, out) -> None:
     """PyTorch reference sampler (reverse VP SDE, Euler-Maruyama): log-Mel samples from a checkpoint."""
-    import os
 
     import numpy as np
 
@@ -142,9 +142,8 @@ def sample(checkpoint, classifier_path, digits, count, steps, guidance, seed, de
     labels = [d for d in digits for _ in range(count)] if digits else None
     seeds = [seed + i for i in range(len(labels) if labels else count)]
     x0 = reference_sample(model.to(device), sde_from(ckpt), seeds, labels, guidance, steps, device=device)
-    tmp = f"{out}.{os.getpid()}.tmp.npy"
-    np.save(tmp, x0)
-    os.replace(tmp, out)
+    with atomic_path(out, ".npy") as tmp:
+        np.save(tmp, x0)
     click.echo(f"wrote {out}: {x0.shape[0]} samples, {'digits ' + ','.join(map(str, digits)) if digits else 'unconditional'}")
 
 
@@ -225,7 +224,7 @@ def write_wavs_atomically(paths: list[Path], audio, sample_rate: int) -> None:
 
     import soundfile as sf
 
-    tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in paths]
+    tmps = [temp_path(p) for p in paths]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     try:
         for tmp, wave in zip(tmps, audio):
@@ -239,26 +238,14 @@ def write_wavs_atomically(paths: list[Path], audio, sample_rate: int) -> None:
 
 def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
     """One log-Mel panel per sample, written atomically as PNG."""
-    import os
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from exc
-    fig, axes = plt.subplots(1, len(log_mels), figsize=(3 * len(log_mels), 2.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(log_mels), figsize=(3 * len(log_mels), 2.6), squeeze=False)
     for ax, mel, title in zip(axes[0], log_mels, titles):
         ax.imshow(mel, origin="lower", aspect="auto", cmap="magma")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("frame")
     axes[0][0].set_ylabel("mel band")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 @main.command()
@@ -285,13 +272,12 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
     from c2d.runtime.audio import resample
     from c2d.runtime.backends import BackendOptions, BackendUnavailable
     from c2d.runtime.bundle import BundleError
-    from c2d.runtime.generate import GenerationError, load
-    from c2d.runtime.samplers import SAMPLERS
+    from c2d.runtime.generate import DEFAULT_BATCH, GenerationError, load
 
     try:
         gen = load(bundle, backend, BackendOptions(device=device, threads=threads))
         n_steps = steps if steps is not None else SAMPLERS[sampler].default_steps
-        batches = -(-len(digits) * count // 8)
+        batches = -(-len(digits) * count // DEFAULT_BATCH)
         with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar:
             result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update())
     except (BundleError, BackendUnavailable, GenerationError) as exc:
@@ -302,7 +288,10 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
     write_wavs_atomically(paths, audio, rate)
     if plot:
         png = out.with_suffix(".png")
-        plot_spectrograms(png, result.log_mel, [f"{gen.meta.labels[d]} (seed {s})" for d, s in zip(result.digits, result.seeds)])
+        try:
+            plot_spectrograms(png, result.log_mel, [f"{gen.meta.labels[d]} (seed {s})" for d, s in zip(result.digits, result.seeds)])
+        except ImportError as exc:
+            raise click.ClickException(f"--plot: {exc}") from exc
         click.echo(f"wrote {png}")
     for p in paths:
         click.echo(f"wrote {p}")
@@ -325,7 +314,6 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
 def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
     """Latency (per step and end to end), real-time factor, vocoder share, memory, load time, sizes, GMAC/s."""
     import json
-    import os
 
     from c2d.runtime.backends import BackendUnavailable
     from c2d.runtime.bundle import BundleError
@@ -338,14 +326,12 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     table = profile_markdown(result)
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            atomic_write_text(path, text)
     if plot_path:
         try:
             plot_profile(result, plot_path)
         except ImportError as exc:
-            raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from exc
+            raise click.ClickException(f"--plot: {exc}") from exc
     click.echo(table)
 
 
@@ -364,7 +350,6 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
 def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data, features, json_path) -> None:
     """FID, IS, mIS, AM and class accuracy of a bundle's samples, by the independent evaluation classifier."""
     import json
-    import os
 
     from c2d.models.data import load_features
     from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
@@ -376,9 +361,7 @@ def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data
     conditional = guidance is None or guidance > 0
     metrics = evaluate_samples(model, x, wanted if conditional else None, reference)
     if json_path:
-        tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, json_path)
+        atomic_write_text(json_path, json.dumps(metrics, indent=2) + "\n")
     click.echo(" ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
 

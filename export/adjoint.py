@@ -25,7 +25,7 @@ from c2d.models.nn import ResBlock
 
 def _hw(x: torch.Tensor) -> tuple[int, int]:
     """Static spatial size [.., H, W] -> (H, W) as Python ints (constants when traced)."""
-    return int(x.shape[2]), int(x.shape[3])
+    return _static(x.shape[2:4])
 
 
 def _static(sizes) -> tuple[int, ...]:
@@ -56,7 +56,7 @@ def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor, in_hw: tuple[int, int], as_co
         raise ValueError(f"no adjoint for grouped or dilated convolutions ({conv})")
     if (sh, sw) == (1, 1) and as_conv:
         return F.conv2d(g, conv.weight.transpose(0, 1).flip(2, 3), padding=(kh - 1 - ph, kw - 1 - pw))
-    out_hw = (int(g.shape[2]), int(g.shape[3]))  # static: output_padding must be a constant in the graph
+    out_hw = _hw(g)  # static: output_padding must be a constant in the graph
     out_pad = tuple(size - ((o - 1) * s - 2 * p + k) for size, o, s, p, k in zip(in_hw, out_hw, (sh, sw), (ph, pw), (kh, kw)))
     return F.conv_transpose2d(g, conv.weight, stride=conv.stride, padding=conv.padding, output_padding=out_pad)
 
@@ -181,7 +181,7 @@ class ClassifierAdjoint(nn.Module):
         enc, head_dsilu = self.classifier.encoder, saved.head_dsilu
         h, w = _hw(head_dsilu)
         g = (cotangent @ self.classifier.head.weight)[:, :, None, None] / float(h * w)  # [n B, C, 1, 1]
-        g = merge_copies(split_copies(g, n) * head_dsilu)  # mean-pool adjoint broadcasts to [n B, C, h, w]
+        g = _scale(g, head_dsilu, n)  # mean-pool adjoint broadcasts to [n B, C, h, w], times silu'
         g = group_norm_adjoint(self.classifier.head_norm, saved.head_norm, g, n)
         bottleneck_grad = g
         for block, s in zip(reversed(enc.bottleneck), reversed(saved.bottleneck)):

@@ -17,6 +17,7 @@ from c2d.models.config import ClassifierConfig, SubnetConfig, UNetConfig, config
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.models.unet import UNet
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig
+from c2d.runtime.files import atomic_path
 from c2d.runtime.sde import SDEConfig
 
 FORMAT_VERSION = 1
@@ -29,14 +30,8 @@ class CheckpointError(RuntimeError):
 
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2d.runtime.files import atomic_path
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig, clip_features
 
 DATA_ENV = "C2D_DATA"
@@ -149,10 +150,8 @@ def _select(arrays: dict, split: str) -> Features:
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # unique per process: ranks may race
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:  # unique per process: ranks may race
+        np.savez_compressed(tmp, **arrays)
 
 
 def export_features(out: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:

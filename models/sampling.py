@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from c2d.runtime.samplers import draw_noise, euler_maruyama, linear_schedule
+from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
 from c2d.runtime.sde import SDEConfig
 
 N_CLASSES = 10
@@ -33,17 +33,19 @@ def make_eps_fn(model: nn.Module, digits: Sequence[int] | None, gamma: float, de
 
 
 def reference_sample(model: nn.Module, sde: SDEConfig, seeds: Sequence[int], digits: Sequence[int] | None = None,
-                     gamma: float = 3.0, steps: int = 100, shape=(1, 80, 88), device="cpu") -> np.ndarray:
-    """Reverse VP SDE, Euler-Maruyama, `steps` steps; digits=None is unconditional. Returns x_0 [B, *shape]."""
+                     gamma: float = 3.0, steps: int = 100, shape=(1, 80, 88), device="cpu", sampler: str = "em") -> np.ndarray:
+    """A registered sampler (default: reverse VP SDE, Euler-Maruyama) for `steps` steps with its default schedule;
+    digits=None is unconditional. Returns x_0 [B, *shape]."""
     if digits is not None and len(digits) != len(seeds):
         raise ValueError(f"{len(digits)} digits for {len(seeds)} seeds")
     model.eval()
-    x_T, noise = draw_noise(seeds, steps, shape)
-    x = euler_maruyama(
+    spec = SAMPLERS[sampler]
+    x_T, noise = draw_noise(seeds, steps if spec.stochastic else 0, shape)
+    x = spec.fn(
         make_eps_fn(model, digits, gamma, device),
         torch.from_numpy(x_T).to(device),
         torch.from_numpy(noise).to(device),
-        linear_schedule(steps, sde.t_min),
+        SCHEDULES[spec.default_schedule](steps, sde),
         sde,
     )
     return x.detach().cpu().numpy()

@@ -21,6 +21,7 @@ from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
 from c2d.runtime.vocoder import GriffinLim
 
 SHIPPED_BUNDLE = "small"
+DEFAULT_BATCH = 8  # samples per graph call
 
 
 class GenerationError(ValueError):
@@ -124,7 +125,7 @@ class Generator:
         return eps
 
     def sample(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
-               sampler: str = "em", guidance: float | None = None, batch_size: int = 8,
+               sampler: str = "em", guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
                on_step: Callable[[int, float], None] | None = None) -> Generation:
         """count samples of each digit; sample k of the run uses seed + k, whatever the batching."""
         if isinstance(digits, (int, str)):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from c2d.runtime.backends import BackendOptions
+from c2d.runtime.files import pyplot, save_figure
 from c2d.runtime.generate import Generator, default_bundle
 from c2d.runtime.samplers import SAMPLERS
 
@@ -101,12 +102,7 @@ def profile_markdown(p: dict) -> str:
 
 def plot_profile(p: dict, path: Path) -> None:
     """Per-step latency over the run and the time split, as one PNG (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(9, 3), gridspec_kw={"width_ratios": [3, 1]})
     ax1.plot(range(1, len(p["step_ms_all"]) + 1), p["step_ms_all"], lw=1)
     ax1.axhline(p["step_ms"]["median"], color="k", ls="--", lw=0.8, label=f"median {p['step_ms']['median']:.1f} ms")
     ax1.set_xlabel("sampler step")
@@ -117,7 +113,4 @@ def plot_profile(p: dict, path: Path) -> None:
     ax2.set_ylabel("s")
     ax2.set_title(f"RTF {p['real_time_factor']:.2f}", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

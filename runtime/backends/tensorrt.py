@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ import numpy as np
 
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, onnx_io_shapes
 from c2d.runtime.bundle import file_sha256
+from c2d.runtime.files import atomic_write_bytes
 
 DEFAULT_DIM_BOUNDS = {"frames": (1, 88, 512)}  # (min, opt, max) of named dynamic dims other than the batch
 
@@ -137,10 +137,7 @@ class TensorRTBackend:
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build an engine for {self.path}")
         data = bytes(serialized)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.engine_path.with_name(f".{self.engine_path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.engine_path)
+        atomic_write_bytes(self.engine_path, data)
         return data
 
     def _allocate(self) -> None:
