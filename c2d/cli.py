@@ -364,6 +364,66 @@ def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data
         atomic_write_text(json_path, json.dumps(metrics, indent=2) + "\n")
     click.echo(" ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Calibration folder to write.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit and guidance scale.")
+@click.option("--guidance", "guidances", type=click.FloatRange(min=0), multiple=True,
+              help="Guidance scales to run; repeat for several [default: the bundle's and 0].")
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True, help="The deployed sampler.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="The deployed step count [default: the sampler's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> None:
+    """Record the generator's inputs at every step of real sampler runs (every digit, several seeds and guidance
+    scales), for `c2d quantize --calib`; prints the activation ranges by noise level."""
+    from c2d.calibration.ranges import ranges_markdown
+    from c2d.calibration.record import CalibrationError, record
+    from c2d.runtime.bundle import BundleError
+
+    with clear_errors(CalibrationError, BundleError):
+        info = record(bundle, out, seeds=seeds, guidances=list(guidances) or None, sampler=sampler, steps=steps, seed=seed,
+                      threads=threads, log=click.echo)
+    click.echo(ranges_markdown(info["ranges_by_noise_level"]))
+    click.echo(f"wrote {out}: {info['calls']} graph calls, {info['rows']} rows ({info['seconds']} s)")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--mode", required=True, type=click.Choice(["int8-static", "int8-dynamic", "fp16", "mixed"]))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Quantized bundle to write (only if it passes the gate).")
+@click.option("--calib", type=click.Path(file_okay=False, path_type=Path), default=None, help="Recording from `c2d calibrate` (int8-static, mixed).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="Calibration method for static int8.")
+@click.option("--vocoder-mode", type=click.Choice(["keep", "fp16", "int8-dynamic"]), default="keep", show_default=True,
+              help="The vocoder's own precision (HiFi-GAN bundles).")
+@click.option("--max-step-error", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="Gate: worst per-step relative eps error against fp32.")
+@click.option("--max-mel-distance", type=click.FloatRange(min=0, min_open=True), default=0.35, show_default=True,
+              help="Gate: mean |log-Mel difference| of final samples from the same noise (nats).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.02, show_default=True,
+              help="Gate: evaluator digit accuracy, fp32 minus quantized.")
+@click.option("--count", type=click.IntRange(min=1), default=5, show_default=True, help="Gate samples per digit.")
+@click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="[default: the shipped models/checkpoints/evaluator.pt]")
+def quantize(bundle, mode, out, calib, method, vocoder_mode, max_step_error, max_mel_distance, max_accuracy_drop, count, evaluator_path) -> None:
+    """Quantize a bundle's generator (and optionally its vocoder), then gate it against the fp32 bundle on the same
+    noise; a bundle that fails the gate is not written."""
+    from c2d.calibration.record import CalibrationError
+    from c2d.export.exporter import ExportError
+    from c2d.export.quantize import Budget, QuantizationError, quantize_bundle
+    from c2d.runtime.bundle import BundleError
+
+    budget = Budget(step_error=max_step_error, mel_distance=max_mel_distance, accuracy_drop=max_accuracy_drop, count=count)
+    with clear_errors(CalibrationError, QuantizationError, BundleError, ExportError):
+        manifest = quantize_bundle(bundle, out, mode, calib, method, budget, vocoder_mode,
+                                   evaluator_path or shipped_checkpoint("evaluator.pt"), log=click.echo)
+    q = manifest["quantization"]["measured"]
+    size = manifest["generator"]["bytes"] / (bundle / manifest["generator"]["file"]).stat().st_size
+    click.echo(f"wrote {out}: {mode}, generator {manifest['generator']['bytes'] / 1e6:.2f} MB ({size:.0%} of fp32); "
+               f"worst step error {q['max_step_error']:.4f}, log-Mel distance {q['mel_distance']:.3f}, "
+               f"accuracy {q['accuracy']:.3f} (fp32 {q['accuracy_fp32']:.3f}) on {q['samples']} samples")
+
 
 if __name__ == "__main__":
     main()

@@ -126,8 +126,9 @@ class Generator:
 
     def sample(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
                sampler: str = "em", guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
-               on_step: Callable[[int, float], None] | None = None) -> Generation:
-        """count samples of each digit; sample k of the run uses seed + k, whatever the batching."""
+               on_step: Callable[[int, float], None] | None = None, vocode: bool = True) -> Generation:
+        """count samples of each digit; sample k of the run uses seed + k, whatever the batching.
+        vocode=False stops at the log-Mel (audio is then empty [B, 0])."""
         if isinstance(digits, (int, str)):
             digits = [digits]
         if sampler not in SAMPLERS:
@@ -155,7 +156,7 @@ class Generator:
         sampling = time.perf_counter() - start
         log_mel = denormalize(x0, self.meta.mel)
         start = time.perf_counter()
-        audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples]
+        audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples] if vocode else np.zeros((len(log_mel), 0), np.float32)
         vocoding = time.perf_counter() - start
         return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
                           guidance, sampling, vocoding)

@@ -1,0 +1,160 @@
+"""`c2d calibrate`: record the generator graph's inputs at every step of real sampler runs.
+
+A recording is a folder:
+  feeds.npz         x [N, 1, n_mels, T], t [N], y [N, K], gamma [N] stacked over every graph call, and
+                    offsets [calls + 1] (call i fed rows offsets[i]:offsets[i + 1]), step [calls]
+  calibration.json  what was run (bundle, generator SHA-256, sampler, steps, digits, seeds, guidance scales)
+                    and the activation ranges by noise level (calibration/ranges.py)
+
+numpy + ONNX Runtime only: recordings can be made on the target device with the deployed sampler.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from c2d.runtime.bundle import file_sha256, read_manifest
+from c2d.runtime.files import atomic_path
+from c2d.runtime.generate import Generator
+from c2d.runtime.samplers import SAMPLERS
+
+FEEDS_FILE = "feeds.npz"
+INFO_FILE = "calibration.json"
+FEED_NAMES = ("x", "t", "y", "gamma")
+
+
+class CalibrationError(ValueError):
+    """A calibration folder that is missing, incomplete, or recorded from another bundle."""
+
+
+class RecordingBackend:
+    """Wraps a backend and keeps a copy of every feed it runs (the graph's inputs, exactly as the sampler sent them)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.name, self.input_names, self.output_names = backend.name, backend.input_names, backend.output_names
+        self.calls: list[dict[str, np.ndarray]] = []
+
+    def metadata(self) -> dict[str, str]:
+        return self.backend.metadata()
+
+    def run(self, feeds, outputs=None):
+        self.calls.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.backend.run(feeds, outputs)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Every recorded graph call, stacked: call i fed rows offsets[i]:offsets[i + 1] of each array."""
+
+    feeds: dict[str, np.ndarray]  # x [N, 1, n_mels, T], t [N], y [N, K], gamma [N]
+    offsets: np.ndarray  # [calls + 1]
+    step: np.ndarray  # [calls] sampler step (1-based) of each call
+    info: dict  # contents of calibration.json
+
+    @property
+    def calls(self) -> int:
+        return len(self.offsets) - 1
+
+    def call(self, i: int) -> dict[str, np.ndarray]:
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return {k: v[lo:hi] for k, v in self.feeds.items()}
+
+
+def stack_calls(calls: Sequence[dict[str, np.ndarray]], steps: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per-call feeds -> (stacked feeds, offsets [calls + 1], sampler step of each call)."""
+    sizes = [len(c["x"]) for c in calls]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    feeds = {k: np.concatenate([c[k] for c in calls]) for k in FEED_NAMES}
+    step = (np.arange(len(calls)) % steps + 1).astype(np.int64)  # each sampler chunk makes `steps` calls in order
+    return feeds, offsets, step
+
+
+def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(range(10)), seeds: int = 1,
+           guidances: Sequence[float] | None = None, sampler: str = "em", steps: int | None = None, seed: int = 0,
+           threads: int | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Run the sampler for every digit x seed x guidance scale and write the recording to `out` (atomically)."""
+    from c2d.calibration.ranges import ranges_by_noise_level
+    from c2d.runtime.backends import BackendOptions
+
+    bundle, out = Path(bundle), Path(out)
+    if out.exists() and not (out / INFO_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise CalibrationError(f"{out} exists and is not a calibration folder; refusing to replace it")
+    if seeds < 1 or not digits:
+        raise CalibrationError("need at least one digit and one seed")
+    if sampler not in SAMPLERS:
+        raise CalibrationError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    gen = Generator(bundle, "ort", BackendOptions(threads=threads))
+    guidances = [gen.meta.default_guidance, 0.0] if guidances is None else list(guidances)
+    steps = steps or SAMPLERS[sampler].default_steps
+    recorder = RecordingBackend(gen.model)
+    gen.model = recorder
+    start = time.perf_counter()
+    for k, gamma in enumerate(guidances):
+        log(f"sampling {len(digits)} digits x {seeds} seeds at gamma {gamma} ({sampler}, {steps} steps)")
+        batch = len(digits) * seeds  # one graph call per step for the whole set
+        gen.sample(list(digits), count=seeds, seed=seed + k * batch, steps=steps, sampler=sampler, guidance=gamma, batch_size=batch)
+    feeds, offsets, step = stack_calls(recorder.calls, steps)
+    generator_file = bundle / read_manifest(bundle)["generator"]["file"]
+    info = {
+        "bundle": str(bundle), "generator_sha256": file_sha256(generator_file), "sampler": sampler, "steps": steps,
+        "digits": list(map(int, digits)), "seeds": seeds, "first_seed": seed, "guidances": guidances, "calls": len(offsets) - 1,
+        "rows": int(offsets[-1]), "seconds": round(time.perf_counter() - start, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    log(f"recorded {info['calls']} graph calls ({info['rows']} rows); measuring activation ranges by noise level")
+    info["ranges_by_noise_level"] = ranges_by_noise_level(generator_file, feeds, gen.meta.sde)
+    write_recording(out, feeds, offsets, step, info)
+    return info
+
+
+def write_recording(out: Path, feeds: dict, offsets: np.ndarray, step: np.ndarray, info: dict) -> None:
+    """Both files into a temp sibling folder, then swapped in: an old recording is replaced only on success."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with atomic_path(tmp / FEEDS_FILE, ".npz") as path:
+            np.savez(path, offsets=offsets, step=step, **feeds)
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_recording(path: str | Path) -> Recording:
+    """A calibration folder written by `record`; CalibrationError naming what is wrong otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CalibrationError(f"calibration folder {path} does not exist (make one with `c2d calibrate BUNDLE -o {path}`)")
+    for name in (INFO_FILE, FEEDS_FILE):
+        if not (path / name).is_file():
+            raise CalibrationError(f"{path} is not a calibration folder: {name} is missing")
+    try:
+        info = json.loads((path / INFO_FILE).read_text())
+        with np.load(path / FEEDS_FILE) as data:
+            feeds = {k: data[k] for k in FEED_NAMES}
+            offsets, step = data["offsets"], data["step"]
+    except (ValueError, KeyError, OSError) as exc:
+        raise CalibrationError(f"{path}: unreadable calibration data ({exc})") from exc
+    if offsets[-1] != len(feeds["x"]) or any(len(v) != offsets[-1] for v in feeds.values()):
+        raise CalibrationError(f"{path}: feeds and offsets disagree (truncated file?)")
+    return Recording(feeds, offsets, step, {**info, "path": str(path)})
+
+
+def check_matches(recording: Recording, bundle: str | Path) -> None:
+    """A recording calibrates only the generator file it was recorded from."""
+    bundle = Path(bundle)
+    generator_file = bundle / read_manifest(bundle)["generator"]["file"]
+    if recording.info.get("generator_sha256") != file_sha256(generator_file):
+        raise CalibrationError(f"the calibration data was recorded from {recording.info.get('bundle')!r}, whose generator "
+                               f"differs from {generator_file}; record it again with `c2d calibrate {bundle} -o CALIB`")

@@ -1,0 +1,455 @@
+"""`c2d quantize`: an fp32 bundle -> a quantized bundle that passed a quality gate against it, or nothing.
+
+Modes (ONNX Runtime's quantization tools do the graph rewriting):
+  int8-static   QDQ, int8 per-channel weights, uint8 activations, ranges from a recording of real sampler runs
+                (calibration/), MinMax, Entropy or Percentile
+  int8-dynamic  int8 weights, activations quantized at run time
+  fp16          float16 weights and arithmetic, float32 inputs and outputs
+  mixed         int8-static, with the blocks a sensitivity sweep found most harmful kept in float
+
+Traps handled here (DESIGN.md): a weight shared by a Conv and its transposed twin is duplicated before
+per-channel QDQ; every node that does not depend on x (noise-level, time-embedding and guidance-scale
+arithmetic) stays float: int8 modes quantize only Conv/ConvTranspose/MatMul/Gemm (elementwise QDQ pairs would only
+add work), so the noise-level arithmetic, all elementwise, is never quantized; fp16 keeps every node that does not
+depend on x in float32.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from c2d.calibration.record import RecordingBackend, Recording, check_matches, load_recording
+from c2d.runtime.files import atomic_path
+from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, encode_metadata, file_sha256, read_manifest
+
+MODES = ("int8-static", "int8-dynamic", "fp16", "mixed")
+VOCODER_MODES = ("keep", "fp16", "int8-dynamic")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+SWEEP_CALLS = 8  # recorded calls (spread over the trajectory) that score each block in the sensitivity sweep
+
+
+class QuantizationError(RuntimeError):
+    """The request cannot be met: bad mode or inputs, or the quantized model failed its quality gate."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a quantized bundle may lose against its fp32 source (checked on samples from the same noise)."""
+
+    step_error: float = 0.05  # worst step of the trajectory: median over samples of |eps_q - eps| / |eps|
+    mel_distance: float = 0.35  # mean |log-Mel difference| of the final samples, nats
+    accuracy_drop: float = 0.02  # evaluator accuracy on generated digits, fp32 minus quantized
+    count: int = 5  # samples per digit for the gate
+
+
+# --- graph preparation --------------------------------------------------------------------------------------
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """ORT's quantizer selects and excludes nodes by name: give every node one."""
+    seen = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def unshare_initializers(model: onnx.ModelProto, op_types=QUANTIZED_OPS) -> int:
+    """Give each quantized operator type its own copy of a weight it shares with another type (a Conv and its
+    transposed twin share one, with different channel axes; per-channel QDQ needs one axis per initializer).
+    Nodes of one type keep sharing (one int8 copy). Returns how many copies were made."""
+    inits = {i.name: i for i in model.graph.initializer}
+    owner: dict[str, str] = {}  # initializer -> op type that keeps the original
+    copies: dict[tuple[str, str], str] = {}
+    for node in model.graph.node:
+        if node.op_type not in op_types:
+            continue
+        for k, name in enumerate(node.input):
+            if name not in inits or owner.setdefault(name, node.op_type) == node.op_type:
+                continue
+            key = (name, node.op_type)
+            if key not in copies:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}.{node.op_type.lower()}"
+                model.graph.initializer.append(copy)
+                copies[key] = copy.name
+            node.input[k] = copies[key]
+    return len(copies)
+
+
+def float_only_nodes(model: onnx.ModelProto, data_input: str = "x") -> list[str]:
+    """Nodes that do not depend on the data input: noise-level, time-embedding and guidance-scale arithmetic."""
+    tainted = {data_input}
+    keep = []
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if any(i in tainted for i in node.input):
+            tainted.update(node.output)
+        else:
+            keep.append(node.name)
+    return keep
+
+
+def compact(path: Path) -> None:
+    """Drop the inferred shapes and doc strings the quantizers leave behind (ORT infers them again on load)."""
+    model = onnx.load(str(path))
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        node.doc_string = ""
+    onnx.save(model, str(path))
+
+
+def prepare(src: Path, dst: Path) -> onnx.ModelProto:
+    """ORT's pre-processing (constant folding: the adjoint's flipped weights become initializers, so they quantize too;
+    its symbolic shape inference cannot read our dynamic-batch Reshapes, ONNX's shape inference runs instead), then
+    named nodes, unshared weights, inferred shapes; written to dst (ORT's quantizers read files)."""
+    from onnxruntime.quantization import quant_pre_process
+
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    model = onnx.load(str(dst))
+    name_nodes(model)
+    unshare_initializers(model)
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.save(model, str(dst))
+    return model
+
+
+def block_of(node: onnx.NodeProto) -> str:
+    """Sweep unit: a subnet module (/subnet/fusions.2/...), a classifier module (/conv1_1/Conv), or the classifier's
+    backward-pass operators, grouped by kind (they carry no module path)."""
+    parts = node.name.strip("/").split("/")
+    if parts[0] == "subnet" and len(parts) > 2:
+        return "subnet." + parts[1]
+    if len(parts) == 1:
+        return "classifier-backward." + re.sub(r"_\d+$", "", parts[0])
+    return "classifier." + re.sub(r"_\d+$", "", parts[0])
+
+
+def quantizable_blocks(model: onnx.ModelProto, exclude: set[str]) -> dict[str, list[str]]:
+    blocks: dict[str, list[str]] = collections.defaultdict(list)
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS and node.name not in exclude:
+            blocks[block_of(node)].append(node.name)
+    return dict(blocks)
+
+
+# --- quantizers ---------------------------------------------------------------------------------------------
+
+def _calibration_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
+
+
+def quantize_int8_static(model: Path, out: Path, recording: Recording | None, method: str, cache: Path,
+                         exclude: list[str], only: list[str] | None = None) -> None:
+    """QDQ int8; calibration runs once per (model, method) and is cached in `cache`, so a sweep re-quantizes cheaply."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from c2d.calibration.reader import RecordingReader
+
+    quantize_static(str(model), str(out), RecordingReader(recording) if recording is not None else None, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, nodes_to_quantize=only, nodes_to_exclude=exclude,
+                    calibrate_method=_calibration_method(method), calibration_cache_path=str(cache),
+                    extra_options={"CalibMaxIntermediateOutputs": 16, "CalibPercentile": 99.99})
+
+
+def quantize_int8_dynamic(model: Path, out: Path, exclude: list[str], op_types=("Conv", "MatMul")) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(model), str(out), op_types_to_quantize=list(op_types), per_channel=False, weight_type=QuantType.QInt8,
+                     nodes_to_exclude=exclude)
+
+
+def convert_fp16(model: Path, out: Path, exclude: list[str]) -> None:
+    """float16 inside, float32 at the inputs and outputs; the float-only arithmetic stays float32."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    converted = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True, node_block_list=exclude)
+    onnx.save(converted, str(out))
+
+
+# --- measuring ----------------------------------------------------------------------------------------------
+
+def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def relative_errors(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per sample |out - ref| / |ref| (L2 over all but the batch axis): [B]."""
+    axes = tuple(range(1, ref.ndim))
+    return np.sqrt(((out - ref) ** 2).sum(axes)) / np.maximum(np.sqrt((ref**2).sum(axes)), 1e-12)
+
+
+def session_eps(session: ort.InferenceSession) -> Callable[[dict], np.ndarray]:
+    return lambda feeds: session.run(["eps"], feeds)[0]
+
+
+def backend_eps(backend) -> Callable[[dict], np.ndarray]:
+    return lambda feeds: backend.run(feeds, ["eps"])[0]
+
+
+def replay_errors(ref_eps: Callable[[dict], np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Median-over-samples relative eps error of `eps` against `ref_eps` on each call: [calls]."""
+    out = []
+    for feeds in calls:
+        ref, got = ref_eps(feeds), eps(feeds)
+        if not np.isfinite(got).all():
+            return np.full(len(calls), np.inf)
+        out.append(float(np.median(relative_errors(ref, got))))
+    return np.array(out)
+
+
+def sweep_calls(recording: Recording, n: int = SWEEP_CALLS) -> list[dict[str, np.ndarray]]:
+    """n recorded calls spread evenly over the recording (so over the noise levels)."""
+    return [recording.call(int(i)) for i in np.linspace(0, recording.calls - 1, min(n, recording.calls)).astype(int)]
+
+
+def sensitivity_sweep(model: onnx.ModelProto, prepared: Path, fp32_path: Path, recording: Recording, method: str, cache: Path, exclude: list[str],
+                      work: Path, log: Callable[[str], None]) -> dict[str, float]:
+    """Error against fp32 when only one block is quantized, for every block (worst first)."""
+    calls = sweep_calls(recording)
+    ref = session_eps(cpu_session(fp32_path))
+    scores = {}
+    blocks = quantizable_blocks(model, set(exclude))
+    for k, (block, nodes) in enumerate(blocks.items()):
+        path = work / f"sweep-{k}.onnx"
+        quantize_int8_static(prepared, path, recording, method, cache, exclude, only=nodes)
+        scores[block] = float(np.max(replay_errors(ref, session_eps(cpu_session(path)), calls)))
+        path.unlink()
+        log(f"  sweep {k + 1}/{len(blocks)} {block}: error {scores[block]:.4f}")
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+
+
+def choose_float_blocks(model, prepared, fp32_path, recording, method, cache, exclude, scores: dict[str, float], target: float, work: Path,
+                        log) -> tuple[list[str], float]:
+    """Keep the worst blocks float, 0, 1, 2, 4, ... of them, until the all-but-those int8 model meets `target`."""
+    blocks = quantizable_blocks(model, set(exclude))
+    ranked = list(scores)
+    calls = sweep_calls(recording)
+    ref = session_eps(cpu_session(fp32_path))
+    n, error = 0, float("inf")
+    while True:
+        kept = ranked[:n]
+        extra = [name for b in kept for name in blocks[b]]
+        path = work / "mixed-trial.onnx"
+        quantize_int8_static(prepared, path, recording, method, cache, exclude + extra)
+        error = float(np.max(replay_errors(ref, session_eps(cpu_session(path)), calls)))
+        log(f"  {n} block(s) float: error {error:.4f}")
+        if error <= target or n >= len(ranked):
+            return kept, error
+        n = 1 if n == 0 else min(2 * n, len(ranked))
+
+
+@dataclass
+class GateResult:
+    step_errors: list[float]  # median-over-samples relative eps error at each step of the fp32 trajectory
+    mel_distance: float  # mean |log-Mel difference| of the final samples (nats)
+    accuracy_fp32: float | None
+    accuracy: float | None
+    samples: int
+    failures: list[str]
+
+    def summary(self) -> dict:
+        return {"max_step_error": round(max(self.step_errors), 5), "median_step_error": round(float(np.median(self.step_errors)), 5),
+                "mel_distance": round(self.mel_distance, 4), "accuracy_fp32": self.accuracy_fp32, "accuracy": self.accuracy,
+                "samples": self.samples}
+
+
+def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluator) -> float:
+    from c2d.models.evaluator import classify
+    from c2d.runtime.audio import normalize
+
+    probs, _ = classify(evaluator, normalize(log_mel, mel_cfg)[:, None])
+    return float(np.mean(probs.argmax(1) == np.array(digits)))
+
+
+def quality_gate(fp32_bundle: Path, quantized_bundle: Path, budget: Budget, evaluator=None, seed: int = 10_000,
+                 sampler: str = "em", steps: int | None = None) -> GateResult:
+    """Same digits, seeds and sampler noise through both bundles. Seeds differ from the calibration run's (held out)."""
+    from c2d.runtime.generate import Generator
+
+    ref, quant = Generator(fp32_bundle), Generator(quantized_bundle)
+    recorder = RecordingBackend(ref.model)
+    ref.model = recorder
+    digits = list(range(len(ref.meta.labels)))
+    batch = len(digits) * budget.count
+    a = ref.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+    failures = []
+    try:
+        b = quant.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+    except ValueError as exc:  # GenerationError: non-finite output
+        return GateResult([float("inf")], float("inf"), None, None, len(digits) * budget.count, [str(exc)])
+    step_errors = replay_errors(backend_eps(recorder.backend), backend_eps(quant.model), recorder.calls).tolist()
+    mel = float(np.abs(a.log_mel - b.log_mel).mean())
+    acc_a = acc_b = None
+    if evaluator is not None:
+        acc_a, acc_b = (evaluator_accuracy(g.log_mel, g.digits, ref.meta.mel, evaluator) for g in (a, b))
+    if max(step_errors) > budget.step_error:
+        failures.append(f"per-step eps error {max(step_errors):.4f} > budget {budget.step_error}")
+    if mel > budget.mel_distance:
+        failures.append(f"final log-Mel distance {mel:.4f} > budget {budget.mel_distance}")
+    if acc_a is not None and acc_a - acc_b > budget.accuracy_drop + 1e-9:
+        failures.append(f"digit accuracy {acc_b:.3f} vs fp32 {acc_a:.3f}: drop > budget {budget.accuracy_drop}")
+    return GateResult(step_errors, mel, acc_a, acc_b, len(digits) * budget.count, failures)
+
+
+# --- bundle -------------------------------------------------------------------------------------------------
+
+def _tag(path: Path, meta) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in encode_metadata(meta).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recording | None, method: str, budget: Budget, work: Path,
+                            log: Callable[[str], None]) -> dict:
+    """Write the quantized generator graph to dst; returns what was done (for the metadata)."""
+    prepared = work / "prepared.onnx"
+    model = prepare(src, prepared)
+    exclude: list[str] = []  # int8: quantized op types are never noise-level arithmetic (module docstring)
+    info: dict = {"mode": mode}
+    if mode in ("int8-static", "mixed"):
+        if recording is None:
+            raise QuantizationError(f"--mode {mode} needs calibration data: --calib CALIB (made by `c2d calibrate`)")
+        kept_cache = Path(recording.info["path"]) / f"ranges-{method}-{file_sha256(src)[:12]}.json"  # reused by later runs
+        cache = work / kept_cache.name
+        if kept_cache.is_file():
+            shutil.copyfile(kept_cache, cache)
+        info.update(calibration=method, calibration_calls=recording.calls)
+        if mode == "mixed":
+            log(f"sensitivity sweep over {len(quantizable_blocks(model, set(exclude)))} blocks")
+            scores = sensitivity_sweep(model, prepared, src, recording, method, cache, exclude, work, log)
+            kept, error = choose_float_blocks(model, prepared, src, recording, method, cache, exclude, scores, budget.step_error * 0.5, work, log)
+            blocks = quantizable_blocks(model, set(exclude))
+            exclude = exclude + [n for b in kept for n in blocks[b]]
+            info.update(sensitivity={k: round(v, 5) for k, v in scores.items()}, float_blocks=kept, sweep_error=round(error, 5))
+        quantize_int8_static(prepared, dst, recording, method, cache, exclude)
+        if not kept_cache.is_file():
+            with atomic_path(kept_cache) as tmp:
+                shutil.copyfile(cache, tmp)
+    elif mode == "int8-dynamic":
+        quantize_int8_dynamic(prepared, dst, exclude)
+    elif mode == "fp16":
+        exclude = float_only_nodes(model)
+        info["float32_nodes"] = len(exclude)
+        convert_fp16(prepared, dst, exclude)
+    else:
+        raise QuantizationError(f"unknown mode {mode!r}; choose one of {MODES}")
+    compact(dst)
+    return info
+
+
+def quantize_vocoder_file(src: Path, dst: Path, mode: str, mel_cfg, budget: Budget) -> dict:
+    """The vocoder's own precision, checked on its own: log-Mel of its audio against the fp32 vocoder's."""
+    from c2d.runtime.audio import log_mel
+
+    prepared = dst.with_name(dst.name + ".prepared.onnx")
+    prepare(src, prepared)
+    if mode == "fp16":
+        convert_fp16(prepared, dst, [])
+    elif mode == "int8-dynamic":
+        quantize_int8_dynamic(prepared, dst, [], op_types=("Conv",))
+    prepared.unlink()
+    compact(dst)
+    rng = np.random.default_rng(0)
+    mel = (rng.standard_normal((2, mel_cfg.n_mels, 48)) * 1.5 - 5.0).astype(np.float32)
+    ref, out = (cpu_session(p).run(None, {"mel": mel})[0][:, 0] for p in (src, dst))
+    distance = float(np.mean([np.abs(log_mel(r, mel_cfg) - log_mel(o, mel_cfg)).mean() for r, o in zip(ref, out)]))
+    if not np.isfinite(out).all() or distance > budget.mel_distance:
+        raise QuantizationError(f"vocoder {mode}: log-Mel distance {distance:.4f} of its audio > budget {budget.mel_distance}; nothing written")
+    return {"mode": mode, "mel_distance": round(distance, 4)}
+
+
+def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str | Path | None = None, method: str = "minmax",
+                    budget: Budget = Budget(), vocoder_mode: str = "keep", evaluator_path: str | Path | None = None,
+                    log: Callable[[str], None] = lambda _: None) -> dict:
+    """Quantize, gate against the fp32 bundle, and write OUT atomically; QuantizationError (nothing written) otherwise."""
+    from c2d.export.exporter import _check_destination, _replace_dir
+
+    bundle, out = Path(bundle), Path(out)
+    if mode not in MODES:
+        raise QuantizationError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if method not in CALIBRATION_METHODS:
+        raise QuantizationError(f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}")
+    if vocoder_mode not in VOCODER_MODES:
+        raise QuantizationError(f"unknown vocoder mode {vocoder_mode!r}; choose one of {VOCODER_MODES}")
+    if out.resolve() == bundle.resolve():
+        raise QuantizationError("the output bundle must differ from the fp32 bundle it is gated against")
+    manifest = read_manifest(bundle)
+    gen_file = bundle / manifest["generator"]["file"]
+    meta = decode_metadata({p.key: p.value for p in onnx.load(str(gen_file)).metadata_props}, str(gen_file))
+    if meta.precision != "fp32":
+        raise QuantizationError(f"{bundle} is already {meta.precision}; quantize from the fp32 bundle")
+    recording = None
+    if calib is not None:
+        recording = load_recording(calib)
+        check_matches(recording, bundle)
+    if manifest["vocoder"].get("file") is None and vocoder_mode != "keep":
+        raise QuantizationError(f"{bundle} uses the weight-free {manifest['vocoder']['kind']} vocoder; --vocoder-mode must be keep")
+    _check_destination(out)
+    evaluator = None
+    if evaluator_path is not None:
+        from c2d.models.evaluator import load_evaluator
+
+        evaluator = load_evaluator(evaluator_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(bundle, tmp)
+    try:
+        with tempfile.TemporaryDirectory(prefix="c2d-quant-") as work:
+            start = time.perf_counter()
+            log(f"quantizing the generator: {mode}")
+            info = quantize_generator_file(gen_file, tmp / GENERATOR_FILE, mode, recording, method, budget, Path(work), log)
+            seconds = time.perf_counter() - start
+        vocoder_info = {"mode": "keep"}
+        if vocoder_mode != "keep":
+            log(f"quantizing the vocoder: {vocoder_mode}")
+            vocoder_info = quantize_vocoder_file(bundle / VOCODER_FILE, tmp / VOCODER_FILE, vocoder_mode, meta.mel, budget)
+        log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
+        _tag(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
+        sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else ("em", None)
+        gate = quality_gate(bundle, tmp, budget, evaluator, sampler=sampler, steps=steps)
+        if gate.failures:
+            raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
+        quantization = {**info, "budget": asdict(budget), "measured": gate.summary(), "vocoder": vocoder_info,
+                        "seconds": round(seconds, 1), "source_sha256": file_sha256(gen_file)}
+        _tag(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
+        manifest = _quantized_manifest(manifest, tmp, mode, quantization)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _quantized_manifest(manifest: dict, folder: Path, mode: str, quantization: dict) -> dict:
+    manifest = json.loads(json.dumps(manifest))
+    manifest["precision"] = mode
+    manifest["quantization"] = quantization
+    manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for role in ("generator", "vocoder"):
+        entry = manifest[role]
+        if entry.get("file"):
+            entry["bytes"] = (folder / entry["file"]).stat().st_size
+            entry["sha256"] = file_sha256(folder / entry["file"])
+    return manifest

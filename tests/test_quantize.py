@@ -1,0 +1,200 @@
+"""Calibration recording and quantization (tiny random models: fast, and a real test of the plumbing and the gate)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from c2d.calibration.reader import RecordingReader
+from c2d.calibration.record import CalibrationError, check_matches, load_recording, record
+from c2d.cli import main
+from c2d.export.exporter import export_bundle
+from c2d.export.quantize import (Budget, QuantizationError, float_only_nodes, quantize_bundle, quantize_int8_static, unshare_initializers)
+from c2d.runtime import load
+from c2d.runtime.bundle import GENERATOR_FILE, read_manifest
+from test_export import tiny_subnet
+
+STEPS = 4  # sampler steps of the recording and of the gate (the tiny model's samples mean nothing; the plumbing does)
+LOOSE = Budget(step_error=0.5, mel_distance=2.0, accuracy_drop=1.0, count=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(fp32 tiny bundle, its recording)."""
+    root = tmp_path_factory.mktemp("quant")
+    bundle = root / "fp32"
+    export_bundle(tiny_subnet(root), bundle, vocoder="griffin-lim")
+    calib = root / "calib"
+    record(bundle, calib, digits=[0, 3, 7], seeds=2, guidances=[3.0, 0.0], steps=STEPS)
+    return bundle, calib
+
+
+def test_recording_holds_every_step_and_the_reader_yields_exactly_those_feeds(tiny, monkeypatch):
+    bundle, calib = tiny
+    rec = load_recording(calib)
+    assert rec.calls == 2 * STEPS and rec.feeds["x"].shape == (2 * STEPS * 6, 1, 80, 88)
+    assert list(rec.step) == [1, 2, 3, 4] * 2
+    assert set(rec.feeds["gamma"].tolist()) == {0.0, 3.0}
+    assert sorted(set(rec.feeds["y"].argmax(1).tolist())) == [0, 3, 7]
+
+    # what the sampler sent, call by call, is what the reader gives back
+    from c2d.runtime.generate import Generator
+
+    sent = []
+    original = Generator.eps_fn
+
+    def spying(self, digits, guidance, on_step=None):
+        eps = original(self, digits, guidance, on_step)
+        return lambda x, t: (sent.append(np.array(x, copy=True)), eps(x, t))[1]
+
+    monkeypatch.setattr(Generator, "eps_fn", spying)
+    record(bundle, calib.parent / "again", digits=[0, 3, 7], seeds=2, guidances=[3.0, 0.0], steps=STEPS)
+    reader = RecordingReader(rec)
+    got = list(iter(reader.get_next, None))
+    assert len(got) == rec.calls == len(sent)
+    for feeds, x in zip(got, sent):
+        assert set(feeds) == {"x", "t", "y", "gamma"}
+        np.testing.assert_array_equal(feeds["x"], x)
+    reader.rewind()
+    np.testing.assert_array_equal(reader.get_next()["x"], got[0]["x"])
+    reader.set_range(2, 3)
+    assert [f["t"][0] for f in iter(reader.get_next, None)] == [got[2]["t"][0]]
+
+
+def test_recording_summarises_activation_ranges_by_noise_level(tiny):
+    info = json.loads((tiny[1] / "calibration.json").read_text())
+    ranges = info["ranges_by_noise_level"]
+    assert ranges["tensors"] > 10 and len(ranges["bands"]) >= 2
+    assert sum(b["rows"] for b in ranges["bands"]) == info["rows"]
+    assert all(0 < b["median_share_of_range"] <= 1 for b in ranges["bands"])
+
+
+@pytest.mark.parametrize("mode", ["int8-static", "int8-dynamic", "fp16", "mixed"])
+def test_quantized_bundle_loads_passes_its_gate_and_records_it(tiny, tmp_path, mode):
+    bundle, calib = tiny
+    out = tmp_path / mode
+    manifest = quantize_bundle(bundle, out, mode, calib if "int8-s" in mode or mode == "mixed" else None, budget=LOOSE)
+    gen = load(out)
+    assert gen.meta.precision == mode == manifest["precision"]
+    q = gen.meta.quantization
+    assert q["mode"] == mode and q["budget"]["step_error"] == LOOSE.step_error
+    assert 0 <= q["measured"]["max_step_error"] <= LOOSE.step_error and q["measured"]["mel_distance"] <= LOOSE.mel_distance
+    assert len(q["measured"]) and q["measured"]["samples"] == 10
+    audio = gen.generate("3", steps=STEPS)
+    assert np.isfinite(audio).all() and audio.shape[0] == 1
+    ops = {n.op_type for n in onnx.load(str(out / GENERATOR_FILE)).graph.node}
+    if mode.startswith("int8") or mode == "mixed":
+        assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+    if mode == "mixed":
+        assert set(q["sensitivity"]) and isinstance(q["float_blocks"], list)
+    assert read_manifest(out)["generator"]["bytes"] == (out / GENERATOR_FILE).stat().st_size
+
+
+def test_int8_file_is_smaller_and_noise_level_arithmetic_stays_float(tiny, tmp_path):
+    bundle, calib = tiny
+    quantize_bundle(bundle, tmp_path / "q", "int8-static", calib, budget=LOOSE)
+    model = onnx.load(str(tmp_path / "q" / GENERATOR_FILE))
+    quantized_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    # no tensor computed only from t / gamma / y (sigma_t, time embedding arithmetic) is fed to a QuantizeLinear
+    # unless it is a Gemm/MatMul input (the time-embedding layers are ordinary linear layers)
+    float_only = set(float_only_nodes(model))
+    for name in quantized_inputs:
+        node = producers.get(name)
+        assert node is None or node.name not in float_only or node.op_type in ("Gemm", "MatMul", "Mul", "Sigmoid", "Concat", "Sin", "Cos")
+    float_weights = [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4]
+    assert not float_weights  # every convolution weight (forward, flipped adjoint, transposed twin) is int8
+    assert any(i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4 for i in model.graph.initializer)
+
+
+def test_fp16_keeps_float32_io_and_float32_noise_level_arithmetic(tiny, tmp_path):
+    quantize_bundle(tiny[0], tmp_path / "h", "fp16", budget=LOOSE)
+    model = onnx.load(str(tmp_path / "h" / GENERATOR_FILE))
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in list(model.graph.input) + list(model.graph.output))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    exps = [n for n in model.graph.node if n.op_type in ("Exp", "Sqrt")]  # sigma_t's arithmetic
+    casts_to_half = {o for n in model.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16 for o in n.output}
+    assert exps and not any(i in casts_to_half for n in exps for i in n.input)
+
+
+def test_failed_gate_writes_nothing_and_keeps_the_previous_bundle(tiny, tmp_path):
+    bundle, calib = tiny
+    out = tmp_path / "q"
+    quantize_bundle(bundle, out, "int8-dynamic", budget=LOOSE)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(QuantizationError, match="failed the quality gate.*per-step eps error"):
+        quantize_bundle(bundle, out, "int8-static", calib, budget=Budget(step_error=1e-9, count=1))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no temp folder left behind
+
+
+def test_bad_or_mismatched_calibration_is_a_clear_error(tiny, tmp_path):
+    bundle, calib = tiny
+    with pytest.raises(CalibrationError, match="does not exist"):
+        quantize_bundle(bundle, tmp_path / "q", "int8-static", tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    shutil.copytree(calib, broken)
+    (broken / "feeds.npz").unlink()
+    with pytest.raises(CalibrationError, match="feeds.npz is missing"):
+        load_recording(broken)
+    other = tmp_path / "other"
+    shutil.copytree(bundle, other)
+    model = onnx.load(str(other / GENERATOR_FILE))
+    model.graph.initializer[0].raw_data = bytes(len(model.graph.initializer[0].raw_data))
+    onnx.save(model, str(other / GENERATOR_FILE))
+    with pytest.raises(CalibrationError, match="recorded from"):
+        check_matches(load_recording(calib), other)
+    with pytest.raises(QuantizationError, match="needs calibration data"):
+        quantize_bundle(bundle, tmp_path / "q", "int8-static")
+    quantize_bundle(bundle, tmp_path / "q1", "int8-dynamic", budget=LOOSE)
+    with pytest.raises(QuantizationError, match="already int8-dynamic"):
+        quantize_bundle(tmp_path / "q1", tmp_path / "q2", "fp16")
+    assert not (tmp_path / "q").exists() and not (tmp_path / "q2").exists()
+
+
+def test_shared_conv_and_transposed_weights_are_unshared_for_per_channel_qdq(tmp_path):
+    from onnx import TensorProto, helper
+
+    w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["h"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("ConvTranspose", ["h", "w"], ["g"], name="convT", pads=[1, 1, 1, 1]),
+         helper.make_node("Conv", ["g", "w"], ["y"], name="conv2", pads=[1, 1, 1, 1])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert unshare_initializers(model) == 1  # the ConvTranspose gets its own copy; the two Convs keep sharing
+    assert [n.input[1] for n in model.graph.node] == ["w", "w.convtranspose", "w"]
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+
+    class Rec:  # a minimal recording: two calls
+        calls = 2
+        feeds = {"x": np.random.default_rng(1).standard_normal((2, 1, 4, 8, 8)).astype(np.float32)}
+
+        def call(self, i):
+            return {"x": self.feeds["x"][i]}
+
+    quantize_int8_static(path, tmp_path / "q.onnx", Rec(), "minmax", tmp_path / "cache.json", [])
+    import onnxruntime as ort
+
+    ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": Rec.feeds["x"][0]})
+
+
+def test_calibrate_and_quantize_through_the_cli(tiny, tmp_path):
+    bundle, _ = tiny
+    runner = CliRunner()
+    res = runner.invoke(main, ["calibrate", str(bundle), "-o", str(tmp_path / "c"), "--steps", "3", "--guidance", "3"])
+    assert res.exit_code == 0, res.output
+    assert "median share of range" in res.output and load_recording(tmp_path / "c").calls == 3
+    res = runner.invoke(main, ["quantize", str(bundle), "--mode", "int8-static", "--calib", str(tmp_path / "c"), "-o", str(tmp_path / "q"),
+                               "--max-step-error", "0.5", "--max-mel-distance", "2", "--max-accuracy-drop", "1", "--count", "1"])
+    assert res.exit_code == 0, res.output
+    assert "of fp32" in res.output and (tmp_path / "q" / GENERATOR_FILE).is_file()
+    res = runner.invoke(main, ["quantize", str(bundle), "--mode", "int8-static", "--calib", str(tmp_path / "nope"), "-o", str(tmp_path / "q3")])
+    assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
