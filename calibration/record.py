@@ -100,7 +100,8 @@ def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(ra
     for k, gamma in enumerate(guidances):
         log(f"sampling {len(digits)} digits x {seeds} seeds at gamma {gamma} ({sampler}, {steps} steps)")
         batch = len(digits) * seeds  # one graph call per step for the whole set
-        gen.sample(list(digits), count=seeds, seed=seed + k * batch, steps=steps, sampler=sampler, guidance=gamma, batch_size=batch)
+        gen.sample(list(digits), count=seeds, seed=seed + k * batch, steps=steps, sampler=sampler, guidance=gamma, batch_size=batch,
+                   vocode=False)
     feeds, offsets, step = stack_calls(recorder.calls, steps)
     generator_file = bundle / read_manifest(bundle)["generator"]["file"]
     info = {

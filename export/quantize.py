@@ -53,6 +53,7 @@ class Budget:
     mel_distance: float = 0.35  # mean |log-Mel difference| of the final samples, nats
     accuracy_drop: float = 0.02  # evaluator accuracy on generated digits, fp32 minus quantized
     count: int = 5  # samples per digit for the gate
+    steps: int | None = None  # sampler steps of the gate run [default: the recording's, else the sampler's]
 
 
 # --- graph preparation --------------------------------------------------------------------------------------
@@ -428,7 +429,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
         _tag(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
         sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else ("em", None)
-        gate = quality_gate(bundle, tmp, budget, evaluator, sampler=sampler, steps=steps)
+        gate = quality_gate(bundle, tmp, budget, evaluator, sampler=sampler, steps=budget.steps or steps)
         if gate.failures:
             raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
         quantization = {**info, "budget": asdict(budget), "measured": gate.summary(), "vocoder": vocoder_info,
