@@ -32,6 +32,7 @@ import onnxruntime as ort
 
 from c2d.calibration.record import RecordingBackend, Recording, check_matches, load_recording
 from c2d.runtime.files import atomic_path
+from c2d.runtime.onnx_edit import unshare_initializers
 from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, encode_metadata, file_sha256, read_manifest
 
 MODES = ("int8-static", "int8-dynamic", "fp16", "mixed")
@@ -65,30 +66,6 @@ def name_nodes(model: onnx.ModelProto) -> None:
         if not node.name or node.name in seen:
             node.name = f"{node.op_type}_{i}"
         seen.add(node.name)
-
-
-def unshare_initializers(model: onnx.ModelProto, op_types=QUANTIZED_OPS) -> int:
-    """Give each quantized operator type its own copy of a weight it shares with another type (a Conv and its
-    transposed twin share one, with different channel axes; per-channel QDQ needs one axis per initializer).
-    Nodes of one type keep sharing (one int8 copy). Returns how many copies were made."""
-    inits = {i.name: i for i in model.graph.initializer}
-    owner: dict[str, str] = {}  # initializer -> op type that keeps the original
-    copies: dict[tuple[str, str], str] = {}
-    for node in model.graph.node:
-        if node.op_type not in op_types:
-            continue
-        for k, name in enumerate(node.input):
-            if name not in inits or owner.setdefault(name, node.op_type) == node.op_type:
-                continue
-            key = (name, node.op_type)
-            if key not in copies:
-                copy = onnx.TensorProto()
-                copy.CopyFrom(inits[name])
-                copy.name = f"{name}.{node.op_type.lower()}"
-                model.graph.initializer.append(copy)
-                copies[key] = copy.name
-            node.input[k] = copies[key]
-    return len(copies)
 
 
 def float_only_nodes(model: onnx.ModelProto, data_input: str = "x") -> list[str]:

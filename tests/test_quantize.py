@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,7 +13,8 @@ from c2d.calibration.reader import RecordingReader
 from c2d.calibration.record import CalibrationError, check_matches, load_recording, record
 from c2d.cli import main
 from c2d.export.exporter import export_bundle
-from c2d.export.quantize import (Budget, QuantizationError, float_only_nodes, quantize_bundle, quantize_int8_static, unshare_initializers)
+from c2d.export.quantize import Budget, QuantizationError, float_only_nodes, quantize_bundle, quantize_int8_static
+from c2d.runtime.onnx_edit import unshare_initializers
 from c2d.runtime import load
 from c2d.runtime.bundle import GENERATOR_FILE, read_manifest
 from test_export import HAVE_HIFIGAN, tiny_subnet

@@ -24,6 +24,7 @@ class BackendOptions:
     provider: str | None = None  # ORT only: "cpu", "cuda" or "tensorrt" [default: from device]
     fp16: bool = False  # TensorRT: allow fp16 kernels
     int8: bool = False  # TensorRT: allow int8 kernels (QDQ bundles)
+    precision: str | None = None  # OpenVINO: inference precision "f32" or "bf16" [default: f32]; int8 comes from QDQ bundles
     max_batch: int = 16  # TensorRT: largest batch of the optimization profile (buffers are sized for it)
     cache_dir: Path | None = None  # TensorRT engines / ORT-TensorRT caches [default: ~/.cache/c2d/engines]
     extra: dict = field(default_factory=dict)  # backend-specific settings, passed through unchanged
@@ -61,7 +62,13 @@ def _trt(path, options):
     return TensorRTBackend(path, options)
 
 
-BACKENDS = {"ort": _ort, "trt": _trt}
+def _openvino(path, options):
+    from c2d.runtime.backends.openvino import OpenVinoBackend
+
+    return OpenVinoBackend(path, options)
+
+
+BACKENDS = {"ort": _ort, "trt": _trt, "openvino": _openvino}
 
 
 def open_backend(name: str, path: str | Path, options: BackendOptions | None = None) -> Backend:

@@ -1,0 +1,72 @@
+"""OpenVINO backend (the `openvino` package, extra `openvino`): reads the bundle's ONNX as it is, compiles it for
+the CPU in f32 or bf16 (AMX where the CPU has it); QDQ int8 bundles run as int8. Compiled models are cached on disk
+(OpenVINO's CACHE_DIR), so the second load of a bundle skips compilation.
+
+Before compiling, a weight shared by a Conv and a ConvTranspose (the classifier's strided adjoint) is given its own
+copy: OpenVINO 2026.4's CPU plugin computes such a ConvTranspose wrongly in f32 (relative error about 1; the
+minimal reproducer is in tests/test_backends.py, marked as a known upstream fault).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from c2d.runtime.backends import BackendOptions, BackendUnavailable
+
+PRECISIONS = ("f32", "bf16")
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "c2d" / "openvino"
+
+
+def compile_config(options: BackendOptions) -> dict:
+    precision = options.precision or "f32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"OpenVINO precision must be one of {PRECISIONS}, got {precision!r}")
+    if options.device != "cpu":
+        raise BackendUnavailable(f"the OpenVINO backend runs on the CPU here; device {options.device!r} is not supported")
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if options.threads:
+        config["INFERENCE_NUM_THREADS"] = options.threads
+    return config
+
+
+def patched_model_bytes(path: Path) -> tuple[bytes, dict[str, str]]:
+    """The ONNX file with shared Conv/ConvTranspose weights unshared, and its metadata_props."""
+    import onnx
+
+    from c2d.runtime.onnx_edit import unshare_initializers
+
+    model = onnx.load(str(path))
+    unshare_initializers(model, ("Conv", "ConvTranspose"))
+    return model.SerializeToString(), {p.key: p.value for p in model.metadata_props}
+
+
+class OpenVinoBackend:
+    name = "openvino"
+
+    def __init__(self, path: Path, options: BackendOptions):
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendUnavailable("the OpenVINO backend needs the openvino package: pip install 'c2d[openvino]'") from exc
+        config = compile_config(options)
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(options.cache_dir or default_cache_dir())})
+        data, self._metadata = patched_model_bytes(path)
+        self.compiled = core.compile_model(core.read_model(data, b""), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision = config["INFERENCE_PRECISION_HINT"]
+        self.input_names = tuple(i.get_any_name() for i in self.compiled.inputs)
+        self.output_names = tuple(o.get_any_name() for o in self.compiled.outputs)
+        self._outputs = {name: self.compiled.output(name) for name in self.output_names}
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        result = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        return [np.array(result[self._outputs[name]], copy=True) for name in (outputs or self.output_names)]
