@@ -257,7 +257,9 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
               help="em: reverse SDE, Euler-Maruyama (the paper's); dpm2m: DPM-Solver++(2M), deterministic, few steps.")
 @click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's, 3].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample k uses seed + k.")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="ort", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
+              help="[default: the bundle's deployment.json choice for this machine (c2d profile --backend all), else ort]")
+@click.option("--precision", type=click.Choice(["f32", "bf16"]), default=None, help="openvino: inference precision [default: f32].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ort: CPU or CUDA provider.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
@@ -265,7 +267,7 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
 @click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Resample the WAV to this rate [default: the vocoder's].")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG next to OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(digits, out, count, steps, sampler, guidance, seed, backend, device, threads, bundle, sample_rate, plot, quiet) -> None:
+def generate(digits, out, count, steps, sampler, guidance, seed, backend, precision, device, threads, bundle, sample_rate, plot, quiet) -> None:
     """Generate spoken digits on the device runtime (no torch) and write WAV files."""
     from tqdm import tqdm
 
@@ -275,13 +277,16 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
     from c2d.runtime.generate import DEFAULT_BATCH, GenerationError, load
 
     try:
-        gen = load(bundle, backend, BackendOptions(device=device, threads=threads))
+        if precision and backend != "openvino":
+            raise click.UsageError("--precision applies to --backend openvino")
+        gen = load(bundle, backend, BackendOptions(device=device, threads=threads, precision=precision))
         n_steps = steps if steps is not None else SAMPLERS[sampler].default_steps
         batches = -(-len(digits) * count // DEFAULT_BATCH)
         with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar:
             result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update())
     except (BundleError, BackendUnavailable, GenerationError) as exc:
         raise click.ClickException(str(exc)) from exc
+    click.echo(f"backend: {gen.backend_note}")
     rate = sample_rate or result.sample_rate
     audio = resample(result.audio, result.sample_rate, rate)
     paths = output_paths(out, result, gen.meta.labels)
@@ -296,13 +301,14 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, device
     for p in paths:
         click.echo(f"wrote {p}")
     click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps, guidance {result.guidance:g}, on "
-               f"{backend}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
+               f"{gen.backend_name}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
                f"{result.vocoder_seconds:.2f} s, real-time factor {result.real_time_factor:.2f}")
 
 
 @main.command()
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="ort", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES + ("all",)), default="ort", show_default=True,
+              help="all: measure and gate every backend x precision here, write the fastest passing one to BUNDLE/deployment.json.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True)
@@ -319,6 +325,8 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     from c2d.runtime.bundle import BundleError
     from c2d.runtime.profile import plot_profile, profile_bundle, profile_markdown
 
+    if backend == "all":
+        return choose_deployment(bundle, threads, json_path, md_path)
     try:
         result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
     except (BundleError, BackendUnavailable) as exc:
@@ -333,6 +341,26 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
         except ImportError as exc:
             raise click.ClickException(f"--plot: {exc}") from exc
     click.echo(table)
+
+
+def choose_deployment(bundle, threads, json_path, md_path) -> None:
+    import json
+
+    from c2d.runtime.bundle import BundleError
+    from c2d.runtime.deployment import DEPLOYMENT_FILE, choose, deployment_markdown
+    from c2d.runtime.generate import default_bundle
+
+    bundle = bundle or default_bundle()
+    try:
+        result = choose(bundle, threads, log=click.echo)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = deployment_markdown(result)
+    for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
+        if path:
+            atomic_write_text(path, text)
+    click.echo(table)
+    click.echo(f"wrote {Path(bundle) / DEPLOYMENT_FILE}")
 
 
 @main.command()

@@ -22,6 +22,7 @@ import numpy as np
 
 from c2d.runtime.bundle import file_sha256, read_manifest
 from c2d.runtime.files import atomic_path
+from c2d.runtime.gate import RecordingBackend
 from c2d.runtime.generate import Generator
 from c2d.runtime.samplers import SAMPLERS
 
@@ -32,22 +33,6 @@ FEED_NAMES = ("x", "t", "y", "gamma")
 
 class CalibrationError(ValueError):
     """A calibration folder that is missing, incomplete, or recorded from another bundle."""
-
-
-class RecordingBackend:
-    """Wraps a backend and keeps a copy of every feed it runs (the graph's inputs, exactly as the sampler sent them)."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        self.name, self.input_names, self.output_names = backend.name, backend.input_names, backend.output_names
-        self.calls: list[dict[str, np.ndarray]] = []
-
-    def metadata(self) -> dict[str, str]:
-        return self.backend.metadata()
-
-    def run(self, feeds, outputs=None):
-        self.calls.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return self.backend.run(feeds, outputs)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph, TwoModelGraph
-from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder
+from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder, write_reference
 from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, mel_from, sde_from
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
+from c2d.runtime.parity import REFERENCE_FILE
 from c2d.runtime.bundle import (BUNDLE_FORMAT, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
                                 encode_metadata)
 
@@ -157,7 +158,8 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
     session = _session(path)
     cases = validate_generator(model, session, meta.sde, shape, len(meta.labels))
     sampling = validate_sampling(model, session, meta.sde, meta.mel, shape)
-    return {"file": path.name, "variant": meta.variant, "export_seconds": round(seconds, 3),
+    write_reference(model, meta.sde, shape, len(meta.labels), path.parent / REFERENCE_FILE)
+    return {"file": path.name, "variant": meta.variant, "export_seconds": round(seconds, 3), "reference": REFERENCE_FILE,
             "validation": {**summarize(cases), "sampling_100_steps_relative_error": sampling}}
 
 

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +30,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from c2d.calibration.record import RecordingBackend, Recording, check_matches, load_recording
+from c2d.calibration.record import Recording, check_matches, load_recording
+from c2d.runtime.gate import Budget, quality_gate, replay_errors
 from c2d.runtime.files import atomic_path
 from c2d.runtime.onnx_edit import unshare_initializers
 from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, encode_metadata, file_sha256, read_manifest
@@ -44,17 +45,6 @@ SWEEP_CALLS = 8  # recorded calls (spread over the trajectory) that score each b
 
 class QuantizationError(RuntimeError):
     """The request cannot be met: bad mode or inputs, or the quantized model failed its quality gate."""
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What a quantized bundle may lose against its fp32 source (checked on samples from the same noise)."""
-
-    step_error: float = 0.05  # worst step of the trajectory: median over samples of |eps_q - eps| / |eps|
-    mel_distance: float = 0.35  # mean |log-Mel difference| of the final samples, nats
-    accuracy_drop: float = 0.02  # evaluator accuracy on generated digits, fp32 minus quantized
-    count: int = 5  # samples per digit for the gate
-    steps: int | None = None  # sampler steps of the gate run [default: the recording's, else the sampler's]
 
 
 # --- graph preparation --------------------------------------------------------------------------------------
@@ -169,29 +159,8 @@ def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def relative_errors(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Per sample |out - ref| / |ref| (L2 over all but the batch axis): [B]."""
-    axes = tuple(range(1, ref.ndim))
-    return np.sqrt(((out - ref) ** 2).sum(axes)) / np.maximum(np.sqrt((ref**2).sum(axes)), 1e-12)
-
-
 def session_eps(session: ort.InferenceSession) -> Callable[[dict], np.ndarray]:
     return lambda feeds: session.run(["eps"], feeds)[0]
-
-
-def backend_eps(backend) -> Callable[[dict], np.ndarray]:
-    return lambda feeds: backend.run(feeds, ["eps"])[0]
-
-
-def replay_errors(ref_eps: Callable[[dict], np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """Median-over-samples relative eps error of `eps` against `ref_eps` on each call: [calls]."""
-    out = []
-    for feeds in calls:
-        ref, got = ref_eps(feeds), eps(feeds)
-        if not np.isfinite(got).all():
-            return np.full(len(calls), np.inf)
-        out.append(float(np.median(relative_errors(ref, got))))
-    return np.array(out)
 
 
 def sweep_calls(recording: Recording, n: int = SWEEP_CALLS) -> list[dict[str, np.ndarray]]:
@@ -235,57 +204,12 @@ def choose_float_blocks(model, prepared, fp32_path, recording, method, cache, ex
         n = 1 if n == 0 else min(2 * n, len(ranked))
 
 
-@dataclass
-class GateResult:
-    step_errors: list[float]  # median-over-samples relative eps error at each step of the fp32 trajectory
-    mel_distance: float  # mean |log-Mel difference| of the final samples (nats)
-    accuracy_fp32: float | None
-    accuracy: float | None
-    samples: int
-    failures: list[str]
-
-    def summary(self) -> dict:
-        return {"max_step_error": round(max(self.step_errors), 5), "median_step_error": round(float(np.median(self.step_errors)), 5),
-                "mel_distance": round(self.mel_distance, 4), "accuracy_fp32": self.accuracy_fp32, "accuracy": self.accuracy,
-                "samples": self.samples}
-
-
 def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluator) -> float:
     from c2d.models.evaluator import classify
     from c2d.runtime.audio import normalize
 
     probs, _ = classify(evaluator, normalize(log_mel, mel_cfg)[:, None])
     return float(np.mean(probs.argmax(1) == np.array(digits)))
-
-
-def quality_gate(fp32_bundle: Path, quantized_bundle: Path, budget: Budget, evaluator=None, seed: int = 10_000,
-                 sampler: str = "em", steps: int | None = None) -> GateResult:
-    """Same digits, seeds and sampler noise through both bundles. Seeds differ from the calibration run's (held out)."""
-    from c2d.runtime.generate import Generator
-
-    ref, quant = Generator(fp32_bundle), Generator(quantized_bundle)
-    recorder = RecordingBackend(ref.model)
-    ref.model = recorder
-    digits = list(range(len(ref.meta.labels)))
-    batch = len(digits) * budget.count
-    a = ref.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
-    failures = []
-    try:
-        b = quant.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
-    except ValueError as exc:  # GenerationError: non-finite output
-        return GateResult([float("inf")], float("inf"), None, None, len(digits) * budget.count, [str(exc)])
-    step_errors = replay_errors(backend_eps(recorder.backend), backend_eps(quant.model), recorder.calls).tolist()
-    mel = float(np.abs(a.log_mel - b.log_mel).mean())
-    acc_a = acc_b = None
-    if evaluator is not None:
-        acc_a, acc_b = (evaluator_accuracy(g.log_mel, g.digits, ref.meta.mel, evaluator) for g in (a, b))
-    if max(step_errors) > budget.step_error:
-        failures.append(f"per-step eps error {max(step_errors):.4f} > budget {budget.step_error}")
-    if mel > budget.mel_distance:
-        failures.append(f"final log-Mel distance {mel:.4f} > budget {budget.mel_distance}")
-    if acc_a is not None and acc_a - acc_b > budget.accuracy_drop + 1e-9:
-        failures.append(f"digit accuracy {acc_b:.3f} vs fp32 {acc_a:.3f}: drop > budget {budget.accuracy_drop}")
-    return GateResult(step_errors, mel, acc_a, acc_b, len(digits) * budget.count, failures)
 
 
 # --- bundle -------------------------------------------------------------------------------------------------
@@ -411,7 +335,10 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
         _tag(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
         sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else ("em", None)
-        gate = quality_gate(bundle, tmp, budget, evaluator, sampler=sampler, steps=budget.steps or steps)
+        from c2d.runtime.generate import Generator
+
+        accuracy = None if evaluator is None else (lambda log_mel, digits: evaluator_accuracy(log_mel, digits, meta.mel, evaluator))
+        gate = quality_gate(Generator(bundle), Generator(tmp), budget, accuracy, sampler=sampler, steps=budget.steps or steps)
         if gate.failures:
             raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
         quantization = {**info, "budget": asdict(budget), "measured": gate.summary(), "vocoder": vocoder_info,

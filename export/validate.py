@@ -118,6 +118,20 @@ def validate_vocoder(generator, session, n_mels: int, budget: float = VOCODER_BU
     return worst
 
 
+def write_reference(model, sde: SDEConfig, shape: tuple[int, ...], n_classes: int, path) -> None:
+    """The PyTorch outputs for one batch-2 case per validation time, saved in the bundle: any backend on any
+    device can then be checked against PyTorch without torch (runtime/parity.py)."""
+    from c2d.runtime.files import atomic_path
+    from c2d.runtime.parity import reference_arrays
+
+    cases = []
+    for k, t in enumerate(validation_times(sde)):
+        feeds = random_inputs(2, 303 + k, t, shape, n_classes)
+        cases.append((feeds, dict(zip(("eps", "logits", "guidance"), torch_outputs(model, feeds)))))
+    with atomic_path(path, ".npz") as tmp:
+        np.savez_compressed(tmp, **reference_arrays(cases))
+
+
 def summarize(results: list[CaseResult]) -> dict:
     """Worst relative error per output over all cases, and the cases themselves, for the manifest."""
     return {

@@ -64,8 +64,8 @@ class Generation:
 
     @property
     def real_time_factor(self) -> float:
-        """Wall time / duration of the audio produced (below 1: faster than real time)."""
-        return (self.sampling_seconds + self.vocoder_seconds) / self.audio_seconds
+        """Wall time / duration of the audio produced (below 1: faster than real time; inf without audio)."""
+        return (self.sampling_seconds + self.vocoder_seconds) / self.audio_seconds if self.audio_seconds else float("inf")
 
 
 class OnnxVocoder:
@@ -84,6 +84,7 @@ class Generator:
         self.bundle = Path(bundle) if bundle is not None else default_bundle()
         self.manifest = read_manifest(self.bundle)
         self.backend_name = backend
+        self.backend_note = backend
         self.model = open_backend(backend, self.bundle / self.manifest["generator"]["file"], options)
         meta = decode_metadata(self.model.metadata(), str(self.bundle / self.manifest["generator"]["file"]))
         if not isinstance(meta, GeneratorMeta):
@@ -166,6 +167,24 @@ class Generator:
         return self.sample(digits, count, **kwargs).audio
 
 
-def load(bundle: str | Path | None = None, backend: str = "ort", options: BackendOptions | None = None) -> Generator:
-    """Open a bundle (default: the one shipped in the package) on a backend ("ort" or "trt")."""
-    return Generator(bundle, backend, options)
+def load(bundle: str | Path | None = None, backend: str | None = None, options: BackendOptions | None = None) -> Generator:
+    """Open a bundle (default: the one shipped in the package) on a backend ("ort", "openvino", "trt"). backend None:
+    the choice recorded in the bundle's deployment.json for this machine (`c2d profile --backend all`), else "ort".
+    The generator's `backend_note` says which backend runs and why."""
+    from dataclasses import replace
+
+    bundle = Path(bundle) if bundle is not None else default_bundle()
+    note = f"{backend} (asked for)"
+    if backend is None:
+        from c2d.runtime.deployment import read_choice
+
+        choice, why = read_choice(bundle)
+        options = options or BackendOptions()
+        if choice is None:
+            backend, note = "ort", f"ort fp32 ({why})"
+        else:
+            backend, note = choice.backend, f"{choice.label} ({why})"
+            options = replace(options, precision=None if choice.backend == "ort" else choice.precision)
+    gen = Generator(bundle, backend, options)
+    gen.backend_note = note
+    return gen

@@ -34,15 +34,15 @@ def compile_config(options: BackendOptions) -> dict:
     return config
 
 
-def patched_model_bytes(path: Path) -> tuple[bytes, dict[str, str]]:
-    """The ONNX file with shared Conv/ConvTranspose weights unshared, and its metadata_props."""
+def patched_model(path: Path):
+    """The ONNX model with shared Conv/ConvTranspose weights unshared."""
     import onnx
 
     from c2d.runtime.onnx_edit import unshare_initializers
 
     model = onnx.load(str(path))
     unshare_initializers(model, ("Conv", "ConvTranspose"))
-    return model.SerializeToString(), {p.key: p.value for p in model.metadata_props}
+    return model
 
 
 class OpenVinoBackend:
@@ -56,12 +56,14 @@ class OpenVinoBackend:
         config = compile_config(options)
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(options.cache_dir or default_cache_dir())})
-        data, self._metadata = patched_model_bytes(path)
-        self.compiled = core.compile_model(core.read_model(data, b""), "CPU", config)
+        model = patched_model(path)
+        self._metadata = {p.key: p.value for p in model.metadata_props}
+        self.compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.precision = config["INFERENCE_PRECISION_HINT"]
-        self.input_names = tuple(i.get_any_name() for i in self.compiled.inputs)
-        self.output_names = tuple(o.get_any_name() for o in self.compiled.outputs)
+        # OpenVINO may give a port several names; the ONNX graph's are the ones the runtime uses
+        self.input_names = tuple(i.name for i in model.graph.input)
+        self.output_names = tuple(o.name for o in model.graph.output)
         self._outputs = {name: self.compiled.output(name) for name in self.output_names}
 
     def metadata(self) -> dict[str, str]:

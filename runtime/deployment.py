@@ -1,0 +1,159 @@
+"""Profile-driven choice of backend and precision: measure every available backend x precision on this machine in
+one interleaved run, gate each (parity with PyTorch on the bundle's reference cases, then the quality gate on a
+sampled trajectory against ONNX Runtime fp32), and record the fastest passing choice in deployment.json next to the
+bundle. `c2d generate` uses it when no --backend is given, on the machine it was measured on.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from c2d.runtime.backends import BackendOptions, BackendUnavailable
+from c2d.runtime.bundle import read_manifest
+from c2d.runtime.files import atomic_write_text
+from c2d.runtime.gate import Budget, quality_gate
+from c2d.runtime.parity import budget_for, check_parity, load_reference
+
+DEPLOYMENT_FILE = "deployment.json"
+DEPLOYMENT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    backend: str
+    precision: str  # "fp32" on ONNX Runtime; "f32" / "bf16" on OpenVINO (int8 comes from the bundle itself)
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    def options(self, threads: int | None) -> BackendOptions:
+        return BackendOptions(threads=threads, precision=None if self.backend == "ort" else self.precision)
+
+
+def available_candidates() -> list[Candidate]:
+    """CPU backends x precisions whose packages are installed here."""
+    found = [Candidate("ort", "fp32")]
+    if importlib.util.find_spec("openvino") is not None:
+        found += [Candidate("openvino", "f32"), Candidate("openvino", "bf16")]
+    return found
+
+
+def machine() -> dict:
+    """What makes a measurement non-portable: CPU model, core count, engine versions."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("onnxruntime", "openvino"):
+        if importlib.util.find_spec(package) is not None:
+            versions[package] = __import__(package).__version__
+    return {"cpu": model, "cpu_count": os.cpu_count(), **versions}
+
+
+def step_feeds(bundle: Path) -> list[dict[str, np.ndarray]]:
+    """Batch-1 inputs at the reference cases' noise levels (t_min .. 1)."""
+    return [{k: v[:1] for k, v in feeds.items()} for feeds, _ in load_reference(bundle)]
+
+
+def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: int) -> dict[str, float]:
+    """Median per-call ms of every backend; each round visits every backend once (same machine state)."""
+    for b in backends.values():
+        b.run(feeds[0], ["eps"])
+    times = {name: [] for name in backends}
+    for _ in range(rounds):
+        for name, b in backends.items():
+            per_call = []
+            for k in range(calls):
+                start = time.perf_counter()
+                b.run(feeds[k % len(feeds)], ["eps"])
+                per_call.append(time.perf_counter() - start)
+            times[name].append(statistics.median(per_call) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, calls: int = 20, gate_budget: Budget = Budget(count=1),
+           candidates: list[Candidate] | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Measure and gate every candidate; write deployment.json (atomically) into the bundle; return its contents."""
+    from c2d.runtime.generate import Generator
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    reference = Generator(bundle, "ort", BackendOptions(threads=threads))
+    meta = reference.meta
+    results, opened = {}, {}
+    for cand in candidates or available_candidates():
+        try:
+            gen = Generator(bundle, cand.backend, cand.options(threads))
+        except (BackendUnavailable, ImportError) as exc:
+            results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": False, "reason": str(exc)}
+            continue
+        parity = check_parity(gen.model, bundle, budget_for(cand.precision, meta.precision, meta.quantization))
+        gate = quality_gate(reference, gen, gate_budget)
+        passed = parity.passed and not gate.failures
+        results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": True, "parity": parity.errors,
+                               "parity_budget": parity.budget, "gate": gate.summary(), "gate_failures": gate.failures, "passed": passed}
+        log(f"{cand.label}: parity {'pass' if parity.passed else 'FAIL'} (worst {max(parity.errors.values()):.2e}), "
+            f"gate {'pass' if not gate.failures else 'FAIL: ' + '; '.join(gate.failures)}")
+        opened[cand.label] = gen.model
+    log(f"latency: {rounds} interleaved rounds x {calls} calls, batch 1")
+    for label, ms in interleaved_latency(opened, step_feeds(bundle), rounds, calls).items():
+        results[label]["step_ms"] = ms
+    chosen = fastest_passing(results)
+    profile = {"format": DEPLOYMENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+               "threads": threads, "generator_sha256": manifest["generator"].get("sha256"),
+               "choice": None if chosen is None else {k: results[chosen][k] for k in ("backend", "precision", "step_ms")},
+               "candidates": results}
+    atomic_write_text(bundle / DEPLOYMENT_FILE, json.dumps(profile, indent=2) + "\n")
+    return profile
+
+
+def fastest_passing(results: dict[str, dict]) -> str | None:
+    """The label of the fastest candidate that passed both gates; None if none did."""
+    passing = [label for label, r in results.items() if r.get("passed")]
+    return min(passing, key=lambda label: results[label]["step_ms"]) if passing else None
+
+
+def read_choice(bundle: str | Path) -> tuple[Candidate | None, str]:
+    """(the recorded choice, why) if deployment.json exists, is for this generator file and this machine."""
+    path = Path(bundle) / DEPLOYMENT_FILE
+    if not path.is_file():
+        return None, f"no {DEPLOYMENT_FILE} (run `c2d profile {bundle} --backend all` to choose the fastest backend here)"
+    try:
+        profile = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None, f"{path} is not valid JSON; ignored"
+    if profile.get("format") != DEPLOYMENT_FORMAT or not profile.get("choice"):
+        return None, f"{path} holds no usable choice"
+    if profile.get("generator_sha256") != read_manifest(bundle)["generator"].get("sha256"):
+        return None, f"{path} was measured for another generator file; ignored"
+    if profile.get("machine") != machine():
+        return None, f"{path} was measured on another machine or engine version; ignored"
+    c = profile["choice"]
+    return Candidate(c["backend"], c["precision"]), f"{DEPLOYMENT_FILE}: fastest passing choice here, {c['step_ms']:.2f} ms/step"
+
+
+def deployment_markdown(profile: dict) -> str:
+    lines = ["| backend | precision | ms/step | parity (worst rel. error / budget) | gate | chosen |", "|---|---|---|---|---|---|"]
+    chosen = profile["choice"] and (profile["choice"]["backend"], profile["choice"]["precision"])
+    for r in profile["candidates"].values():
+        if not r["available"]:
+            lines.append(f"| {r['backend']} | {r['precision']} | - | unavailable: {r['reason']} | - | |")
+            continue
+        gate = "pass" if not r["gate_failures"] else "fail: " + "; ".join(r["gate_failures"])
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['step_ms']:.2f} | {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {gate} | "
+                     f"{'**yes**' if chosen == (r['backend'], r['precision']) else ''} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,101 @@
+"""The quality gate: a candidate generator (a quantized bundle, another backend or precision) against the fp32
+reference on the same digits, seeds and sampler noise. numpy only; a digit classifier can be passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a candidate may lose against the fp32 reference (checked on samples from the same noise)."""
+
+    step_error: float = 0.05  # worst step of the trajectory: median over samples of |eps_q - eps| / |eps|
+    mel_distance: float = 0.35  # mean |log-Mel difference| of the final samples, nats
+    accuracy_drop: float = 0.02  # evaluator accuracy on generated digits, fp32 minus quantized
+    count: int = 5  # samples per digit for the gate
+    steps: int | None = None  # sampler steps of the gate run [default: the recording's, else the sampler's]
+
+
+class RecordingBackend:
+    """Wraps a backend and keeps a copy of every feed it runs (the graph's inputs, exactly as the sampler sent them)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.name, self.input_names, self.output_names = backend.name, backend.input_names, backend.output_names
+        self.calls: list[dict[str, np.ndarray]] = []
+
+    def metadata(self) -> dict[str, str]:
+        return self.backend.metadata()
+
+    def run(self, feeds, outputs=None):
+        self.calls.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.backend.run(feeds, outputs)
+
+
+def relative_errors(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per sample |out - ref| / |ref| (L2 over all but the batch axis): [B]."""
+    axes = tuple(range(1, ref.ndim))
+    return np.sqrt(((out - ref) ** 2).sum(axes)) / np.maximum(np.sqrt((ref**2).sum(axes)), 1e-12)
+
+
+def backend_eps(backend) -> Callable[[dict], np.ndarray]:
+    return lambda feeds: backend.run(feeds, ["eps"])[0]
+
+
+def replay_errors(ref_eps: Callable[[dict], np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Median-over-samples relative eps error of `eps` against `ref_eps` on each call: [calls]."""
+    out = []
+    for feeds in calls:
+        ref, got = ref_eps(feeds), eps(feeds)
+        if not np.isfinite(got).all():
+            return np.full(len(calls), np.inf)
+        out.append(float(np.median(relative_errors(ref, got))))
+    return np.array(out)
+
+
+@dataclass
+class GateResult:
+    step_errors: list[float]  # median-over-samples relative eps error at each step of the fp32 trajectory
+    mel_distance: float  # mean |log-Mel difference| of the final samples (nats)
+    accuracy_fp32: float | None
+    accuracy: float | None
+    samples: int
+    failures: list[str]
+
+    def summary(self) -> dict:
+        return {"max_step_error": round(max(self.step_errors), 5), "median_step_error": round(float(np.median(self.step_errors)), 5),
+                "mel_distance": round(self.mel_distance, 4), "accuracy_fp32": self.accuracy_fp32, "accuracy": self.accuracy,
+                "samples": self.samples}
+
+
+def quality_gate(ref, quant, budget: Budget, accuracy: Callable[[np.ndarray, list[int]], float] | None = None, seed: int = 10_000,
+                 sampler: str = "em", steps: int | None = None) -> GateResult:
+    """Same digits, seeds and sampler noise through two generators (the fp32 reference and a candidate: a quantized
+    bundle, or another backend or precision). accuracy(log_mel, digits): a digit classifier's accuracy, if any.
+    The seeds differ from the calibration run's (held out)."""
+    recorder = RecordingBackend(ref.model)
+    ref.model = recorder
+    digits = list(range(len(ref.meta.labels)))
+    batch = len(digits) * budget.count
+    a = ref.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+    failures = []
+    try:
+        b = quant.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+    except ValueError as exc:  # GenerationError: non-finite output
+        return GateResult([float("inf")], float("inf"), None, None, len(digits) * budget.count, [str(exc)])
+    step_errors = replay_errors(backend_eps(recorder.backend), backend_eps(quant.model), recorder.calls).tolist()
+    mel = float(np.abs(a.log_mel - b.log_mel).mean())
+    acc_a = acc_b = None
+    if accuracy is not None:
+        acc_a, acc_b = accuracy(a.log_mel, a.digits), accuracy(b.log_mel, b.digits)
+    if max(step_errors) > budget.step_error:
+        failures.append(f"per-step eps error {max(step_errors):.4f} > budget {budget.step_error}")
+    if mel > budget.mel_distance:
+        failures.append(f"final log-Mel distance {mel:.4f} > budget {budget.mel_distance}")
+    if acc_a is not None and acc_a - acc_b > budget.accuracy_drop + 1e-9:
+        failures.append(f"digit accuracy {acc_b:.3f} vs fp32 {acc_a:.3f}: drop > budget {budget.accuracy_drop}")
+    return GateResult(step_errors, mel, acc_a, acc_b, len(digits) * budget.count, failures)

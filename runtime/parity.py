@@ -1,0 +1,69 @@
+"""Parity gate for backends and precisions: a backend is used only if it reproduces PyTorch on the bundle's
+reference cases (reference.npz: inputs and PyTorch outputs, written at export), so no torch is needed on the device.
+
+Error per output: max |backend - PyTorch| over all cases / max |PyTorch| over all cases (the exporter's measure, with
+the scale taken over the whole set, so that a case where an output is near zero, such as the logits of pure noise at
+t = 1, does not turn a small absolute error into a large relative one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from c2d.runtime.bundle import BundleError, read_manifest
+
+REFERENCE_FILE = "reference.npz"
+INPUTS = ("x", "t", "y", "gamma")
+OUTPUTS = ("eps", "logits", "guidance")
+# Budgets by arithmetic: f32 as the exporter's; bf16 keeps 8 mantissa bits (relative step 4e-3), and errors add up
+# over about 30 layers and two backward passes; an int8 bundle may lose what its quantization gate allowed.
+BUDGETS = {"fp32": 1e-4, "f32": 1e-4, "bf16": 5e-2}
+
+
+def reference_arrays(cases: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
+    """[(inputs, outputs)] -> flat arrays "c<k>.<name>" for np.savez."""
+    return {f"c{k}.{name}": value for k, (feeds, outs) in enumerate(cases) for name, value in {**feeds, **outs}.items()}
+
+
+def load_reference(bundle: str | Path) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    bundle = Path(bundle)
+    name = read_manifest(bundle)["generator"].get("reference")
+    if not name or not (bundle / name).is_file():
+        raise BundleError(f"{bundle} has no {REFERENCE_FILE} (re-export it with this c2d version to gate backends)")
+    with np.load(bundle / name) as data:
+        arrays = dict(data)
+    cases = []
+    for k in range(len(arrays) // (len(INPUTS) + len(OUTPUTS))):
+        cases.append(({n: arrays[f"c{k}.{n}"] for n in INPUTS}, {n: arrays[f"c{k}.{n}"] for n in OUTPUTS}))
+    return cases
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    errors: dict[str, float]  # worst relative error per output
+    budget: float
+
+    @property
+    def passed(self) -> bool:
+        return all(e <= self.budget for e in self.errors.values())
+
+
+def budget_for(precision: str, bundle_precision: str, quantization: dict) -> float:
+    """The arithmetic's budget; a quantized bundle adds the per-step error its quantization gate allowed."""
+    budget = BUDGETS[precision]
+    if bundle_precision != "fp32":
+        budget += float(quantization.get("budget", {}).get("step_error", 0.05)) * 2
+    return budget
+
+
+def check_parity(backend, bundle: str | Path, budget: float) -> ParityResult:
+    """Run the reference cases on an open backend."""
+    diff, scale = dict.fromkeys(OUTPUTS, 0.0), dict.fromkeys(OUTPUTS, 1e-12)
+    for feeds, ref in load_reference(bundle):
+        outs = backend.run(feeds, list(OUTPUTS))
+        for name, out in zip(OUTPUTS, outs):
+            d = float(np.abs(out - ref[name]).max()) if np.isfinite(out).all() else float("inf")
+            diff[name], scale[name] = max(diff[name], d), max(scale[name], float(np.abs(ref[name]).max()))
+    return ParityResult({name: diff[name] / scale[name] for name in OUTPUTS}, budget)
