@@ -312,7 +312,7 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the sampler's]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps of the run (with --backend all: of the quality gate) [default: the sampler's].")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
@@ -326,7 +326,7 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     from c2d.runtime.profile import plot_profile, profile_bundle, profile_markdown
 
     if backend == "all":
-        return choose_deployment(bundle, threads, json_path, md_path)
+        return choose_deployment(bundle, threads, steps, json_path, md_path)
     try:
         result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
     except (BundleError, BackendUnavailable) as exc:
@@ -343,16 +343,17 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     click.echo(table)
 
 
-def choose_deployment(bundle, threads, json_path, md_path) -> None:
+def choose_deployment(bundle, threads, steps, json_path, md_path) -> None:
     import json
 
     from c2d.runtime.bundle import BundleError
     from c2d.runtime.deployment import DEPLOYMENT_FILE, choose, deployment_markdown
+    from c2d.runtime.gate import Budget
     from c2d.runtime.generate import default_bundle
 
     bundle = bundle or default_bundle()
     try:
-        result = choose(bundle, threads, log=click.echo)
+        result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), log=click.echo)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from exc
     table = deployment_markdown(result)

@@ -338,7 +338,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         from c2d.runtime.generate import Generator
 
         accuracy = None if evaluator is None else (lambda log_mel, digits: evaluator_accuracy(log_mel, digits, meta.mel, evaluator))
-        gate = quality_gate(Generator(bundle), Generator(tmp), budget, accuracy, sampler=sampler, steps=budget.steps or steps)
+        gate = quality_gate(Generator(bundle), Generator(tmp), budget, accuracy, sampler=sampler, steps=steps)
         if gate.failures:
             raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
         quantization = {**info, "budget": asdict(budget), "measured": gate.summary(), "vocoder": vocoder_info,

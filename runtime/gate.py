@@ -76,12 +76,16 @@ def quality_gate(ref, quant, budget: Budget, accuracy: Callable[[np.ndarray, lis
                  sampler: str = "em", steps: int | None = None) -> GateResult:
     """Same digits, seeds and sampler noise through two generators (the fp32 reference and a candidate: a quantized
     bundle, or another backend or precision). accuracy(log_mel, digits): a digit classifier's accuracy, if any.
-    The seeds differ from the calibration run's (held out)."""
+    The seeds differ from the calibration run's (held out). Steps: budget.steps, else `steps`, else the sampler's."""
+    steps = budget.steps or steps
     recorder = RecordingBackend(ref.model)
     ref.model = recorder
     digits = list(range(len(ref.meta.labels)))
     batch = len(digits) * budget.count
-    a = ref.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+    try:
+        a = ref.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+    finally:
+        ref.model = recorder.backend
     failures = []
     try:
         b = quant.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)

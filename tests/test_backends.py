@@ -159,7 +159,7 @@ def test_profile_all_through_the_cli(bundle_copy, tmp_path):
 
     from c2d.cli import main
 
-    res = CliRunner().invoke(main, ["profile", str(bundle_copy), "--backend", "all", "--threads", "1", "--json", str(tmp_path / "d.json")])
+    res = CliRunner().invoke(main, ["profile", str(bundle_copy), "--backend", "all", "--threads", "1", "--steps", "4", "--json", str(tmp_path / "d.json")])
     assert res.exit_code == 0, res.output
     assert "| ort | fp32 |" in res.output and (bundle_copy / deployment.DEPLOYMENT_FILE).is_file()
     assert json.loads((tmp_path / "d.json").read_text())["choice"] is not None

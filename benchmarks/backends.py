@@ -1,0 +1,99 @@
+"""Per-step latency of the shipped generator on every engine a user could pick, side by side in one run.
+
+python -m c2d.benchmarks.backends [--int8-bundle runs/quantization/int8-static-minmax] [--threads 2] [--rounds 7]
+
+PyTorch eager fp32 and bf16 (autocast; autograd for the taps and the guidance gradient: what a user would run
+instead of c2d), ONNX Runtime fp32 and int8 (a QDQ bundle from `c2d quantize`), OpenVINO f32, bf16 and int8 (the
+same QDQ file). Batch 1, one guided graph call at t = 0.5, interleaved rounds (every engine sees the same machine
+state), median over rounds, and the ratio of each to PyTorch bf16. Each engine's parity with PyTorch fp32 on the
+bundle's reference cases is listed next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from c2d.benchmarks import write_results
+from c2d.models.checkpoint import build_single_backbone, load_checkpoint
+from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
+from c2d.runtime.generate import default_bundle
+from c2d.runtime.parity import check_parity
+
+CKPT = files("c2d.models.checkpoints") / "subnet-small.pt"
+
+
+def engines(bundle: Path, int8_bundle: Path | None, threads: int) -> dict[str, object]:
+    """name -> backend (or a torch callable wrapped to the backend's run signature)."""
+    out = {}
+    specs = [("ORT fp32", "ort", bundle, None), ("OpenVINO f32", "openvino", bundle, "f32"), ("OpenVINO bf16", "openvino", bundle, "bf16")]
+    if int8_bundle is not None:
+        specs += [("ORT int8", "ort", int8_bundle, None), ("OpenVINO int8", "openvino", int8_bundle, "f32")]
+    for name, backend, path, precision in specs:
+        try:
+            out[name] = (open_backend(backend, path / "generator.onnx", BackendOptions(threads=threads, precision=precision)), path)
+        except BackendUnavailable as exc:
+            print(f"{name}: skipped ({exc})")
+    return out
+
+
+def torch_step(model, feeds: dict[str, np.ndarray], bf16: bool):
+    x, t, y, g = (torch.from_numpy(feeds[k]) for k in ("x", "t", "y", "gamma"))
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model.guided(x, t, y, g)[0]
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap.add_argument("--int8-bundle", type=Path, default=Path("runs/quantization/int8-static-minmax"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/backends.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    int8 = args.int8_bundle if (args.int8_bundle / "manifest.json").is_file() else None
+    ckpt = load_checkpoint(CKPT)
+    model = build_single_backbone(ckpt, str(CKPT)).float().eval()
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((1, 1, 80, 88), dtype=np.float32), "t": np.array([0.5], np.float32),
+             "y": np.eye(10, dtype=np.float32)[[7]], "gamma": np.array([3.0], np.float32)}
+    opened = engines(args.bundle, int8, args.threads)
+    runs = {"PyTorch eager fp32": torch_step(model, feeds, False), "PyTorch eager bf16": torch_step(model, feeds, True)}
+    runs |= {name: (lambda b=b: b.run(feeds, ["eps"])) for name, (b, _) in opened.items()}
+    for run in runs.values():  # warm-up
+        run(), run()
+    times = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for _ in range(args.calls):
+                run()
+            times[name].append((time.perf_counter() - start) / args.calls * 1e3)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    base = med["PyTorch eager bf16"]
+    parity = {name: max(check_parity(b, args.bundle, 1.0).errors.values()) for name, (b, _) in opened.items()}
+    rows = {name: {"step_ms": ms, "ratio_to_pytorch_bf16": ms / base, "rounds_ms": [round(v, 2) for v in times[name]],
+                   "parity_vs_pytorch_fp32": parity.get(name)} for name, ms in med.items()}
+    lines = [f"per-step latency, shipped generator, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x {args.calls} calls",
+             "", "| engine | ms/step | ratio to PyTorch bf16 | worst relative error vs PyTorch fp32 (reference cases) |", "|---|---|---|---|"]
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["step_ms"]):
+        p = "-" if r["parity_vs_pytorch_fp32"] is None else f"{r['parity_vs_pytorch_fp32']:.1e}"
+        lines.append(f"| {name} | {r['step_ms']:.2f} | {r['ratio_to_pytorch_bf16']:.2f} | {p} |")
+    result = {"command": "python -m c2d.benchmarks.backends", "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
+              "int8_bundle": str(int8) if int8 else None, "engines": rows}
+    write_results(args.results, result, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
