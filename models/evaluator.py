@@ -196,7 +196,7 @@ def generate_normalised(bundle, count_per_class: int, sampler: str, steps: int |
 
     gen = load(bundle)
     digits = [str(d) for d in range(len(gen.meta.labels))]
-    result = gen.sample(digits, count_per_class, seed, steps, sampler, guidance, batch_size)
+    result = gen.sample(digits, count_per_class, seed, steps, sampler, guidance, batch_size, vocode=False)  # metrics read log-Mels
     return normalize(result.log_mel, gen.meta.mel)[:, None], np.array(result.digits)
 
 

@@ -127,7 +127,7 @@ def test_every_registered_generator_target_exports_and_validates(tmp_path, targe
     manifest = export_bundle(checkpoints, out, vocoder="griffin-lim")
     errors = manifest["generator"]["validation"]["max_relative_error"]
     assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
-    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", MANIFEST]
+    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", MANIFEST, "reference.npz"]
     assert read_manifest(out)["variant"] == target
     model = onnx.load(str(out / "generator.onnx"))
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}  # plain ONNX: no custom ops
