@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from c2d.benchmarks import write_results
 from c2d.calibration.record import load_recording, record
-from c2d.export.quantize import Budget, quantize_bundle
+from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
 from c2d.runtime.bundle import read_manifest
 from c2d.runtime.generate import default_bundle
 
@@ -135,6 +135,8 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path("runs/quantization"))
     ap.add_argument("--count", type=int, default=10, help="held-out samples per digit for the quality columns")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--latency-only", nargs="*", default=[], choices=list(VARIANTS),
+                    help="variants timed (and sized) without the quality run, for modes too slow to sample 100 x 100 steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/quantization.json"))
@@ -152,6 +154,15 @@ def main() -> None:
         measured = manifest["quantization"]["measured"]
         variants[name] = {"bytes": manifest["generator"]["bytes"], "measured": measured, "fails": passes(measured, Budget()),
                           "quantization": {k: v for k, v in manifest["quantization"].items() if k not in ("budget", "measured")}}
+    for name in args.latency_only:
+        mode, method = VARIANTS[name]
+        path = args.out_dir / (name.replace(" ", "-") + "-latency-only") / "generator.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory() as work:
+                quantize_generator_file(fp32_file, path, mode, None, method, 0.0, Path(work), log)
+        paths[name] = path
+        variants[name] = {"bytes": path.stat().st_size, "measured": None, "fails": ["not measured"]}
     log("latency (interleaved rounds)")
     feeds = step_feeds(args.calib, 20)
     lat = latency(paths, feeds, args.threads, args.rounds)
