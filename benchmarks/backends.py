@@ -6,7 +6,8 @@ PyTorch eager fp32 and bf16 (autocast; autograd for the taps and the guidance gr
 instead of c2d), ONNX Runtime fp32 and int8 (a QDQ bundle from `c2d quantize`), OpenVINO f32, bf16 and int8 (the
 same QDQ file). Batch 1, one guided graph call at t = 0.5, interleaved rounds (every engine sees the same machine
 state), median over rounds, and the ratio of each to PyTorch bf16. Each engine's parity with PyTorch fp32 on the
-bundle's reference cases is listed next to it.
+bundle's reference cases is listed next to it, and each fp32-bundle engine runs the quantization issue's quality
+gate against ONNX Runtime fp32 (same digits and noise, --gate-count per digit, EM 100 steps, evaluator accuracy).
 """
 from __future__ import annotations
 
@@ -52,6 +53,28 @@ def torch_step(model, feeds: dict[str, np.ndarray], bf16: bool):
     return run
 
 
+def quality_gates(opened: dict, bundle: Path, threads: int, count: int) -> dict[str, dict]:
+    """The quantization issue's gate (default budget) for every engine on the fp32 bundle, against ORT fp32."""
+    from c2d.export.quantize import evaluator_accuracy
+    from c2d.models.evaluator import load_evaluator
+    from c2d.runtime.gate import Budget, quality_gate
+    from c2d.runtime.generate import Generator
+
+    evaluator = load_evaluator(files("c2d.models.checkpoints") / "evaluator.pt")
+    reference = Generator(bundle, "ort", BackendOptions(threads=threads))
+    accuracy = lambda log_mel, digits: evaluator_accuracy(log_mel, digits, reference.meta.mel, evaluator)
+    out = {}
+    for name, (backend, path) in opened.items():
+        if path != bundle or name == "ORT fp32":
+            continue
+        candidate = Generator(bundle, "ort", BackendOptions(threads=threads))
+        candidate.model = backend
+        result = quality_gate(reference, candidate, Budget(count=count), accuracy)
+        out[name] = {**result.summary(), "failures": result.failures}
+        print(f"{name}: gate {out[name]}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=default_bundle())
@@ -59,6 +82,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--gate-count", type=int, default=10, help="samples per digit for the quality gate (0: skip)")
+    ap.add_argument("--gate-engines", nargs="*", default=None, help="engines to gate [default: every engine on the fp32 bundle]")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/backends.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,13 +108,19 @@ def main() -> None:
     med = {name: statistics.median(v) for name, v in times.items()}
     base = med["PyTorch eager bf16"]
     parity = {name: max(check_parity(b, args.bundle, 1.0).errors.values()) for name, (b, _) in opened.items()}
+    gated = {k: v for k, v in opened.items() if args.gate_engines is None or k in args.gate_engines}
+    gates = quality_gates(gated, args.bundle, args.threads, args.gate_count) if args.gate_count else {}
     rows = {name: {"step_ms": ms, "ratio_to_pytorch_bf16": ms / base, "rounds_ms": [round(v, 2) for v in times[name]],
-                   "parity_vs_pytorch_fp32": parity.get(name)} for name, ms in med.items()}
+                   "parity_vs_pytorch_fp32": parity.get(name), "gate": gates.get(name)} for name, ms in med.items()}
     lines = [f"per-step latency, shipped generator, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x {args.calls} calls",
-             "", "| engine | ms/step | ratio to PyTorch bf16 | worst relative error vs PyTorch fp32 (reference cases) |", "|---|---|---|---|"]
+             "", "| engine | ms/step | ratio to PyTorch bf16 | worst relative error vs PyTorch fp32 (reference cases) | quality gate vs ORT fp32 |",
+             "|---|---|---|---|---|"]
     for name, r in sorted(rows.items(), key=lambda kv: kv[1]["step_ms"]):
         p = "-" if r["parity_vs_pytorch_fp32"] is None else f"{r['parity_vs_pytorch_fp32']:.1e}"
-        lines.append(f"| {name} | {r['step_ms']:.2f} | {r['ratio_to_pytorch_bf16']:.2f} | {p} |")
+        g = r["gate"]
+        gate = "-" if g is None else (f"{'pass' if not g['failures'] else 'fail'}: step {g['max_step_error']:.4f}, log-Mel {g['mel_distance']:.3f}, "
+                                      f"accuracy {g['accuracy'] * 100:.0f} % (ORT fp32 {g['accuracy_fp32'] * 100:.0f} %)")
+        lines.append(f"| {name} | {r['step_ms']:.2f} | {r['ratio_to_pytorch_bf16']:.2f} | {p} | {gate} |")
     result = {"command": "python -m c2d.benchmarks.backends", "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
               "int8_bundle": str(int8) if int8 else None, "engines": rows}
     write_results(args.results, result, "\n".join(lines) + "\n")
