@@ -194,7 +194,7 @@ def generate_normalised(bundle, count_per_class: int, sampler: str, steps: int |
     from c2d.runtime import load
     from c2d.runtime.audio import normalize
 
-    gen = load(bundle)
+    gen = load(bundle, "ort")  # metrics from the reference engine, whatever deployment.json chose
     digits = [str(d) for d in range(len(gen.meta.labels))]
     result = gen.sample(digits, count_per_class, seed, steps, sampler, guidance, batch_size, vocode=False)  # metrics read log-Mels
     return normalize(result.log_mel, gen.meta.mel)[:, None], np.array(result.digits)
