@@ -32,9 +32,10 @@ import onnxruntime as ort
 
 from c2d.calibration.record import Recording, check_matches, load_recording
 from c2d.runtime.gate import Budget, quality_gate, replay_errors
+from c2d.export.exporter import _write_metadata
 from c2d.runtime.files import atomic_path
 from c2d.runtime.onnx_edit import unshare_initializers
-from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, encode_metadata, file_sha256, read_manifest
+from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, file_sha256, read_manifest
 
 MODES = ("int8-static", "int8-dynamic", "fp16", "mixed")
 VOCODER_MODES = ("keep", "fp16", "int8-dynamic")
@@ -214,14 +215,6 @@ def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluato
 
 # --- bundle -------------------------------------------------------------------------------------------------
 
-def _tag(path: Path, meta) -> None:
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in encode_metadata(meta).items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-
-
 def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recording | None, method: str, mixed_target: float, work: Path,
                             log: Callable[[str], None]) -> dict:
     """Write the quantized generator graph to dst; returns what was done (for the metadata)."""
@@ -279,7 +272,7 @@ def quantize_vocoder_file(src: Path, dst: Path, mode: str, mel_cfg, budget: Budg
     if not np.isfinite(out).all() or distance > budget.mel_distance:
         raise QuantizationError(f"vocoder {mode}: log-Mel distance {distance:.4f} of its audio > budget {budget.mel_distance}; nothing written")
     meta = decode_metadata({p.key: p.value for p in onnx.load(str(src)).metadata_props}, str(src))
-    _tag(dst, replace(meta, precision=mode))
+    _write_metadata(dst, replace(meta, precision=mode))
     return {"mode": mode, "mel_distance": round(distance, 4)}
 
 
@@ -333,7 +326,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
             log(f"quantizing the vocoder: {vocoder_mode}")
             vocoder_info = quantize_vocoder_file(bundle / VOCODER_FILE, tmp / VOCODER_FILE, vocoder_mode, meta.mel, budget)
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
-        _tag(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
+        _write_metadata(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
         sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else ("em", None)
         from c2d.runtime.generate import Generator
 
@@ -343,7 +336,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
             raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
         quantization = {**info, "budget": asdict(budget), "measured": gate.summary(), "vocoder": vocoder_info,
                         "seconds": round(seconds, 1), "source_sha256": file_sha256(gen_file)}
-        _tag(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
+        _write_metadata(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
         manifest = _quantized_manifest(manifest, tmp, mode, quantization)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace_dir(tmp, out)

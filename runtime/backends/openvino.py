@@ -1,7 +1,7 @@
 """OpenVINO backend (the `openvino` package, extra `openvino`): reads the bundle's ONNX as it is, compiles it for
 the CPU in f32 or bf16 (AMX where the CPU has it); QDQ int8 bundles run as int8. The graph is compiled for the exact
 input shapes of each call (one compiled model per distinct shape set, usually one or two per sampling run): static
-shapes ran the shipped generator about 30 % faster than a dynamic batch dimension in OpenVINO. Compiled models are
+shapes were faster than a dynamic batch dimension in a throw-away check. Compiled models are
 cached on disk (OpenVINO's CACHE_DIR), so later loads skip compilation.
 
 Before compiling, a weight shared by a Conv and a ConvTranspose (the classifier's strided adjoint) is given its own
