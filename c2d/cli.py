@@ -265,13 +265,17 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Bundle folder from `c2d export` [default: the one shipped in the package].")
 @click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Resample the WAV to this rate [default: the vocoder's].")
+@click.option("--peak-dbfs", type=click.FloatRange(max=0.0), default=-1.0, show_default=True,
+              help="Scale each WAV so its peak sits at this level (dBFS).")
+@click.option("--raw-level", is_flag=True, help="Keep the level the model produced (clipped to full scale) instead of --peak-dbfs.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG next to OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(digits, out, count, steps, sampler, guidance, seed, backend, precision, device, threads, bundle, sample_rate, plot, quiet) -> None:
+def generate(digits, out, count, steps, sampler, guidance, seed, backend, precision, device, threads, bundle, sample_rate, peak_dbfs,
+             raw_level, plot, quiet) -> None:
     """Generate spoken digits on the device runtime (no torch) and write WAV files."""
     from tqdm import tqdm
 
-    from c2d.runtime.audio import resample
+    from c2d.runtime.audio import resample, wave_problems
     from c2d.runtime.backends import BackendOptions, BackendUnavailable
     from c2d.runtime.bundle import BundleError
     from c2d.runtime.generate import DEFAULT_BATCH, GenerationError, load
@@ -283,7 +287,8 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
         n_steps = steps if steps is not None else SAMPLERS[sampler].default_steps
         batches = -(-len(digits) * count // DEFAULT_BATCH)
         with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar:
-            result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update())
+            result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update(),
+                                peak_dbfs=None if raw_level else peak_dbfs)
     except (BundleError, BackendUnavailable, GenerationError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"backend: {gen.backend_note}")
@@ -298,8 +303,10 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
         except ImportError as exc:
             raise click.ClickException(f"--plot: {exc}") from exc
         click.echo(f"wrote {png}")
-    for p in paths:
+    for p, wave in zip(paths, result.audio):
         click.echo(f"wrote {p}")
+        for problem in wave_problems(wave, result.sample_rate, gen.meta.mel.clip_seconds):
+            click.echo(f"warning: {p.name}: {problem}", err=True)
     click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps, guidance {result.guidance:g}, on "
                f"{gen.backend_name}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
                f"{result.vocoder_seconds:.2f} s, real-time factor {result.real_time_factor:.2f}")

@@ -141,3 +141,33 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     else:
         spec = np.concatenate([spec, np.zeros(spec.shape[:-1] + (bins - spec.shape[-1],), spec.dtype)], axis=-1)
     return (np.fft.irfft(spec, n=n_out, axis=-1) * (n_out / n_in)).astype(np.float32)
+
+
+SILENCE_DBFS = -45.0  # below this RMS a 1 s digit is inaudible on a laptop speaker
+CLIPPED_LEVEL = 0.999  # |x| at or above this counts as a clipped sample
+CLIPPED_FRACTION = 1e-3  # more clipped samples than this is audible distortion
+
+
+def wave_problems(wave: np.ndarray, sample_rate: int, seconds: float = 1.0, tolerance: float = 0.05) -> list[str]:
+    """What is wrong with one generated waveform [samples]: wrong length, silent, clipped; [] when none."""
+    problems = []
+    duration = wave.shape[-1] / sample_rate
+    if abs(duration - seconds) > tolerance * seconds:
+        problems.append(f"{duration:.3f} s long, expected {seconds:g} s")
+    if not np.all(np.isfinite(wave)):
+        return problems + ["non-finite samples"]
+    rms_dbfs = 20 * np.log10(max(float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))), 1e-12))
+    if rms_dbfs < SILENCE_DBFS:
+        problems.append(f"silent: RMS {rms_dbfs:.1f} dBFS < {SILENCE_DBFS:g}")
+    clipped = float(np.mean(np.abs(wave) >= CLIPPED_LEVEL))
+    if clipped > CLIPPED_FRACTION:
+        problems.append(f"clipped: {clipped:.2%} of samples at full scale")
+    return problems
+
+
+def normalize_peak(audio: np.ndarray, peak_dbfs: float = -1.0, max_gain_db: float = 40.0) -> np.ndarray:
+    """Scale each waveform [B, samples] so its peak sits at peak_dbfs (no clipping, every digit equally loud).
+    The gain is capped at max_gain_db so that a silent output is not blown up into noise."""
+    peaks = np.max(np.abs(audio), axis=-1, keepdims=True).astype(np.float64)
+    gain = np.minimum(10 ** (peak_dbfs / 20) / np.maximum(peaks, 1e-12), 10 ** (max_gain_db / 20))
+    return (audio * gain).astype(np.float32)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from c2d.runtime.audio import denormalize
+from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, decode_metadata, read_manifest
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
@@ -22,6 +22,7 @@ from c2d.runtime.vocoder import GriffinLim
 
 SHIPPED_BUNDLE = "small"
 DEFAULT_BATCH = 8  # samples per graph call
+DEFAULT_PEAK_DBFS = -1.0  # WAV peak level: every digit equally loud and never clipped (FSDD levels vary by 25 dB)
 
 
 class GenerationError(ValueError):
@@ -127,9 +128,11 @@ class Generator:
 
     def sample(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
                sampler: str = "em", guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
-               on_step: Callable[[int, float], None] | None = None, vocode: bool = True) -> Generation:
+               on_step: Callable[[int, float], None] | None = None, vocode: bool = True,
+               peak_dbfs: float | None = DEFAULT_PEAK_DBFS) -> Generation:
         """count samples of each digit; sample k of the run uses seed + k, whatever the batching.
-        vocode=False stops at the log-Mel (audio is then empty [B, 0])."""
+        vocode=False stops at the log-Mel (audio is then empty [B, 0]). Each waveform is scaled to peak at
+        peak_dbfs (None: the level the model produced, clipped to [-1, 1])."""
         if isinstance(digits, (int, str)):
             digits = [digits]
         if sampler not in SAMPLERS:
@@ -158,6 +161,8 @@ class Generator:
         log_mel = denormalize(x0, self.meta.mel)
         start = time.perf_counter()
         audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples] if vocode else np.zeros((len(log_mel), 0), np.float32)
+        if peak_dbfs is not None:
+            audio = normalize_peak(audio, peak_dbfs)
         vocoding = time.perf_counter() - start
         return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
                           guidance, sampling, vocoding)

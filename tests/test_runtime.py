@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from c2d.cli import main
 from c2d.runtime import load
-from c2d.runtime.audio import denormalize, resample
+from c2d.runtime.audio import denormalize, normalize_peak, resample, wave_problems
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, onnx_io_shapes, open_backend
 from c2d.runtime.backends.ort import check_available, provider_list
 from c2d.runtime.backends.tensorrt import buffer_plan, engine_cache_key, make_profile
@@ -53,6 +53,31 @@ def test_generate_api_returns_one_second_waveforms(gen):
     audio = gen.generate("nine", count=2, steps=5, sampler="dpm2m")
     assert audio.shape == (2, gen.meta.mel.clip_samples) and audio.dtype == np.float32
     assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0 and not np.array_equal(audio[0], audio[1])
+
+
+def test_wave_problems_names_length_silence_and_clipping():
+    rate = 8000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    assert wave_problems(tone, rate) == []
+    assert wave_problems(tone[: rate // 2], rate) == ["0.500 s long, expected 1 s"]
+    assert wave_problems(1e-4 * tone, rate)[0].startswith("silent")
+    assert wave_problems(np.clip(5 * tone, -1, 1), rate)[0].startswith("clipped")
+    assert wave_problems(np.full(rate, np.nan), rate) == ["non-finite samples"]
+
+
+def test_normalize_peak_levels_each_wave_and_caps_the_gain():
+    waves = np.stack([np.linspace(-2, 2, 100), np.linspace(-0.01, 0.01, 100), np.full(100, 1e-9)]).astype(np.float32)
+    out = normalize_peak(waves, peak_dbfs=-6.0, max_gain_db=40.0)
+    assert np.allclose(np.abs(out[:2]).max(axis=1), 10 ** (-6 / 20), rtol=1e-6)
+    assert np.allclose(out[2], 1e-7) and out.dtype == np.float32  # +40 dB at most
+
+
+@pytest.mark.slow
+def test_shipped_model_speaks_every_digit_for_one_second_unclipped(gen):
+    result = gen.sample(list(range(10)), seed=7)  # the default sampler, steps and guidance: what `c2d generate` does
+    assert result.audio.shape[0] == 10
+    for digit, wave in zip(result.digits, result.audio):
+        assert wave_problems(wave, result.sample_rate) == [], f"digit {digit}"
 
 
 @pytest.mark.parametrize("value,expected", [("7", 7), (7, 7), ("Seven", 7), ("zero", 0)])
