@@ -57,19 +57,20 @@ def quality_gates(opened: dict, bundle: Path, threads: int, count: int) -> dict[
     """The quantization issue's gate (default budget) for every engine on the fp32 bundle, against ORT fp32."""
     from c2d.export.quantize import evaluator_accuracy
     from c2d.models.evaluator import load_evaluator
-    from c2d.runtime.gate import Budget, quality_gate
+    from c2d.runtime.gate import Budget, compare, reference_run
     from c2d.runtime.generate import Generator
 
     evaluator = load_evaluator(files("c2d.models.checkpoints") / "evaluator.pt")
     reference = Generator(bundle, "ort", BackendOptions(threads=threads))
     accuracy = lambda log_mel, digits: evaluator_accuracy(log_mel, digits, reference.meta.mel, evaluator)
+    run = reference_run(reference, Budget(count=count))  # sampled once for all engines
     out = {}
     for name, (backend, path) in opened.items():
         if path != bundle or name == "ORT fp32":
             continue
         candidate = Generator(bundle, "ort", BackendOptions(threads=threads))
         candidate.model = backend
-        result = quality_gate(reference, candidate, Budget(count=count), accuracy)
+        result = compare(run, candidate, Budget(count=count), accuracy)
         out[name] = {**result.summary(), "failures": result.failures}
         print(f"{name}: gate {out[name]}", flush=True)
     return out

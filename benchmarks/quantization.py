@@ -29,7 +29,10 @@ import onnxruntime as ort
 from c2d.benchmarks import write_results
 from c2d.calibration.record import load_recording, record
 from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
+from c2d.runtime.backends import BackendOptions, open_backend
+from c2d.runtime.backends.ort import session_options
 from c2d.runtime.bundle import read_manifest
+from c2d.runtime.deployment import interleaved_rounds
 from c2d.runtime.generate import default_bundle
 
 VARIANTS = {  # name: (mode, calibration method)
@@ -51,11 +54,9 @@ def make_variant(bundle: Path, out: Path, mode: str, method: str, calib: Path, c
     return read_manifest(out)
 
 
-def session(path: Path, threads: int, profile: str | None = None) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    if profile:
-        so.enable_profiling, so.profile_file_prefix = True, profile
+def session(path: Path, threads: int, profile: str) -> ort.InferenceSession:
+    so = session_options(BackendOptions(threads=threads))
+    so.enable_profiling, so.profile_file_prefix = True, profile
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -67,19 +68,8 @@ def step_feeds(calib: Path, n: int) -> list[dict[str, np.ndarray]]:
 
 
 def latency(paths: dict[str, Path], feeds, threads: int, rounds: int) -> dict[str, dict]:
-    sessions = {name: session(p, threads) for name, p in paths.items()}
-    for s in sessions.values():  # warm-up
-        for f in feeds[:3]:
-            s.run(["eps"], f)
-    per_round = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            times = []
-            for f in feeds:
-                start = time.perf_counter()
-                s.run(["eps"], f)
-                times.append(time.perf_counter() - start)
-            per_round[name].append(statistics.median(times) * 1e3)
+    backends = {name: open_backend("ort", p, BackendOptions(threads=threads)) for name, p in paths.items()}
+    per_round = interleaved_rounds(backends, feeds, rounds, calls=len(feeds), warmup=3)
     return {name: {"step_ms": statistics.median(v), "rounds_ms": [round(x, 2) for x in v]} for name, v in per_round.items()}
 
 

@@ -31,8 +31,10 @@ import onnx
 import onnxruntime as ort
 
 from c2d.calibration.record import Recording, check_matches, load_recording
-from c2d.runtime.gate import Budget, quality_gate, replay_errors
+from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
 from c2d.export.exporter import _write_metadata
+from c2d.runtime.backends import BackendOptions
+from c2d.runtime.backends.ort import session_options
 from c2d.runtime.files import atomic_path
 from c2d.runtime.onnx_edit import unshare_initializers
 from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, file_sha256, read_manifest
@@ -154,10 +156,7 @@ def convert_fp16(model: Path, out: Path, exclude: list[str]) -> None:
 # --- measuring ----------------------------------------------------------------------------------------------
 
 def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(BackendOptions(threads=threads)), providers=["CPUExecutionProvider"])
 
 
 def session_eps(session: ort.InferenceSession) -> Callable[[dict], np.ndarray]:
@@ -173,7 +172,7 @@ def sensitivity_sweep(model: onnx.ModelProto, prepared: Path, fp32_path: Path, r
                       work: Path, log: Callable[[str], None]) -> dict[str, float]:
     """Error against fp32 when only one block is quantized, for every block (worst first)."""
     calls = sweep_calls(recording)
-    ref = session_eps(cpu_session(fp32_path))
+    ref = reference_eps(session_eps(cpu_session(fp32_path)), calls)
     scores = {}
     blocks = quantizable_blocks(model, set(exclude))
     for k, (block, nodes) in enumerate(blocks.items()):
@@ -191,7 +190,7 @@ def choose_float_blocks(model, prepared, fp32_path, recording, method, cache, ex
     blocks = quantizable_blocks(model, set(exclude))
     ranked = list(scores)
     calls = sweep_calls(recording)
-    ref = session_eps(cpu_session(fp32_path))
+    ref = reference_eps(session_eps(cpu_session(fp32_path)), calls)
     n, error = 0, float("inf")
     while True:
         kept = ranked[:n]

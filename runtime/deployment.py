@@ -20,7 +20,7 @@ import numpy as np
 from c2d.runtime.backends import BackendOptions, BackendUnavailable
 from c2d.runtime.bundle import read_manifest
 from c2d.runtime.files import atomic_write_text
-from c2d.runtime.gate import Budget, quality_gate
+from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.parity import budget_for, check_parity, load_reference
 
 DEPLOYMENT_FILE = "deployment.json"
@@ -69,10 +69,11 @@ def step_feeds(bundle: Path) -> list[dict[str, np.ndarray]]:
     return [{k: v[:1] for k, v in feeds.items()} for feeds, _ in load_reference(bundle)]
 
 
-def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: int) -> dict[str, float]:
-    """Median per-call ms of every backend; each round visits every backend once (same machine state)."""
+def interleaved_rounds(backends: dict[str, object], feeds, rounds: int, calls: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Per-round median ms per call of every backend; each round visits every backend once (same machine state)."""
     for b in backends.values():
-        b.run(feeds[0], ["eps"])
+        for k in range(warmup):
+            b.run(feeds[k % len(feeds)], ["eps"])
     times = {name: [] for name in backends}
     for _ in range(rounds):
         for name, b in backends.items():
@@ -82,7 +83,12 @@ def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: 
                 b.run(feeds[k % len(feeds)], ["eps"])
                 per_call.append(time.perf_counter() - start)
             times[name].append(statistics.median(per_call) * 1e3)
-    return {name: statistics.median(v) for name, v in times.items()}
+    return times
+
+
+def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: int) -> dict[str, float]:
+    """Median over rounds of interleaved_rounds: one ms figure per backend."""
+    return {name: statistics.median(v) for name, v in interleaved_rounds(backends, feeds, rounds, calls).items()}
 
 
 def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, calls: int = 20, gate_budget: Budget = Budget(count=1),
@@ -94,6 +100,7 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
     manifest = read_manifest(bundle)
     reference = Generator(bundle, "ort", BackendOptions(threads=threads))
     meta = reference.meta
+    run = reference_run(reference, gate_budget)  # sampled once; every candidate is compared with it
     results, opened = {}, {}
     for cand in candidates or available_candidates():
         try:
@@ -102,7 +109,7 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
             results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": False, "reason": str(exc)}
             continue
         parity = check_parity(gen.model, bundle, budget_for(cand.precision, meta.precision, meta.quantization))
-        gate = quality_gate(reference, gen, gate_budget)
+        gate = compare(run, gen, gate_budget)
         passed = parity.passed and not gate.failures
         results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": True, "parity": parity.errors,
                                "parity_budget": parity.budget, "gate": gate.summary(), "gate_failures": gate.failures, "passed": passed}

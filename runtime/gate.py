@@ -21,19 +21,24 @@ class Budget:
 
 
 class RecordingBackend:
-    """Wraps a backend and keeps a copy of every feed it runs (the graph's inputs, exactly as the sampler sent them)."""
+    """Wraps a backend and keeps a copy of every feed it runs (the graph's inputs, exactly as the sampler sent them)
+    and, with keep_outputs, of every output it returned."""
 
-    def __init__(self, backend):
-        self.backend = backend
+    def __init__(self, backend, keep_outputs: bool = False):
+        self.backend, self.keep_outputs = backend, keep_outputs
         self.name, self.input_names, self.output_names = backend.name, backend.input_names, backend.output_names
         self.calls: list[dict[str, np.ndarray]] = []
+        self.outputs: list[dict[str, np.ndarray]] = []
 
     def metadata(self) -> dict[str, str]:
         return self.backend.metadata()
 
     def run(self, feeds, outputs=None):
         self.calls.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return self.backend.run(feeds, outputs)
+        result = self.backend.run(feeds, outputs)
+        if self.keep_outputs:
+            self.outputs.append({name: np.array(v, copy=True) for name, v in zip(outputs or self.output_names, result)})
+        return result
 
 
 def relative_errors(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -46,11 +51,16 @@ def backend_eps(backend) -> Callable[[dict], np.ndarray]:
     return lambda feeds: backend.run(feeds, ["eps"])[0]
 
 
-def replay_errors(ref_eps: Callable[[dict], np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """Median-over-samples relative eps error of `eps` against `ref_eps` on each call: [calls]."""
+def reference_eps(ref_eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """The reference's eps on each call, computed once for any number of candidates."""
+    return [ref_eps(feeds) for feeds in calls]
+
+
+def replay_errors(refs: list[np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Median-over-samples relative eps error of `eps` against the reference outputs refs on each call: [calls]."""
     out = []
-    for feeds in calls:
-        ref, got = ref_eps(feeds), eps(feeds)
+    for ref, feeds in zip(refs, calls, strict=True):
+        got = eps(feeds)
         if not np.isfinite(got).all():
             return np.full(len(calls), np.inf)
         out.append(float(np.median(relative_errors(ref, got))))
@@ -72,34 +82,59 @@ class GateResult:
                 "samples": self.samples}
 
 
-def quality_gate(ref, quant, budget: Budget, accuracy: Callable[[np.ndarray, list[int]], float] | None = None, seed: int = 10_000,
-                 sampler: str = "em", steps: int | None = None) -> GateResult:
-    """Same digits, seeds and sampler noise through two generators (the fp32 reference and a candidate: a quantized
-    bundle, or another backend or precision). accuracy(log_mel, digits): a digit classifier's accuracy, if any.
-    The seeds differ from the calibration run's (held out). Steps: budget.steps, else `steps`, else the sampler's."""
+@dataclass
+class ReferenceRun:
+    """The fp32 reference's samples for a gate, with every graph call it made and the eps it returned."""
+
+    generation: object  # runtime.generate.Generation (log-Mels, digits)
+    calls: list[dict[str, np.ndarray]]
+    eps: list[np.ndarray]
+    seed: int
+    sampler: str
+    steps: int | None
+    count: int
+
+
+def reference_run(ref, budget: Budget, seed: int = 10_000, sampler: str = "em", steps: int | None = None) -> ReferenceRun:
+    """Sample every digit budget.count times with the reference generator, recording its calls and eps: one run
+    serves any number of candidates. Steps: budget.steps, else `steps`, else the sampler's."""
     steps = budget.steps or steps
-    recorder = RecordingBackend(ref.model)
+    recorder = RecordingBackend(ref.model, keep_outputs=True)
     ref.model = recorder
     digits = list(range(len(ref.meta.labels)))
-    batch = len(digits) * budget.count
     try:
-        a = ref.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+        gen = ref.sample(digits, budget.count, seed, steps, sampler, batch_size=len(digits) * budget.count, vocode=False)
     finally:
         ref.model = recorder.backend
-    failures = []
+    return ReferenceRun(gen, recorder.calls, [o["eps"] for o in recorder.outputs], seed, sampler, steps, budget.count)
+
+
+def compare(run: ReferenceRun, quant, budget: Budget, accuracy: Callable[[np.ndarray, list[int]], float] | None = None) -> GateResult:
+    """A candidate generator against a reference run on the same digits, seeds and sampler noise."""
+    a = run.generation
+    samples = len(a.digits)
     try:
-        b = quant.sample(digits, budget.count, seed, steps, sampler, batch_size=batch, vocode=False)
+        b = quant.sample(sorted(set(a.digits)), run.count, run.seed, run.steps, run.sampler, batch_size=samples, vocode=False)
     except ValueError as exc:  # GenerationError: non-finite output
-        return GateResult([float("inf")], float("inf"), None, None, len(digits) * budget.count, [str(exc)])
-    step_errors = replay_errors(backend_eps(recorder.backend), backend_eps(quant.model), recorder.calls).tolist()
+        return GateResult([float("inf")], float("inf"), None, None, samples, [str(exc)])
+    step_errors = replay_errors(run.eps, backend_eps(quant.model), run.calls).tolist()
     mel = float(np.abs(a.log_mel - b.log_mel).mean())
     acc_a = acc_b = None
     if accuracy is not None:
         acc_a, acc_b = accuracy(a.log_mel, a.digits), accuracy(b.log_mel, b.digits)
+    failures = []
     if max(step_errors) > budget.step_error:
         failures.append(f"per-step eps error {max(step_errors):.4f} > budget {budget.step_error}")
     if mel > budget.mel_distance:
         failures.append(f"final log-Mel distance {mel:.4f} > budget {budget.mel_distance}")
     if acc_a is not None and acc_a - acc_b > budget.accuracy_drop + 1e-9:
         failures.append(f"digit accuracy {acc_b:.3f} vs fp32 {acc_a:.3f}: drop > budget {budget.accuracy_drop}")
-    return GateResult(step_errors, mel, acc_a, acc_b, len(digits) * budget.count, failures)
+    return GateResult(step_errors, mel, acc_a, acc_b, samples, failures)
+
+
+def quality_gate(ref, quant, budget: Budget, accuracy: Callable[[np.ndarray, list[int]], float] | None = None, seed: int = 10_000,
+                 sampler: str = "em", steps: int | None = None) -> GateResult:
+    """Same digits, seeds and sampler noise through two generators (the fp32 reference and a candidate: a quantized
+    bundle, or another backend or precision). accuracy(log_mel, digits): a digit classifier's accuracy, if any.
+    The seeds differ from the calibration run's (held out). Steps: budget.steps, else `steps`, else the sampler's."""
+    return compare(reference_run(ref, budget, seed, sampler, steps), quant, budget, accuracy)

@@ -161,7 +161,7 @@ class Generator:
         log_mel = denormalize(x0, self.meta.mel)
         start = time.perf_counter()
         audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples] if vocode else np.zeros((len(log_mel), 0), np.float32)
-        if peak_dbfs is not None:
+        if vocode and peak_dbfs is not None:
             audio = normalize_peak(audio, peak_dbfs)
         vocoding = time.perf_counter() - start
         return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
