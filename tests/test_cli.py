@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -72,3 +73,11 @@ def test_corrupt_classifier_checkpoint_is_one_clear_line_and_no_output(tmp_path,
                                     "--features", str(features_file)])
     assert res.exit_code == 1 and "corrupt or unsafe checkpoint" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_fresh_install_script_stops_and_names_the_failing_step(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fresh_install.sh"
+    run = subprocess.run(["bash", str(script), str(tmp_path / "no-such-repo"), str(tmp_path / "work")], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert f"FAILED: clone {tmp_path / 'no-such-repo'}" in run.stderr
+    assert not (tmp_path / "work" / "c2d" / ".venv").exists()  # nothing after the failed step ran
