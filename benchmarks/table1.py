@@ -98,7 +98,20 @@ def markdown(result: dict) -> str:
                  f"{real['am']:.3f} | {real['accuracy'] * 100:.1f} % | - | - |")
     r = result["ratios_single_over_two_model_guided"]
     lines += ["", "single backbone / two-model (guided): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())]
+    t = result["shipped_model_targets"]
+    lines += ["", f"shipped model (score subnet, guided, gamma 3, EM 100) against the default-model targets: evaluator accuracy "
+                  f"{t['accuracy'] * 100:.1f} % (target >= {t['accuracy_target'] * 100:.0f} %: {'met' if t['accuracy_met'] else 'NOT met'}); "
+                  f"FID / U-Net + Classifier FID {t['fid_ratio']:.2f} (target <= {t['fid_ratio_target']}: {'met' if t['fid_ratio_met'] else 'NOT met'})"]
     return "\n".join(lines) + "\n"
+
+
+TARGET_ACCURACY, TARGET_FID_RATIO = 0.90, 1.5  # the default-model issue's quality targets for the shipped generator
+
+
+def shipped_model_targets(single_guided: dict, two_model_guided: dict) -> dict:
+    acc, ratio = single_guided["metrics"]["accuracy"], single_guided["metrics"]["fid"] / two_model_guided["metrics"]["fid"]
+    return {"accuracy": acc, "accuracy_target": TARGET_ACCURACY, "accuracy_met": acc >= TARGET_ACCURACY,
+            "fid_ratio": ratio, "fid_ratio_target": TARGET_FID_RATIO, "fid_ratio_met": ratio <= TARGET_FID_RATIO}
 
 
 def main() -> None:
@@ -132,6 +145,7 @@ def main() -> None:
         "ratios_single_over_two_model_guided": {
             "params": one["params_total"] / two["params_total"], "MACs": one["gmacs_per_step"] / two["gmacs_per_step"],
             "latency": one["profile"]["step_ms"] / two["profile"]["step_ms"], "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"]},
+        "shipped_model_targets": shipped_model_targets(one, two),
         "note": "unconditional rows run the same exported graph as their guided row with gamma 0, so they share its latency",
     }
     write_results(args.results, result, markdown(result))
