@@ -22,7 +22,7 @@ from c2d.runtime.vocoder import GriffinLim
 
 SHIPPED_BUNDLE = "small"
 DEFAULT_BATCH = 8  # samples per graph call
-DEFAULT_PEAK_DBFS = -1.0  # WAV peak level: every digit equally loud and never clipped (FSDD levels vary by 25 dB)
+DEFAULT_PEAK_DBFS = -1.0  # WAV peak level: every digit equally loud and never clipped (FSDD recording levels vary widely)
 
 
 class GenerationError(ValueError):
