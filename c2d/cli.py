@@ -8,6 +8,7 @@ import click
 
 from c2d.runtime.backends import BACKENDS
 from c2d.runtime.files import atomic_path, atomic_write_text, pyplot, save_figure, temp_path
+from c2d.runtime.generate import DEFAULT_PEAK_DBFS
 from c2d.runtime.samplers import SAMPLERS
 
 SIZE_NAMES = ("tiny", "small", "paper")
@@ -265,7 +266,7 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Bundle folder from `c2d export` [default: the one shipped in the package].")
 @click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Resample the WAV to this rate [default: the vocoder's].")
-@click.option("--peak-dbfs", type=click.FloatRange(max=0.0), default=-1.0, show_default=True,
+@click.option("--peak-dbfs", type=click.FloatRange(max=0.0), default=DEFAULT_PEAK_DBFS, show_default=True,
               help="Scale each WAV so its peak sits at this level (dBFS).")
 @click.option("--raw-level", is_flag=True, help="Keep the level the model produced (clipped to full scale) instead of --peak-dbfs.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG next to OUT.")
