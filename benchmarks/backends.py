@@ -22,11 +22,12 @@ import torch
 
 from c2d.benchmarks import write_results
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint
+from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
 from c2d.runtime.generate import default_bundle
 from c2d.runtime.parity import check_parity
 
-CKPT = files("c2d.models.checkpoints") / "subnet-small.pt"
+CKPT = files("c2d.models.checkpoints") / SHIPPED_SUBNET
 
 
 def engines(bundle: Path, int8_bundle: Path | None, threads: int) -> dict[str, object]:

@@ -27,6 +27,7 @@ import torch
 from c2d.benchmarks import write_results
 from c2d.benchmarks.reference_samples import own_classifier_accuracy
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
+from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.models.evaluator import classify, load_evaluator
 from c2d.models.sampling import reference_sample
 from c2d.runtime import load
@@ -36,7 +37,7 @@ from c2d.runtime.generate import default_bundle
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
 from c2d.runtime.vocoder import GriffinLim
 
-CKPT = files("c2d.models.checkpoints") / "subnet-small.pt"
+CKPT = files("c2d.models.checkpoints") / SHIPPED_SUBNET
 
 
 def median_ms(fn, rounds: int, calls: int) -> list[float]:

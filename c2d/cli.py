@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime.backends import BACKENDS
 from c2d.runtime.files import atomic_path, atomic_write_text, pyplot, save_figure, temp_path
 from c2d.runtime.generate import DEFAULT_PEAK_DBFS
@@ -109,7 +110,7 @@ def is_rank0() -> bool:
 
 @main.command()
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Subnet or U-Net checkpoint [default: the shipped subnet-small.pt].")
+              help="Subnet or U-Net checkpoint [default: the shipped generator, models/checkpoints/subnet-small-12k.pt].")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False, exists=True),
               help="Guiding classifier (U-Net only; a subnet uses its own backbone).")
 @click.option("--digit", "digits", multiple=True, type=click.IntRange(0, 9), help="Digit(s) to generate; none = unconditional.")
@@ -128,7 +129,7 @@ def sample(checkpoint, classifier_path, digits, count, steps, guidance, seed, de
     from c2d.models.sampling import reference_sample
     from c2d.models.unet import TwoModel
 
-    checkpoint = checkpoint or str(shipped_checkpoint("subnet-small.pt"))
+    checkpoint = checkpoint or str(shipped_checkpoint(SHIPPED_SUBNET))
     with clear_errors():
         ckpt = load_checkpoint(checkpoint)
         if ckpt["kind"] == "subnet":

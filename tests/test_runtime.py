@@ -14,6 +14,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from c2d.cli import main
+from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime import load
 from c2d.runtime.audio import denormalize, normalize_peak, resample, wave_problems
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, onnx_io_shapes, open_backend
@@ -36,7 +37,9 @@ def test_shipped_bundle_matches_the_pytorch_reference_sampler(gen):
     from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
     from c2d.models.sampling import reference_sample
 
-    ckpt = load_checkpoint(ROOT / "models" / "checkpoints" / "subnet-small.pt")
+    source = json.loads((SHIPPED / "manifest.json").read_text())["checkpoints"]["subnet"]["file"]
+    assert source == SHIPPED_SUBNET  # the package's bundle is the shipped generator, not the 4,000-step ablation
+    ckpt = load_checkpoint(ROOT / "models" / "checkpoints" / source)
     ref = reference_sample(build_single_backbone(ckpt), sde_from(ckpt), [5, 6], [7, 2], 3.0, 100)
     ours = gen.sample(["seven", "2"], seed=5, steps=100, sampler="em")
     ref_mel = denormalize(ref[:, 0], gen.meta.mel)

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, state_sha256
+from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.models.data import DEFAULT_DATA, list_clips, read_resampled
 from c2d.runtime.audio import clip_features
 
 CKPTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
-FILES = {"classifier-small.pt": "classifier", "subnet-small.pt": "subnet", "subnet-small-notaps.pt": "subnet", "unet-small.pt": "unet"}
+SUBNETS = (SHIPPED_SUBNET, "subnet-small.pt", "subnet-small-notaps.pt")
+FILES = {"classifier-small.pt": "classifier", "unet-small.pt": "unet"} | {name: "subnet" for name in SUBNETS}
 
 
 @pytest.mark.parametrize("name,kind", FILES.items())
@@ -25,7 +27,7 @@ def test_committed_checkpoint_is_a_small_released_file(name, kind):
 
 def test_subnets_embed_exactly_the_committed_classifier():
     classifier_sha = state_sha256(load_checkpoint(CKPTS / "classifier-small.pt")["ema"])
-    for name in ("subnet-small.pt", "subnet-small-notaps.pt"):
+    for name in SUBNETS:
         embedded = load_checkpoint(CKPTS / name)["classifier"]
         assert embedded["sha256"] == classifier_sha == state_sha256(embedded["model"])
 

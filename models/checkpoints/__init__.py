@@ -1,0 +1,6 @@
+"""The trained `small` checkpoints shipped inside the package (README: Shipped checkpoints).
+
+SHIPPED_SUBNET is the generator the package's bundle (runtime/bundles/small) was exported from; the 4,000-step
+subnet-small*.pt pair is the equal-budget taps / no-taps comparison of Table 1.
+"""
+SHIPPED_SUBNET = "subnet-small-12k.pt"
