@@ -12,6 +12,7 @@ gate against ONNX Runtime fp32 (same digits and noise, --gate-count per digit, E
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from importlib.resources import files
@@ -77,6 +78,19 @@ def quality_gates(opened: dict, bundle: Path, threads: int, count: int) -> dict[
     return out
 
 
+def int8_bundle_of(bundle: Path, int8_bundle: Path) -> Path | None:
+    """The int8 bundle, if there is one quantized from the same checkpoints as `bundle` (else its rows would time
+    and gate other weights)."""
+    if not (int8_bundle / "manifest.json").is_file():
+        print(f"int8 rows skipped: no bundle at {int8_bundle}")
+        return None
+    source = lambda path: json.loads((path / "manifest.json").read_text())["checkpoints"]
+    if source(int8_bundle) != source(bundle):
+        print(f"int8 rows skipped: {int8_bundle} was quantized from other checkpoints than {bundle}")
+        return None
+    return int8_bundle
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=default_bundle())
@@ -89,7 +103,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/backends.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    int8 = args.int8_bundle if (args.int8_bundle / "manifest.json").is_file() else None
+    int8 = int8_bundle_of(args.bundle, args.int8_bundle)
     ckpt = load_checkpoint(CKPT)
     model = build_single_backbone(ckpt, str(CKPT)).float().eval()
     rng = np.random.default_rng(0)

@@ -2,8 +2,8 @@
 
 python -m c2d.benchmarks.export_shipped [--out-dir runs/bundles] [--results benchmarks/results/export_shipped.md]
 
-1. `c2d export` of the shipped checkpoints: single backbone, its no-gradient-taps ablation, U-Net + classifier
-   (Griffin-Lim vocoder), and the HiFi-GAN vocoder once: file size, nodes, Conv / ConvTranspose counts,
+1. `c2d export` of the shipped checkpoints: single backbone (the shipped generator, models.checkpoints.SHIPPED_SUBNET),
+   its no-gradient-taps ablation, U-Net + classifier (Griffin-Lim vocoder), and the HiFi-GAN vocoder once: file size, nodes, Conv / ConvTranspose counts,
    export time, validation errors (from each bundle's manifest).
 2. The single-backbone graph built three ways (two backward passes or one batched pass of 2B; stride-1 adjoints as
    Conv with flipped weights or as ConvTranspose): ONNX Runtime CPU per-call latency, interleaved rounds in one
@@ -25,10 +25,11 @@ import torch
 from c2d.export.exporter import export_bundle, load_generator, onnx_export
 from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph
 from c2d.export.inspect import describe_bundle
+from c2d.models.checkpoints import SHIPPED_SUBNET
 
 CKPT = files("c2d.models.checkpoints")
 BUNDLES = {
-    "single-backbone": ["subnet-small.pt"],
+    "single-backbone": [SHIPPED_SUBNET],
     "single-backbone-notaps": ["subnet-small-notaps.pt"],
     "two-model": ["unet-small.pt", "classifier-small.pt"],
 }
@@ -63,7 +64,7 @@ GRAPH_VARIANTS = {  # label -> (batch_cotangents, adjoint_as_conv); the first is
 
 def time_graph_variants(batch_sizes=(1, 4), rounds: int = 7, calls: int = 10) -> list[str]:
     """ORT CPU latency of the single-backbone graph built three ways, interleaved; ratio to the default."""
-    _, model, _, _ = load_generator([str(CKPT / "subnet-small.pt")])
+    _, model, _, _ = load_generator([str(CKPT / SHIPPED_SUBNET)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sessions = {}
