@@ -402,6 +402,7 @@ def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data
         atomic_write_text(json_path, json.dumps(metrics, indent=2) + "\n")
     click.echo(" ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
+
 @main.command()
 @click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Calibration folder to write.")
