@@ -110,7 +110,7 @@ def onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output_
     return time.perf_counter() - start
 
 
-def _write_metadata(path: Path, meta, output_shapes: dict[str, list] | None = None) -> None:
+def write_metadata(path: Path, meta, output_shapes: dict[str, list] | None = None) -> None:
     """Tag the file with its metadata; name the output dims the tracer left anonymous."""
     model = onnx.load(str(path))
     for output in model.graph.output:
@@ -154,7 +154,7 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
             torch.full((TRACE_BATCH,), meta.default_guidance))
     axes = {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES}
     seconds = onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, axes)
-    _write_metadata(path, meta, {"eps": ["batch", *shape], "guidance": ["batch", *shape], "logits": ["batch", len(meta.labels)]})
+    write_metadata(path, meta, {"eps": ["batch", *shape], "guidance": ["batch", *shape], "logits": ["batch", len(meta.labels)]})
     session = _session(path)
     cases = validate_generator(model, session, meta.sde, shape, len(meta.labels))
     sampling = validate_sampling(model, session, meta.sde, meta.mel, shape)
@@ -178,7 +178,7 @@ def export_vocoder(kind: str, mel_cfg, commit: str, path: Path) -> dict:
     seconds = onnx_export(generator, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
     meta = VocoderMeta(format_version=BUNDLE_FORMAT, name="hifigan-v1-universal", mel=mel_cfg, hop_length=hop,
                        sample_rate=config["sampling_rate"], params=n_params(generator), precision="fp32", source_commit=commit)
-    _write_metadata(path, meta, {"wave": ["batch", 1, "samples"]})
+    write_metadata(path, meta, {"wave": ["batch", 1, "samples"]})
     error = validate_vocoder(generator, _session(path), mel_cfg.n_mels)
     return {"kind": "hifigan", "file": path.name, "export_seconds": round(seconds, 3), "validation": {"max_relative_error": error}}
 

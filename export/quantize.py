@@ -32,7 +32,7 @@ import onnxruntime as ort
 
 from c2d.calibration.record import Recording, check_matches, load_recording
 from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
-from c2d.export.exporter import _write_metadata
+from c2d.export.exporter import write_metadata
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.backends.ort import session_options
 from c2d.runtime.files import atomic_path
@@ -271,7 +271,7 @@ def quantize_vocoder_file(src: Path, dst: Path, mode: str, mel_cfg, budget: Budg
     if not np.isfinite(out).all() or distance > budget.mel_distance:
         raise QuantizationError(f"vocoder {mode}: log-Mel distance {distance:.4f} of its audio > budget {budget.mel_distance}; nothing written")
     meta = decode_metadata({p.key: p.value for p in onnx.load(str(src)).metadata_props}, str(src))
-    _write_metadata(dst, replace(meta, precision=mode))
+    write_metadata(dst, replace(meta, precision=mode))
     return {"mode": mode, "mel_distance": round(distance, 4)}
 
 
@@ -325,7 +325,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
             log(f"quantizing the vocoder: {vocoder_mode}")
             vocoder_info = quantize_vocoder_file(bundle / VOCODER_FILE, tmp / VOCODER_FILE, vocoder_mode, meta.mel, budget)
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
-        _write_metadata(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
+        write_metadata(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
         sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else ("em", None)
         from c2d.runtime.generate import Generator
 
@@ -335,7 +335,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
             raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
         quantization = {**info, "budget": asdict(budget), "measured": gate.summary(), "vocoder": vocoder_info,
                         "seconds": round(seconds, 1), "source_sha256": file_sha256(gen_file)}
-        _write_metadata(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
+        write_metadata(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
         manifest = _quantized_manifest(manifest, tmp, mode, quantization)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace_dir(tmp, out)
