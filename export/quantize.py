@@ -31,13 +31,13 @@ import onnx
 import onnxruntime as ort
 
 from c2d.calibration.record import Recording, check_matches, load_recording
-from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
 from c2d.export.exporter import write_metadata
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.backends.ort import session_options
-from c2d.runtime.files import atomic_path
-from c2d.runtime.onnx_edit import unshare_initializers
 from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, file_sha256, read_manifest
+from c2d.runtime.files import atomic_path
+from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
+from c2d.runtime.onnx_edit import unshare_initializers
 
 MODES = ("int8-static", "int8-dynamic", "fp16", "mixed")
 VOCODER_MODES = ("keep", "fp16", "int8-dynamic")
