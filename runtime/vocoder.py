@@ -3,12 +3,17 @@
 Griffin-Lim needs no weights: the fallback when a bundle has no HiFi-GAN. It inverts the mel filterbank by
 non-negative least squares (projected gradient on the pseudo-inverse's start) and then recovers a phase with
 fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99), as librosa.griffinlim does.
+
+Its matrix products are small (80 x 513 by 513 x T), so BLAS threads do not help them, and on a loaded CPU
+OpenBLAS's spinning threads made the vocoder up to ~40x slower (benchmarks/vocoder_threads.py): it runs with
+one BLAS thread unless told otherwise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank, stft
 
@@ -51,6 +56,7 @@ class GriffinLim:
     momentum: float = 0.99
     seed: int = 0
     name: str = "griffin-lim"
+    blas_threads: int | None = 1  # None: whatever BLAS uses by default
 
     @property
     def sample_rate(self) -> int:
@@ -60,6 +66,12 @@ class GriffinLim:
         """[B, n_mels, T] natural-log Mel -> [B, T * hop] in [-1, 1]."""
         if log_mel.ndim != 3 or log_mel.shape[1] != self.mel.n_mels:
             raise ValueError(f"expected a log-Mel [B, {self.mel.n_mels}, T], got shape {log_mel.shape}")
+        if self.blas_threads is None:
+            return self._vocode(log_mel)
+        with threadpool_limits(limits=self.blas_threads, user_api="blas"):
+            return self._vocode(log_mel)
+
+    def _vocode(self, log_mel: np.ndarray) -> np.ndarray:
         magnitude = mel_to_magnitude(log_mel, self.mel)  # [B, bins, T]
         length = log_mel.shape[-1] * self.mel.hop_length
         rng = np.random.default_rng(self.seed)  # one phase draw shared by every item: independent of the batch

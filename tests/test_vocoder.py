@@ -42,3 +42,24 @@ def test_griffin_lim_output_has_the_input_log_mel():
 def test_griffin_lim_rejects_a_wrong_shape():
     with pytest.raises(ValueError, match="80"):
         GriffinLim()(np.zeros((1, 64, 10), np.float32))
+
+
+def test_griffin_lim_runs_blas_with_the_thread_count_it_is_given(monkeypatch):
+    """One BLAS thread by default (OpenBLAS's spinning threads slowed it up to ~40x on a loaded CPU); same output."""
+    from threadpoolctl import threadpool_info
+
+    import c2d.runtime.vocoder as vocoder
+
+    seen = []
+
+    def recording(*args):
+        seen.append(max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=None))
+        return mel_to_magnitude(*args)
+
+    monkeypatch.setattr(vocoder, "mel_to_magnitude", recording)
+    lm = log_mel(_chirp())[None, :, :88]
+    limited, free = GriffinLim(n_iter=2)(lm), GriffinLim(n_iter=2, blas_threads=None)(lm)
+    if seen[1] is None:
+        pytest.skip("numpy exposes no BLAS library to threadpoolctl")
+    assert seen[0] == 1 and seen[1] >= 1
+    np.testing.assert_allclose(limited, free, atol=1e-5)
