@@ -3,7 +3,7 @@
 python -m c2d.benchmarks.table1 [--count 100] [--out-dir runs/table1] [--results benchmarks/results/table1.json]
 
 Rows: U-Net and score subnet (with and without gradient taps, 4,000 steps each: the equal-budget ablation),
-unconditional (gamma 0) and guided (gamma 3), plus the shipped generator (the same subnet trained to 12,000 steps),
+unconditional (gamma 0) and guided (gamma 3), plus the shipped generator (the same subnet trained to 18,000 steps),
 guided. Columns: parameters total [trainable] and GMACs per step (models/costs.py), FID / IS / mIS / AM and class
 accuracy by the independent evaluator (models/evaluator.py) on count x 10 samples per row (reverse-SDE EM,
 100 steps, exported bundles on ONNX Runtime CPU), per-step latency and peak memory of each graph
@@ -36,7 +36,7 @@ CKPT = files("c2d.models.checkpoints")
 BUNDLES = {"single": ["subnet-small.pt"], "notaps": ["subnet-small-notaps.pt"], "two-model": ["unet-small.pt", "classifier-small.pt"],
            "shipped": [SHIPPED_SUBNET]}
 SAME_GRAPH = {"shipped": "single"}  # longer-trained weights, same graph: profiled once
-SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 12k steps (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
+SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
 ROWS = [  # (row name, bundle, guidance, row of models/costs.py)
     ("U-Net, unconditional", "two-model", 0.0, "U-Net, unconditional"),
     ("Score subnet, unconditional", "single", 0.0, "Score subnet, unconditional"),

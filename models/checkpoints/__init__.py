@@ -3,4 +3,4 @@
 SHIPPED_SUBNET is the generator the package's bundle (runtime/bundles/small) was exported from; the 4,000-step
 subnet-small*.pt pair is the equal-budget taps / no-taps comparison of Table 1.
 """
-SHIPPED_SUBNET = "subnet-small-12k.pt"
+SHIPPED_SUBNET = "subnet-small-18k.pt"
