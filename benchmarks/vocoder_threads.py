@@ -4,8 +4,9 @@ python -m c2d.benchmarks.vocoder_threads [--rounds 7] [--load-procs N] [--result
 
 A device rarely runs only our generator. Griffin-Lim's matrix products are small (80 x 513 by 513 x 87), so extra
 BLAS threads buy nothing, while OpenBLAS threads spin waiting for work and fight any other busy process for the
-cores. Each condition times both settings interleaved (same machine state), batch 1, 1 s of audio; the load is
-N processes busy-looping in pure Python (default: one per core).
+cores. Each condition times both settings interleaved (same machine state), batch 1, 1 s of audio. Loads: N
+processes busy-looping in pure Python (default: one per core), and one process multiplying matrices with BLAS on
+every core (like a training job or another model beside ours).
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def spin() -> None:
         pass
 
 
+def blas_spin() -> None:
+    a = np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32)
+    while True:
+        a = np.tanh(a @ a)
+
+
 def chirp_log_mel() -> np.ndarray:
     """A 1 s two-tone chirp's natural-log Mel [1, 80, T]: the vocoder's cost does not depend on the content."""
     t = np.arange(DEFAULT_MEL.clip_samples) / DEFAULT_MEL.sample_rate
@@ -49,8 +56,8 @@ def interleaved_seconds(mel: np.ndarray, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def measure(mel: np.ndarray, rounds: int, load_procs: int) -> dict[str, list[float]]:
-    procs = [mp.Process(target=spin, daemon=True) for _ in range(load_procs)]
+def measure(mel: np.ndarray, rounds: int, load_procs: int, target=spin) -> dict[str, list[float]]:
+    procs = [mp.Process(target=target, daemon=True) for _ in range(load_procs)]
     for p in procs:
         p.start()
     try:
@@ -68,8 +75,9 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/vocoder_threads.json"))
     args = ap.parse_args()
     mel = chirp_log_mel()
-    conditions = {"quiet": 0, f"loaded ({args.load_procs} busy processes)": args.load_procs}
-    runs = {label: measure(mel, args.rounds, n) for label, n in conditions.items()}
+    conditions = {"quiet": (0, spin), f"loaded: {args.load_procs} busy Python processes": (args.load_procs, spin),
+                  "loaded: 1 process multiplying matrices on every core": (1, blas_spin)}
+    runs = {label: measure(mel, args.rounds, n, target) for label, (n, target) in conditions.items()}
     medians = {label: {name: statistics.median(v) for name, v in times.items()} for label, times in runs.items()}
     default, one = SETTINGS
     lines = [f"Griffin-Lim, batch 1, 1 s of audio, {os.cpu_count()} cores, median of {args.rounds} interleaved rounds",

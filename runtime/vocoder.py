@@ -5,7 +5,7 @@ non-negative least squares (projected gradient on the pseudo-inverse's start) an
 fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99), as librosa.griffinlim does.
 
 Its matrix products are small (80 x 513 by 513 x T), so BLAS threads do not help them, and on a loaded CPU
-OpenBLAS's spinning threads made the vocoder up to ~40x slower (benchmarks/vocoder_threads.py): it runs with
+OpenBLAS's spinning threads made the vocoder 2-50x slower (benchmarks/vocoder_threads.py): it runs with
 one BLAS thread unless told otherwise.
 """
 from __future__ import annotations

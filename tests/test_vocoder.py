@@ -45,7 +45,7 @@ def test_griffin_lim_rejects_a_wrong_shape():
 
 
 def test_griffin_lim_runs_blas_with_the_thread_count_it_is_given(monkeypatch):
-    """One BLAS thread by default (OpenBLAS's spinning threads slowed it up to ~40x on a loaded CPU); same output."""
+    """One BLAS thread by default (OpenBLAS's spinning threads slowed it 2-50x on a loaded CPU); same output."""
     from threadpoolctl import threadpool_info
 
     import c2d.runtime.vocoder as vocoder
