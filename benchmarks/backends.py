@@ -12,7 +12,6 @@ gate against ONNX Runtime fp32 (same digits and noise, --gate-count per digit, E
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from importlib.resources import files
@@ -25,6 +24,7 @@ from c2d.benchmarks import write_results
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint
 from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
+from c2d.runtime.bundle import MANIFEST, read_manifest
 from c2d.runtime.generate import default_bundle
 from c2d.runtime.parity import check_parity
 
@@ -81,11 +81,10 @@ def quality_gates(opened: dict, bundle: Path, threads: int, count: int) -> dict[
 def int8_bundle_of(bundle: Path, int8_bundle: Path) -> Path | None:
     """The int8 bundle, if there is one quantized from the same checkpoints as `bundle` (else its rows would time
     and gate other weights)."""
-    if not (int8_bundle / "manifest.json").is_file():
+    if not (int8_bundle / MANIFEST).is_file():
         print(f"int8 rows skipped: no bundle at {int8_bundle}")
         return None
-    source = lambda path: json.loads((path / "manifest.json").read_text())["checkpoints"]
-    if source(int8_bundle) != source(bundle):
+    if read_manifest(int8_bundle)["checkpoints"] != read_manifest(bundle)["checkpoints"]:
         print(f"int8 rows skipped: {int8_bundle} was quantized from other checkpoints than {bundle}")
         return None
     return int8_bundle

@@ -3,8 +3,8 @@
 python -m c2d.benchmarks.export_shipped [--out-dir runs/bundles] [--results benchmarks/results/export_shipped.md]
 
 1. `c2d export` of the shipped checkpoints: single backbone (the shipped generator, models.checkpoints.SHIPPED_SUBNET),
-   its no-gradient-taps ablation, U-Net + classifier (Griffin-Lim vocoder), and the HiFi-GAN vocoder once: file size, nodes, Conv / ConvTranspose counts,
-   export time, validation errors (from each bundle's manifest).
+   its no-gradient-taps ablation, U-Net + classifier (Griffin-Lim vocoder), and the HiFi-GAN vocoder once: file size,
+   nodes, Conv / ConvTranspose counts, export time, validation errors (from each bundle's manifest).
 2. The single-backbone graph built three ways (two backward passes or one batched pass of 2B; stride-1 adjoints as
    Conv with flipped weights or as ConvTranspose): ONNX Runtime CPU per-call latency, interleaved rounds in one
    process, median ratios to the exporter's default.

@@ -37,15 +37,16 @@ BUNDLES = {"single": ["subnet-small.pt"], "notaps": ["subnet-small-notaps.pt"], 
            "shipped": [SHIPPED_SUBNET]}
 SAME_GRAPH = {"shipped": "single"}  # longer-trained weights, same graph: profiled once
 SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
-ROWS = [  # (row name, bundle, guidance, row of models/costs.py)
-    ("U-Net, unconditional", "two-model", 0.0, "U-Net, unconditional"),
-    ("Score subnet, unconditional", "single", 0.0, "Score subnet, unconditional"),
-    ("... without gradient taps", "notaps", 0.0, "... without gradient taps"),
-    (TWO_MODEL_ROW, "two-model", 3.0, TWO_MODEL_ROW),
-    (SINGLE_ROW, "single", 3.0, SINGLE_ROW),
-    ("... without gradient taps, guided", "notaps", 3.0, "... without gradient taps, guided"),
-    (SHIPPED_ROW, "shipped", 3.0, SINGLE_ROW),
+ROWS = [  # (row name, as in models/costs.py unless COST_ROW says otherwise; bundle; guidance)
+    ("U-Net, unconditional", "two-model", 0.0),
+    ("Score subnet, unconditional", "single", 0.0),
+    ("... without gradient taps", "notaps", 0.0),
+    (TWO_MODEL_ROW, "two-model", 3.0),
+    (SINGLE_ROW, "single", 3.0),
+    ("... without gradient taps, guided", "notaps", 3.0),
+    (SHIPPED_ROW, "shipped", 3.0),
 ]
+COST_ROW = {SHIPPED_ROW: SINGLE_ROW}
 
 
 def export_all(out_dir: Path) -> dict[str, Path]:
@@ -135,15 +136,16 @@ def main() -> None:
     real = evaluate_samples(evaluator, test.x, test.y, reference)
     costs = {c.model: c for c in cost_table("small")}
     quality = {}
-    for row, bundle, gamma, _ in ROWS:
+    for row, bundle, gamma in ROWS:
         x, digits = samples_for(row, bundles[bundle], gamma, args.count, args.out_dir, log)
         quality[row] = evaluate_samples(evaluator, x, digits if gamma > 0 else None, reference)
         log(f"{row}: {quality[row]}")
     log("profiling (fresh process per measurement, interleaved)")
     prof = latency_and_memory({name: path for name, path in bundles.items() if name not in SAME_GRAPH}, steps=args.profile_steps)
-    rows = [{"model": row, "bundle": bundle, "guidance": gamma, "params_total": costs[cost].params_total,
-             "params_trainable": costs[cost].params_trainable, "gmacs_per_step": costs[cost].macs_per_step / 1e9,
-             "metrics": quality[row], "profile": prof[SAME_GRAPH.get(bundle, bundle)]} for row, bundle, gamma, cost in ROWS]
+    cost = lambda row: costs[COST_ROW.get(row, row)]
+    rows = [{"model": row, "bundle": bundle, "guidance": gamma, "params_total": cost(row).params_total,
+             "params_trainable": cost(row).params_trainable, "gmacs_per_step": cost(row).macs_per_step / 1e9,
+             "metrics": quality[row], "profile": prof[SAME_GRAPH.get(bundle, bundle)]} for row, bundle, gamma in ROWS]
     by_name = {r["model"]: r for r in rows}
     one, two = by_name[SINGLE_ROW], by_name[TWO_MODEL_ROW]
     result = {

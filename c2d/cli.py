@@ -110,7 +110,7 @@ def is_rank0() -> bool:
 
 @main.command()
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Subnet or U-Net checkpoint [default: the shipped generator, models/checkpoints/subnet-small-18k.pt].")
+              help=f"Subnet or U-Net checkpoint [default: the shipped generator, models/checkpoints/{SHIPPED_SUBNET}].")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False, exists=True),
               help="Guiding classifier (U-Net only; a subnet uses its own backbone).")
 @click.option("--digit", "digits", multiple=True, type=click.IntRange(0, 9), help="Digit(s) to generate; none = unconditional.")

@@ -20,7 +20,7 @@ from c2d.runtime.audio import denormalize, normalize_peak, resample, wave_proble
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, onnx_io_shapes, open_backend
 from c2d.runtime.backends.ort import check_available, provider_list
 from c2d.runtime.backends.tensorrt import buffer_plan, engine_cache_key, make_profile
-from c2d.runtime.bundle import LABELS, MANIFEST, BundleError
+from c2d.runtime.bundle import LABELS, MANIFEST, BundleError, read_manifest
 from c2d.runtime.generate import GenerationError, default_bundle, parse_digit
 
 SHIPPED = default_bundle()
@@ -37,7 +37,7 @@ def test_shipped_bundle_matches_the_pytorch_reference_sampler(gen):
     from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
     from c2d.models.sampling import reference_sample
 
-    source = json.loads((SHIPPED / "manifest.json").read_text())["checkpoints"]["subnet"]["file"]
+    source = read_manifest(SHIPPED)["checkpoints"]["subnet"]["file"]
     assert source == SHIPPED_SUBNET  # the package's bundle is the shipped generator, not the 4,000-step ablation
     ckpt = load_checkpoint(ROOT / "models" / "checkpoints" / source)
     ref = reference_sample(build_single_backbone(ckpt), sde_from(ckpt), [5, 6], [7, 2], 3.0, 100)
