@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import click
@@ -10,10 +11,18 @@ from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime.backends import BACKENDS
 from c2d.runtime.files import atomic_path, atomic_write_text, pyplot, save_figure, temp_path
 from c2d.runtime.generate import DEFAULT_PEAK_DBFS
-from c2d.runtime.samplers import SAMPLERS
+from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, resolve_sampler
 
 SIZE_NAMES = ("tiny", "small", "paper")
 SAMPLER_NAMES = tuple(SAMPLERS)  # CLI choices come from the registries (numpy-only imports)
+STEPS_DEFAULT = "[default: the bundle's for its default sampler, else the sampler's own]"
+
+
+def sampler_option(purpose: str = ""):
+    """--sampler, default None: the bundle's default sampler (its metadata), listed with what each one is."""
+    listing = "; ".join(f"{name}: {spec.summary}" for name, spec in SAMPLERS.items())
+    return click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
+                        help=f"{purpose}{listing}. [default: the bundle's default sampler]")
 BACKEND_NAMES = tuple(BACKENDS)
 
 
@@ -40,6 +49,9 @@ def main() -> None:
 @click.option("--size", type=click.Choice(SIZE_NAMES), default="small", show_default=True, help="Named model size.")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), help="Frozen classifier checkpoint (subnet only).")
 @click.option("--no-gradient-taps", is_flag=True, help="Subnet ablation without gradient taps.")
+@click.option("--gaussian-skip", is_flag=True,
+              help="Subnet: predict eps as the data's Gaussian denoiser plus a learned residual (makes the probability-flow "
+                   "ODE samplers work; README \"Samplers\").")
 @click.option("--steps", type=click.IntRange(min=1), default=6000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Per process.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [default: 5e-4 classifier, 3e-4 otherwise].")
@@ -53,7 +65,7 @@ def main() -> None:
 @click.option("--data", type=click.Path(file_okay=False), help="FSDD folder [default: $C2D_DATA or ../shared/data/fsdd].")
 @click.option("--features", type=click.Path(dir_okay=False, exists=True), help="Precomputed features .npz instead of --data.")
 @click.option("--release", "release_path", type=click.Path(dir_okay=False), help="Also write a weights-only copy here.")
-def train(kind, out, size, classifier_path, no_gradient_taps, steps, batch_size, lr, seed, device, fp32, time_limit, fresh,
+def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, time_limit, fresh,
           ckpt_every, data, features, release_path) -> None:
     """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, or the independent
     evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file)."""
@@ -79,9 +91,13 @@ def train(kind, out, size, classifier_path, no_gradient_taps, steps, batch_size,
     lr = lr or (5e-4 if kind == "classifier" else 3e-4)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, bf16=not fp32, ckpt_every=ckpt_every,
                       time_limit_s=time_limit * 60 if time_limit else None)
+    if gaussian_skip and kind != "subnet":
+        raise click.UsageError("--gaussian-skip applies to the subnet")
     with clear_errors():
-        job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed)
-        ckpt = run_training(job, load_features("train", data, features_file=features), cfg, out, device=device, fresh=fresh)
+        features_train = load_features("train", data, features_file=features)
+        moments = (float(features_train.x.mean()), float(features_train.x.var())) if gaussian_skip else None
+        job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed, gaussian_skip=moments)
+        ckpt = run_training(job, features_train, cfg, out, device=device, fresh=fresh)
     if is_rank0():
         if release_path:
             atomic_torch_save(release(ckpt), release_path)
@@ -115,13 +131,16 @@ def is_rank0() -> bool:
               help="Guiding classifier (U-Net only; a subnet uses its own backbone).")
 @click.option("--digit", "digits", multiple=True, type=click.IntRange(0, 9), help="Digit(s) to generate; none = unconditional.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit.")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=DEFAULT_SAMPLER, show_default=True,
+              help="The runtime's samplers (same code): " + "; ".join(f"{n}: {s.summary}" for n, s in SAMPLERS.items()) + ".")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help=f"[default: {DEFAULT_STEPS} for {DEFAULT_SAMPLER}, what c2d export writes into a bundle; else the sampler's own]")
 @click.option("--guidance", type=click.FloatRange(min=0), default=3.0, show_default=True, help="Classifier guidance scale gamma.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed + i.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .npy: normalised log-Mel [N, 1, 80, 88].")
-def sample(checkpoint, classifier_path, digits, count, steps, guidance, seed, device, out) -> None:
-    """PyTorch reference sampler (reverse VP SDE, Euler-Maruyama): log-Mel samples from a checkpoint."""
+def sample(checkpoint, classifier_path, digits, count, sampler, steps, guidance, seed, device, out) -> None:
+    """PyTorch reference sampler (the runtime's sampler code driving the torch model): log-Mel samples from a checkpoint."""
 
     import numpy as np
 
@@ -143,10 +162,12 @@ def sample(checkpoint, classifier_path, digits, count, steps, guidance, seed, de
             raise click.UsageError(f"{checkpoint} is a {ckpt['kind']} checkpoint; sample from a subnet or unet checkpoint")
     labels = [d for d in digits for _ in range(count)] if digits else None
     seeds = [seed + i for i in range(len(labels) if labels else count)]
-    x0 = reference_sample(model.to(device), sde_from(ckpt), seeds, labels, guidance, steps, device=device)
+    sampler, steps = resolve_sampler(sampler, steps, DEFAULT_SAMPLER, DEFAULT_STEPS)
+    x0 = reference_sample(model.to(device), sde_from(ckpt), seeds, labels, guidance, steps, device=device, sampler=sampler)
     with atomic_path(out, ".npy") as tmp:
         np.save(tmp, x0)
-    click.echo(f"wrote {out}: {x0.shape[0]} samples, {'digits ' + ','.join(map(str, digits)) if digits else 'unconditional'}")
+    click.echo(f"wrote {out}: {x0.shape[0]} samples, {'digits ' + ','.join(map(str, digits)) if digits else 'unconditional'}; "
+               f"{sampler} {steps} steps")
 
 
 def shipped_checkpoint(name: str):
@@ -254,9 +275,8 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
 @click.option("--digit", "digits", multiple=True, required=True, help="0-9 or zero..nine; repeat for several.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="WAV file (several samples: OUT-<label>-<seed>.wav).")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit.")
-@click.option("--steps", type=int, default=None, help="Sampler steps [default: 100 for em, 20 for dpm2m].")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True,
-              help="em: reverse SDE, Euler-Maruyama (the paper's); dpm2m: DPM-Solver++(2M), deterministic, few steps.")
+@click.option("--steps", type=int, default=None, help=f"Sampler steps (network evaluations) {STEPS_DEFAULT}.")
+@sampler_option()
 @click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's, 3].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample k uses seed + k.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
@@ -286,11 +306,15 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
         if precision and backend != "openvino":
             raise click.UsageError("--precision applies to --backend openvino")
         gen = load(bundle, backend, BackendOptions(device=device, threads=threads, precision=precision))
-        n_steps = steps if steps is not None else SAMPLERS[sampler].default_steps
+        sampler, n_steps = gen.sampler_and_steps(sampler, steps)
         batches = -(-len(digits) * count // DEFAULT_BATCH)
-        with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar:
+        with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar, \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update(),
                                 peak_dbfs=None if raw_level else peak_dbfs)
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
     except (BundleError, BackendUnavailable, GenerationError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"backend: {gen.backend_note}")
@@ -320,8 +344,8 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
               help="all: measure and gate every backend x precision here, write the fastest passing one to BUNDLE/deployment.json.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampler steps of the run (with --backend all: of the quality gate) [default: the sampler's].")
+@sampler_option()
+@click.option("--steps", type=click.IntRange(min=1), default=None, help=f"Sampler steps of the run (with --backend all: of the quality gate) {STEPS_DEFAULT}.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
@@ -335,7 +359,7 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     from c2d.runtime.profile import plot_profile, profile_bundle, profile_markdown
 
     if backend == "all":
-        return choose_deployment(bundle, threads, steps, json_path, md_path)
+        return choose_deployment(bundle, threads, sampler, steps, json_path, md_path)
     try:
         result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
     except (BundleError, BackendUnavailable) as exc:
@@ -352,7 +376,7 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     click.echo(table)
 
 
-def choose_deployment(bundle, threads, steps, json_path, md_path) -> None:
+def choose_deployment(bundle, threads, sampler, steps, json_path, md_path) -> None:
     import json
 
     from c2d.runtime.bundle import BundleError
@@ -362,7 +386,7 @@ def choose_deployment(bundle, threads, steps, json_path, md_path) -> None:
 
     bundle = bundle or default_bundle()
     try:
-        result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), log=click.echo)
+        result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), sampler=sampler, log=click.echo)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from exc
     table = deployment_markdown(result)
@@ -376,8 +400,8 @@ def choose_deployment(bundle, threads, steps, json_path, md_path) -> None:
 @main.command()
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--count", type=click.IntRange(min=2), default=20, show_default=True, help="Samples per digit (the headline table uses 100).")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the sampler's]")
+@sampler_option()
+@click.option("--steps", type=click.IntRange(min=1), default=None, help=STEPS_DEFAULT)
 @click.option("--guidance", type=click.FloatRange(min=0), default=None, help="0: unconditional [default: the bundle's, 3].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -409,8 +433,8 @@ def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit and guidance scale.")
 @click.option("--guidance", "guidances", type=click.FloatRange(min=0), multiple=True,
               help="Guidance scales to run; repeat for several [default: the bundle's and 0].")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="em", show_default=True, help="The deployed sampler.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="The deployed step count [default: the sampler's].")
+@sampler_option("The deployed sampler. ")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help=f"The deployed step count {STEPS_DEFAULT}.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> None:

@@ -63,7 +63,7 @@ def stack_calls(calls: Sequence[dict[str, np.ndarray]], steps: int) -> tuple[dic
 
 
 def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(range(10)), seeds: int = 1,
-           guidances: Sequence[float] | None = None, sampler: str = "em", steps: int | None = None, seed: int = 0,
+           guidances: Sequence[float] | None = None, sampler: str | None = None, steps: int | None = None, seed: int = 0,
            threads: int | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the sampler for every digit x seed x guidance scale and write the recording to `out` (atomically)."""
     from c2d.calibration.ranges import ranges_by_noise_level
@@ -74,11 +74,11 @@ def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(ra
         raise CalibrationError(f"{out} exists and is not a calibration folder; refusing to replace it")
     if seeds < 1 or not digits:
         raise CalibrationError("need at least one digit and one seed")
-    if sampler not in SAMPLERS:
-        raise CalibrationError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise CalibrationError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     gen = Generator(bundle, "ort", BackendOptions(threads=threads))
     guidances = [gen.meta.default_guidance, 0.0] if guidances is None else list(guidances)
-    steps = steps or SAMPLERS[sampler].default_steps
+    sampler, steps = gen.sampler_and_steps(sampler, steps)
     recorder = RecordingBackend(gen.model)
     gen.model = recorder
     start = time.perf_counter()

@@ -28,10 +28,10 @@ from c2d.models.unet import TwoModel
 from c2d.runtime.parity import REFERENCE_FILE
 from c2d.runtime.bundle import (BUNDLE_FORMAT, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
                                 encode_metadata)
+from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 OPSET = 17
 TRACE_BATCH = 2
-DEFAULT_STEPS = 100
 DEFAULT_GUIDANCE = 3.0
 
 
@@ -142,7 +142,8 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
     return GeneratorMeta(
         format_version=BUNDLE_FORMAT, variant=variant, mel=mel, sde=sde_from(ckpt), labels=LABELS, n_frames=mel.n_frames,
         default_steps=DEFAULT_STEPS, default_guidance=DEFAULT_GUIDANCE, params={"total": sum(parts.values()), **parts},
-        macs_per_step=guided_step_macs(model), precision="fp32", source_commit=commit,
+        macs_per_step=guided_step_macs(model), precision="fp32", source_commit=commit, default_sampler=DEFAULT_SAMPLER,
+        gaussian_skip=name == "single-backbone" and model.subnet.cfg.gaussian_skip,
     )
 
 

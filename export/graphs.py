@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from c2d.export.adjoint import ClassifierAdjoint, split_copies, guidance_cotangent
-from c2d.models.subnet import SingleBackbone
+from c2d.models.subnet import SingleBackbone, subnet_eps
 from c2d.models.unet import TwoModel
 from c2d.runtime.sde import SDEConfig, log_alpha
 
@@ -70,7 +70,7 @@ class SingleBackboneGraph(nn.Module):
             if self.use_taps:
                 tap_grads, _ = self.adjoint.backward(saved, torch.softmax(logits, dim=1), n=1)
             _, guidance = self.adjoint.backward(saved, guide_cot, n=1)
-        eps = self.subnet(taps, tap_grads, t)
+        eps = subnet_eps(self.subnet, taps, tap_grads, t, x, (torch.exp(log_alpha(t, self.sde)), sigma_t(t, self.sde)))
         return guided_eps(eps, guidance, t, gamma, self.sde), logits, guidance
 
 

@@ -326,7 +326,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
             vocoder_info = quantize_vocoder_file(bundle / VOCODER_FILE, tmp / VOCODER_FILE, vocoder_mode, meta.mel, budget)
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
         write_metadata(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
-        sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else ("em", None)
+        sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else (None, None)
         from c2d.runtime.generate import Generator
 
         accuracy = None if evaluator is None else (lambda log_mel, digits: evaluator_accuracy(log_mel, digits, meta.mel, evaluator))

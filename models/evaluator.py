@@ -188,13 +188,14 @@ class Reference:
         return cls(emb, np.bincount(train.y, minlength=n_classes) / len(train.y))
 
 
-def generate_normalised(bundle, count_per_class: int, sampler: str, steps: int | None, guidance: float, seed: int,
-                        batch_size: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def generate_normalised(bundle, count_per_class: int, sampler: str | None, steps: int | None, guidance: float, seed: int,
+                        batch_size: int = 50, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """count_per_class samples of every digit from a bundle on ORT: (x [N, 1, n_mels, T] in [-1, 1], digits [N])."""
     from c2d.runtime import load
     from c2d.runtime.audio import normalize
+    from c2d.runtime.backends import BackendOptions
 
-    gen = load(bundle, "ort")  # metrics from the reference engine, whatever deployment.json chose
+    gen = load(bundle, "ort", BackendOptions(threads=threads))  # metrics from the reference engine, whatever deployment.json chose
     digits = [str(d) for d in range(len(gen.meta.labels))]
     result = gen.sample(digits, count_per_class, seed, steps, sampler, guidance, batch_size, vocode=False)  # metrics read log-Mels
     return normalize(result.log_mel, gen.meta.mel)[:, None], np.array(result.digits)

@@ -131,6 +131,25 @@ def classifier_pass(
     return logits.detach(), [h.detach() for h in taps], tap_grads, guidance
 
 
+def gaussian_eps(x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, mean: float, var: float) -> torch.Tensor:
+    """E[eps | x_t] if the data were i.i.d. N(mean, var) per value: sigma (x - alpha mean) / (alpha^2 var + sigma^2).
+
+    Exact as t -> 1 for any data (eps -> x), so a network that adds only a residual to it responds to the noise energy
+    in x_t as the true eps does; without it the networks here barely scale eps with |x_t| (README "Samplers").
+    """
+    alpha, sigma = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)  # [B] -> broadcast over [B, 1, H, W]
+    return sigma * (x - alpha * mean) / (alpha * alpha * var + sigma * sigma)
+
+
+def subnet_eps(subnet: "ScoreSubnet", taps, tap_grads, t: torch.Tensor, x: torch.Tensor, alpha_sigma_t) -> torch.Tensor:
+    """The subnet's unguided eps [B, 1, H, W]: its output, plus the Gaussian denoiser's eps with cfg.gaussian_skip.
+    alpha_sigma_t: (alpha_t, sigma_t) [B] each (the exported graph passes its own ONNX-friendly sigma)."""
+    eps = subnet(taps, tap_grads, t)
+    if subnet.cfg.gaussian_skip:
+        eps = eps + gaussian_eps(x, *alpha_sigma_t, subnet.cfg.data_mean, subnet.cfg.data_var)
+    return eps
+
+
 def guide_eps(eps: torch.Tensor, guidance: torch.Tensor, t: torch.Tensor, gamma: torch.Tensor, sde: SDEConfig) -> torch.Tensor:
     """Classifier guidance in noise space: score + gamma grad log p(y|x)  <=>  eps - gamma sigma_t grad log p(y|x)."""
     _, sigma = alpha_sigma(t, sde)
@@ -154,10 +173,10 @@ class SingleBackbone(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Unconditional predicted noise eps(x_t, t) [B, 1, H, W] (what DSM trains)."""
         _, taps, tap_grads, _ = classifier_pass(self.classifier, x, t, self.subnet.cfg.use_gradient_taps)
-        return self.subnet(taps, tap_grads, t)
+        return subnet_eps(self.subnet, taps, tap_grads, t, x, alpha_sigma(t, self.sde))
 
     def guided(self, x, t, y_onehot, gamma) -> tuple[torch.Tensor, torch.Tensor]:
         """(guided eps, logits) from one classifier forward pass feeding taps, tap gradients and guidance."""
         logits, taps, tap_grads, guidance = classifier_pass(self.classifier, x, t, self.subnet.cfg.use_gradient_taps, y_onehot)
-        eps = self.subnet(taps, tap_grads, t)
+        eps = subnet_eps(self.subnet, taps, tap_grads, t, x, alpha_sigma(t, self.sde))
         return guide_eps(eps, guidance, t, gamma, self.sde), logits

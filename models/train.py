@@ -93,8 +93,9 @@ class Job:
 
 
 def make_job(kind: str, size: str, sde: SDEConfig, classifier_path: str | None = None, gradient_taps: bool = True,
-             seed: int = 0) -> Job:
-    """Build the networks for one training (initialised from `seed`) and its checkpoint header."""
+             seed: int = 0, gaussian_skip: tuple[float, float] | None = None) -> Job:
+    """Build the networks for one training (initialised from `seed`) and its checkpoint header. gaussian_skip: the
+    training data's (mean, variance); the subnet then predicts a residual to that Gaussian's eps."""
     sizes = SIZES[size]
     torch.manual_seed(seed)
     if kind == "classifier":
@@ -109,6 +110,8 @@ def make_job(kind: str, size: str, sde: SDEConfig, classifier_path: str | None =
         cls_ckpt = load_checkpoint(classifier_path, "classifier")
         classifier = build_classifier(cls_ckpt, str(classifier_path))
         cfg = dataclasses.replace(sizes.subnet, use_gradient_taps=gradient_taps)
+        if gaussian_skip is not None:
+            cfg = dataclasses.replace(cfg, gaussian_skip=True, data_mean=float(gaussian_skip[0]), data_var=float(gaussian_skip[1]))
         subnet = ScoreSubnet(cfg, classifier.tap_channels)
         header = new_checkpoint("subnet", size, cfg, sde)
         header["classifier"] = embedded_classifier(cls_ckpt)

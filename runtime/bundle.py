@@ -49,7 +49,7 @@ class GeneratorMeta:
     sde: SDEConfig  # VP SDE the model was trained with
     labels: tuple[str, ...]  # class names, index = position of the one-hot input
     n_frames: int  # fixed T of x [B, 1, n_mels, T]
-    default_steps: int  # sampler steps used unless asked otherwise
+    default_steps: int  # steps of default_sampler used unless asked otherwise
     default_guidance: float  # guidance scale gamma used unless asked otherwise
     params: dict  # parameter counts: total and per component
     macs_per_step: int  # multiply-accumulates of one guided graph call at batch 1
@@ -57,6 +57,8 @@ class GeneratorMeta:
     source_commit: str  # git commit of the code that exported it ("unknown" outside a checkout)
     output: str = "eps"  # what the first output is: the guided noise prediction
     quantization: dict = dataclasses.field(default_factory=dict)  # mode, budget and measured errors, if quantized
+    default_sampler: str = "em"  # the sampler every command runs unless asked otherwise (bundles before it: the paper's EM)
+    gaussian_skip: bool = False  # eps = Gaussian denoiser + learned residual: the probability-flow ODE samplers work
 
 
 @dataclass(frozen=True)

@@ -92,15 +92,16 @@ def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: 
 
 
 def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, calls: int = 20, gate_budget: Budget = Budget(count=1),
-           candidates: list[Candidate] | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Measure and gate every candidate; write deployment.json (atomically) into the bundle; return its contents."""
+           candidates: list[Candidate] | None = None, sampler: str | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Measure and gate every candidate; write deployment.json (atomically) into the bundle; return its contents.
+    The quality gate runs `sampler` (default: the bundle's) for gate_budget.steps (default: the bundle's)."""
     from c2d.runtime.generate import Generator
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     reference = Generator(bundle, "ort", BackendOptions(threads=threads))
     meta = reference.meta
-    run = reference_run(reference, gate_budget)  # sampled once; every candidate is compared with it
+    run = reference_run(reference, gate_budget, sampler=sampler)  # sampled once; every candidate is compared with it
     results, opened = {}, {}
     for cand in candidates or available_candidates():
         try:
@@ -121,7 +122,8 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
         results[label]["step_ms"] = ms
     chosen = fastest_passing(results)
     profile = {"format": DEPLOYMENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-               "threads": threads, "generator_sha256": manifest["generator"].get("sha256"),
+               "threads": threads, "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits)},
+               "generator_sha256": manifest["generator"].get("sha256"),
                "choice": None if chosen is None else {k: results[chosen][k] for k in ("backend", "precision", "step_ms")},
                "candidates": results}
     atomic_write_text(bundle / DEPLOYMENT_FILE, json.dumps(profile, indent=2) + "\n")

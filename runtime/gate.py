@@ -95,10 +95,11 @@ class ReferenceRun:
     count: int
 
 
-def reference_run(ref, budget: Budget, seed: int = 10_000, sampler: str = "em", steps: int | None = None) -> ReferenceRun:
+def reference_run(ref, budget: Budget, seed: int = 10_000, sampler: str | None = None, steps: int | None = None) -> ReferenceRun:
     """Sample every digit budget.count times with the reference generator, recording its calls and eps: one run
-    serves any number of candidates. Steps: budget.steps, else `steps`, else the sampler's."""
-    steps = budget.steps or steps
+    serves any number of candidates. Sampler: `sampler`, else the bundle's default; steps: budget.steps, else
+    `steps`, else the bundle's default for its sampler, else the sampler's own."""
+    sampler, steps = ref.sampler_and_steps(sampler, budget.steps or steps)
     recorder = RecordingBackend(ref.model, keep_outputs=True)
     ref.model = recorder
     digits = list(range(len(ref.meta.labels)))
@@ -133,8 +134,8 @@ def compare(run: ReferenceRun, quant, budget: Budget, accuracy: Callable[[np.nda
 
 
 def quality_gate(ref, quant, budget: Budget, accuracy: Callable[[np.ndarray, list[int]], float] | None = None, seed: int = 10_000,
-                 sampler: str = "em", steps: int | None = None) -> GateResult:
+                 sampler: str | None = None, steps: int | None = None) -> GateResult:
     """Same digits, seeds and sampler noise through two generators (the fp32 reference and a candidate: a quantized
     bundle, or another backend or precision). accuracy(log_mel, digits): a digit classifier's accuracy, if any.
-    The seeds differ from the calibration run's (held out). Steps: budget.steps, else `steps`, else the sampler's."""
+    The seeds differ from the calibration run's (held out). Sampler and steps as in reference_run."""
     return compare(reference_run(ref, budget, seed, sampler, steps), quant, budget, accuracy)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, decode_metadata, read_manifest
-from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
+from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise, ode_warning, resolve_sampler
 from c2d.runtime.vocoder import GriffinLim
 
 SHIPPED_BUNDLE = "small"
@@ -126,22 +127,29 @@ class Generator:
 
         return eps
 
+    def sampler_and_steps(self, sampler: str | None = None, steps: int | None = None) -> tuple[str, int]:
+        """The run's sampler and step count: what was asked for, else the bundle's default sampler and steps."""
+        try:
+            return resolve_sampler(sampler, steps, self.meta.default_sampler, self.meta.default_steps)
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from exc
+
     def sample(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
-               sampler: str = "em", guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
+               sampler: str | None = None, guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
                on_step: Callable[[int, float], None] | None = None, vocode: bool = True,
                peak_dbfs: float | None = DEFAULT_PEAK_DBFS) -> Generation:
-        """count samples of each digit; sample k of the run uses seed + k, whatever the batching.
+        """count samples of each digit; sample k of the run uses seed + k, whatever the batching. sampler and steps
+        default to the bundle's (metadata default_sampler, default_steps).
         vocode=False stops at the log-Mel (audio is then empty [B, 0]). Each waveform is scaled to peak at
         peak_dbfs (None: the level the model produced, clipped to [-1, 1])."""
         if isinstance(digits, (int, str)):
             digits = [digits]
-        if sampler not in SAMPLERS:
-            raise GenerationError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+        sampler, steps = self.sampler_and_steps(sampler, steps)
         spec = SAMPLERS[sampler]
-        steps = spec.default_steps if steps is None else steps
+        warning = ode_warning(sampler, self.meta.gaussian_skip)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
         guidance = self.meta.default_guidance if guidance is None else guidance
-        if steps < 1:
-            raise GenerationError(f"steps must be at least 1, got {steps}")
         if not guidance >= 0:
             raise GenerationError(f"guidance must be >= 0, got {guidance}")
         if count < 1 or batch_size < 1:

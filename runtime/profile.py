@@ -18,7 +18,6 @@ import numpy as np
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.files import pyplot, save_figure
 from c2d.runtime.generate import Generator, default_bundle
-from c2d.runtime.samplers import SAMPLERS
 
 
 def cpu_peak_gmacs(n: int = 2048, repeats: int = 3) -> float:
@@ -47,13 +46,13 @@ def peak_rss_mb() -> float:
 
 
 def profile_bundle(bundle: str | Path | None = None, backend: str = "ort", steps: int | None = None, batch: int = 1,
-                   sampler: str = "em", threads: int | None = None, device: str = "cpu") -> dict:
+                   sampler: str | None = None, threads: int | None = None, device: str = "cpu") -> dict:
     """Every field of the profile for one bundle / backend / batch size."""
     bundle = Path(bundle) if bundle is not None else default_bundle()
     start = time.perf_counter()
     gen = Generator(bundle, backend, BackendOptions(device=device, threads=threads))
     load_s = time.perf_counter() - start
-    steps = steps or SAMPLERS[sampler].default_steps
+    sampler, steps = gen.sampler_and_steps(sampler, steps)
     digits = [str(i % 10) for i in range(batch)]
     gen.sample(digits, steps=2, sampler=sampler, batch_size=batch)  # warm-up: allocations, first-call costs
     stamps: list[float] = []

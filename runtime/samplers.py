@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -106,15 +107,116 @@ def dpm_solver_pp_2m(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, 
     return x
 
 
+def _data_prediction(eps_fn: EpsFn, x, s: float, sde: SDEConfig):
+    """x0 = (x - sigma_s eps) / alpha_s from the noise prediction at time s."""
+    alpha_s, sigma_s = alpha_sigma(s, sde)
+    return (x - float(sigma_s) * eps_fn(x, s)) * (1.0 / float(alpha_s))
+
+
+def ddim(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=None, eta: float = 1.0):
+    """DDIM (Song et al. 2021) with stochasticity eta: eta = 1 samples the DDPM posterior q(x_t | x_s, x0)
+    (ancestral sampling), eta = 0 is the deterministic probability-flow discretisation.
+
+    x_t = alpha_t x0 + sqrt(sigma_t^2 - c^2) eps + c z,  c = eta sigma_t sqrt(1 - e^-2h),  h = lambda_t - lambda_s.
+    The last step adds no noise. noise: [steps, B, ...] (unused when eta = 0).
+    """
+    x = x_T
+    steps = len(ts) - 1
+    for i in range(steps):
+        s, t = float(ts[i]), float(ts[i + 1])
+        (alpha_s, sigma_s), (alpha_t, sigma_t) = alpha_sigma(s, sde), alpha_sigma(t, sde)
+        eps = eps_fn(x, s)
+        x0 = (x - float(sigma_s) * eps) * (1.0 / float(alpha_s))
+        h = float(log_snr(t, sde) - log_snr(s, sde))
+        c = eta * float(sigma_t) * math.sqrt(-math.expm1(-2.0 * h)) if i < steps - 1 else 0.0
+        x = float(alpha_t) * x0 + math.sqrt(max(float(sigma_t) ** 2 - c * c, 0.0)) * eps
+        if c > 0.0:
+            x = x + c * noise[i]
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+def _sde_phis(h: float) -> tuple[float, float, float]:
+    """I_k = int_0^h 2 e^{-2(h-u)} u^k / k! du for k = 0, 1, 2: the weights of x0 and its first two log-SNR
+    derivatives in the exact solution of the reverse VP SDE's linear part (by parts: I_k = h^k / k! - I_{k-1} / 2)."""
+    i0 = -math.expm1(-2.0 * h)
+    i1 = h - 0.5 * i0
+    return i0, i1, 0.5 * h * h - 0.5 * i1
+
+
+def dpm_solver_pp_sde(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=None, order: int = 2):
+    """SDE-DPM-Solver++ (Lu et al. 2022) multistep, order 2 (2M) or 3 (3M): the reverse SDE with its linear part
+    solved exactly and the data prediction x0(lambda) extrapolated from the last `order` steps (Newton form):
+
+    x_t = (sigma_t / sigma_s) e^-h x + alpha_t (I_0 x0 + I_1 x0' + I_2 x0'') + sigma_t sqrt(1 - e^-2h) z,
+    x0' = d1 + h1 d2, x0'' = 2 d2 from the divided differences d1, d2 over the last three log-SNR points.
+    Lower order on the first steps (first order is ancestral sampling); the last step adds no noise.
+    """
+    x, x0s, hs = x_T, [], []  # the last data predictions and the log-SNR steps between them
+    steps = len(ts) - 1
+    for i in range(steps):
+        s, t = float(ts[i]), float(ts[i + 1])
+        (_, sigma_s), (alpha_t, sigma_t) = alpha_sigma(s, sde), alpha_sigma(t, sde)
+        h = float(log_snr(t, sde) - log_snr(s, sde))
+        x0 = _data_prediction(eps_fn, x, s, sde)
+        i0, i1, i2 = _sde_phis(h)
+        update = i0 * x0
+        if order >= 2 and len(x0s) >= 1:
+            d1 = (x0 - x0s[-1]) * (1.0 / hs[-1])
+            if order >= 3 and len(x0s) >= 2:
+                d2 = (d1 - (x0s[-1] - x0s[-2]) * (1.0 / hs[-2])) * (1.0 / (hs[-1] + hs[-2]))
+                update = update + i1 * (d1 + hs[-1] * d2) + (2.0 * i2) * d2
+            else:
+                update = update + i1 * d1
+        x = float(sigma_t / sigma_s) * math.exp(-h) * x + float(alpha_t) * update
+        if i < steps - 1:
+            x = x + float(sigma_t) * math.sqrt(i0) * noise[i]
+        x0s, hs = (x0s + [x0])[-2:], (hs + [h])[-2:]
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     fn: Callable  # (eps_fn, x_T, noise, ts, sde, callback) -> x at t_min
     stochastic: bool  # needs per-step noise from the host
     default_steps: int
     default_schedule: str  # key of SCHEDULES
+    summary: str  # one line for --help
 
 
+ODE_WARNING = ("WARNING: the probability-flow ODE turns noise into noisy or blurred digits with a generator trained "
+               "without --gaussian-skip, as the shipped one is (README, Samplers)")
 SAMPLERS = {
-    "em": SamplerSpec(euler_maruyama, True, 100, "linear"),  # the paper's sampler
-    "dpm2m": SamplerSpec(dpm_solver_pp_2m, False, 20, "logsnr"),  # fast deterministic
+    "em": SamplerSpec(euler_maruyama, True, 100, "linear", "reverse SDE, Euler-Maruyama (the paper's sampler)"),
+    "ancestral": SamplerSpec(partial(ddim, eta=1.0), True, 25, "logsnr", "DDPM posterior steps (DDIM, eta 1)"),
+    "dpm2m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=2), True, 20, "logsnr", "SDE-DPM-Solver++(2M)"),
+    "dpm3m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=3), True, 20, "logsnr", "SDE-DPM-Solver++(3M)"),
+    "ddim": SamplerSpec(partial(ddim, eta=0.0), False, 50, "logsnr", f"DDIM, eta 0: probability-flow ODE ({ODE_WARNING})"),
+    "dpm2m": SamplerSpec(dpm_solver_pp_2m, False, 20, "logsnr", f"DPM-Solver++(2M): probability-flow ODE ({ODE_WARNING})"),
 }
+
+
+# What `c2d export` writes into a bundle as its default sampler, chosen by benchmarks/samplers.py (README, Samplers):
+# the fewest steps whose quality on Table 1's 1,000 seeds is at least EM-100's.
+DEFAULT_SAMPLER, DEFAULT_STEPS = "ancestral", 25
+
+
+def ode_warning(sampler: str, gaussian_skip: bool) -> str | None:
+    """The warning for a deterministic (ODE) sampler on a generator whose eps ignores the noise energy of x_t."""
+    return None if SAMPLERS[sampler].stochastic or gaussian_skip else f"{sampler}: {ODE_WARNING}"
+
+
+def resolve_sampler(sampler: str | None, steps: int | None, default_sampler: str, default_steps: int) -> tuple[str, int]:
+    """(sampler, steps) of a run: what was asked for, else the bundle's defaults. Steps left open take the bundle's
+    default_steps when the sampler is the bundle's, else the sampler's own default."""
+    name = default_sampler if sampler is None else sampler
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    if steps is None:
+        steps = default_steps if name == default_sampler else SAMPLERS[name].default_steps
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    return name, steps

@@ -69,7 +69,7 @@ def test_shipped_evaluator_is_at_least_95_percent_accurate():
 
 
 def test_profile_fills_every_field(tmp_path):
-    res = CliRunner().invoke(main, ["profile", "--sampler", "dpm2m", "--steps", "4", "--batch", "2", "--threads", "1",
+    res = CliRunner().invoke(main, ["profile", "--sampler", "ancestral", "--steps", "4", "--batch", "2", "--threads", "1",
                                     "--json", str(tmp_path / "p.json"), "--markdown", str(tmp_path / "p.md")])
     assert res.exit_code == 0, res.output
     import json
@@ -85,13 +85,13 @@ def test_profile_fills_every_field(tmp_path):
 
 def test_profile_plot(tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
-    res = CliRunner().invoke(main, ["profile", "--sampler", "dpm2m", "--steps", "3", "--plot", str(tmp_path / "p.png")])
+    res = CliRunner().invoke(main, ["profile", "--sampler", "ancestral", "--steps", "3", "--plot", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
 def test_evaluate_cli_reports_every_metric(tmp_path, features_file):
-    res = CliRunner().invoke(main, ["evaluate", "--count", "2", "--sampler", "dpm2m", "--steps", "3", "--features", str(features_file),
+    res = CliRunner().invoke(main, ["evaluate", "--count", "2", "--sampler", "ancestral", "--steps", "3", "--features", str(features_file),
                                     "--json", str(tmp_path / "m.json")])
     assert res.exit_code == 0, res.output
     import json

@@ -55,9 +55,9 @@ def tiny_classifier_ckpt(tmp_path) -> tuple[str, dict]:
     return path, torch.load(path, weights_only=True)
 
 
-def tiny_subnet(tmp_path, taps: bool = True) -> list[str]:
+def tiny_subnet(tmp_path, taps: bool = True, **config) -> list[str]:
     _, cls_ckpt = tiny_classifier_ckpt(tmp_path)
-    cfg = dataclasses.replace(SIZES["tiny"].subnet, use_gradient_taps=taps)
+    cfg = dataclasses.replace(SIZES["tiny"].subnet, use_gradient_taps=taps, **config)
     subnet = ScoreSubnet(cfg, NoiseConditionedClassifier(SIZES["tiny"].classifier).tap_channels)
     _randomize(subnet, 2, 0.05)
     return [_save(tmp_path, "subnet", cfg, subnet, classifier=embedded_classifier(cls_ckpt))]
@@ -137,6 +137,13 @@ def test_every_registered_generator_target_exports_and_validates(tmp_path, targe
     assert [i.name for i in model.graph.input] == ["x", "t", "y", "gamma"]
     assert [o.name for o in model.graph.output] == ["eps", "logits", "guidance"]
     assert not list(tmp_path.glob(".bundle*"))  # no temporary folders left
+
+
+def test_subnet_with_the_gaussian_skip_exports_and_validates(tmp_path):
+    checkpoints = tiny_subnet(tmp_path, gaussian_skip=True, data_mean=-0.68, data_var=0.2)
+    manifest = export_bundle(checkpoints, tmp_path / "bundle", vocoder="griffin-lim")
+    errors = manifest["generator"]["validation"]["max_relative_error"]
+    assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
 
 
 def test_single_backbone_graph_shares_the_classifier_features(tmp_path):

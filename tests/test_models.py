@@ -94,3 +94,22 @@ def test_classifier_stays_frozen_even_in_train_mode():
     model.train()
     assert not model.classifier.training and model.subnet.training
     assert not any(p.requires_grad for p in model.classifier.parameters())
+
+
+def test_gaussian_skip_makes_eps_follow_the_noise_energy_of_x():
+    """With the skip, an untrained subnet (zero head) predicts the Gaussian denoiser's eps exactly: at t = 1 that is
+    x itself, so scaling x scales eps (the exact eps does the same). Without it the output ignores x entirely."""
+    from c2d.models.sde import alpha_sigma
+    from c2d.models.subnet import gaussian_eps
+
+    cfg = dataclasses.replace(TINY.subnet, gaussian_skip=True, data_mean=-0.7, data_var=0.2)
+    classifier = tiny_classifier()
+    model = SingleBackbone(classifier, ScoreSubnet(cfg, classifier.tap_channels), SDEConfig()).eval()
+    plain = SingleBackbone(classifier, ScoreSubnet(TINY.subnet, classifier.tap_channels), SDEConfig()).eval()
+    z = torch.randn(2, 1, 80, 88, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([1.0, 0.4])
+    with torch.no_grad():
+        eps = model(z, t)
+        torch.testing.assert_close(eps, gaussian_eps(z, *alpha_sigma(t, SDEConfig()), -0.7, 0.2))
+        assert torch.allclose(model(1.3 * z, t)[0], 1.3 * eps[0], rtol=0.01, atol=0.02)
+        assert plain(1.3 * z, t).abs().max() == 0  # zero head: nothing

@@ -53,7 +53,7 @@ def test_samples_do_not_depend_on_batch_composition(gen):
 
 
 def test_generate_api_returns_one_second_waveforms(gen):
-    audio = gen.generate("nine", count=2, steps=5, sampler="dpm2m")
+    audio = gen.generate("nine", count=2, steps=5, sampler="ancestral")
     assert audio.shape == (2, gen.meta.mel.clip_samples) and audio.dtype == np.float32
     assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0 and not np.array_equal(audio[0], audio[1])
 
@@ -90,7 +90,7 @@ def test_parse_digit(value, expected):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"digits": "eleven"}, "unknown digit"), ({"digits": "12"}, "unknown digit"), ({"digits": "1", "steps": 0}, "steps"),
-    ({"digits": "1", "guidance": -1.0}, "guidance"), ({"digits": "1", "sampler": "ddim"}, "sampler"),
+    ({"digits": "1", "guidance": -1.0}, "guidance"), ({"digits": "1", "sampler": "heun"}, "sampler"),
 ])
 def test_bad_requests_are_clear_errors(gen, kwargs, message):
     with pytest.raises(GenerationError, match=message):
@@ -136,7 +136,7 @@ def test_newer_bundle_format_and_missing_vocoder_are_clear_errors(tmp_path):
 def test_cli_writes_wavs_and_a_plot(tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     out = tmp_path / "digits.wav"
-    res = CliRunner().invoke(main, ["generate", "--digit", "seven", "--digit", "3", "--sampler", "dpm2m", "--steps", "6", "--quiet",
+    res = CliRunner().invoke(main, ["generate", "--digit", "seven", "--digit", "3", "--sampler", "ancestral", "--steps", "6", "--quiet",
                                     "--plot", "--sample-rate", "16000", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "real-time factor" in res.output
@@ -151,7 +151,7 @@ def test_generation_runs_where_torch_cannot_be_imported(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from c2d.cli import main\n"
-        f"main(['generate', '--digit', '7', '--sampler', 'dpm2m', '--steps', '4', '--quiet', '-o', r'{tmp_path / 'seven.wav'}'])\n"
+        f"main(['generate', '--digit', '7', '--sampler', 'ancestral', '--steps', '4', '--quiet', '-o', r'{tmp_path / 'seven.wav'}'])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -220,3 +220,54 @@ def test_resample_keeps_the_pitch():
     out = resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), 22050, 16000)
     assert out.shape == (16000,)
     assert abs(np.argmax(np.abs(np.fft.rfft(out))) - 440) <= 1  # 1 Hz bins over 1 s
+
+
+def _counting(gen):
+    calls = []
+    return calls, (lambda n, t: calls.append(t))
+
+
+def test_the_bundle_names_the_default_sampler_and_its_steps(gen):
+    """No sampler options: what the bundle's metadata says (the shipped one: a few-step sampler, <= 25 evaluations)."""
+    calls, on_step = _counting(gen)
+    result = gen.sample("3", on_step=on_step, vocode=False)
+    assert (result.sampler, result.steps) == (gen.meta.default_sampler, gen.meta.default_steps) == gen.sampler_and_steps()
+    assert len(calls) == gen.meta.default_steps
+    assert gen.meta.default_sampler != "em" and gen.meta.default_steps <= 25
+
+
+def test_an_explicit_sampler_wins_and_takes_its_own_default_steps(gen):
+    from c2d.runtime.samplers import SAMPLERS
+
+    assert gen.sampler_and_steps("em") == ("em", SAMPLERS["em"].default_steps) == ("em", 100)
+    assert gen.sampler_and_steps("em", 7) == ("em", 7)
+    assert gen.sampler_and_steps(None, 9) == (gen.meta.default_sampler, 9)
+
+
+def test_a_bundle_written_before_default_sampler_existed_runs_the_papers_em():
+    from c2d.runtime.bundle import decode_metadata, encode_metadata
+
+    meta = load(backend="ort").meta
+    props = {k: v for k, v in encode_metadata(meta).items() if k not in ("c2d.default_sampler", "c2d.gaussian_skip")}
+    old = decode_metadata(props)
+    assert old.default_sampler == "em" and old.gaussian_skip is False
+
+
+def test_ode_samplers_warn_on_a_generator_without_the_gaussian_skip(gen, tmp_path):
+    assert not gen.meta.gaussian_skip
+    with pytest.warns(UserWarning, match="probability-flow ODE"):
+        gen.sample("3", steps=2, sampler="ddim", vocode=False)
+    res = CliRunner().invoke(main, ["generate", "--digit", "3", "--sampler", "dpm2m", "--steps", "2", "--quiet", "-o", str(tmp_path / "a.wav")])
+    assert res.exit_code == 0 and "warning: dpm2m: WARNING: the probability-flow ODE" in res.output
+    res = CliRunner().invoke(main, ["generate", "--help"])
+    assert res.output.count("WARNING") == 2  # ddim and dpm2m, in the --sampler help
+
+
+def test_profile_and_calibration_run_the_bundles_default_sampler(gen, tmp_path):
+    from c2d.calibration.record import record
+    from c2d.runtime.profile import profile_bundle
+
+    prof = profile_bundle(SHIPPED, steps=3, threads=1)
+    assert prof["sampler"] == gen.meta.default_sampler and prof["steps"] == 3
+    info = record(SHIPPED, tmp_path / "calib", digits=[1, 2], guidances=[3.0], steps=3, threads=1)
+    assert info["sampler"] == gen.meta.default_sampler and info["calls"] == 3

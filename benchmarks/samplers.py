@@ -1,0 +1,194 @@
+"""Sample quality against steps for every registered sampler, and the real-time factor of the chosen operating points.
+
+python -m c2d.benchmarks.samplers [--bundle DIR] [--sweep-count 10] [--final-count 100] [--final SAMPLER:STEPS ...]
+                                  [--out-dir runs/samplers] [--results benchmarks/results/samplers.json]
+
+1. Sweep: every sampler at the step counts of SWEEP (4 to 100), guided at the bundle's gamma, sweep-count samples
+   per digit on the same seeds; accuracy, FID and IS by the independent evaluator (Table 1's protocol, fewer samples).
+2. Operating points (--final, EM-100 always among them): final-count samples per digit on Table 1's seeds (1000 + k),
+   so EM-100 here is Table 1's shipped row; accuracy with its binomial standard error, FID, IS, mIS, AM.
+3. Real-time factor of each operating point on the given backend, batch 1, 1 s of audio, median of interleaved rounds.
+The default is chosen as the fewest steps whose 1,000-sample accuracy is within one standard error of EM-100's (or
+above) and whose FID is no worse. Samples are cached in --out-dir, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import subprocess
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from c2d.benchmarks import write_results
+from c2d.models.data import load_features
+from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
+from c2d.runtime import load
+from c2d.runtime.backends import BackendOptions
+from c2d.runtime.files import pyplot, save_figure
+from c2d.runtime.generate import default_bundle
+from c2d.runtime.samplers import SAMPLERS
+
+SWEEP = {  # steps per sampler: the few-step range for the few-step samplers, enough of the rest to show their curve
+    "em": (25, 50, 100), "ancestral": (4, 6, 10, 15, 25, 50), "dpm2m-sde": (4, 6, 10, 15, 25, 50),
+    "dpm3m-sde": (4, 6, 10, 15, 25, 50), "ddim": (25, 100), "dpm2m": (10, 20, 50),
+}
+TABLE1_SEED = 1000  # Table 1's first seed: EM-100 at --final-count 100 is its shipped row
+SWEEP_SEED = 5000  # the sweep's seeds are apart from the operating points'
+REFERENCE = ("em", 100)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def cached_samples(out_dir: Path, bundle: Path, sampler: str, steps: int, guidance: float, count: int, seed: int, threads: int, log):
+    """count samples per digit (normalised log-Mels, digits), generated once and kept as .npz in out_dir."""
+    cache = out_dir / f"{sampler}-{steps}-g{guidance:g}-n{count}-s{seed}.npz"
+    if cache.is_file():
+        data = np.load(cache)
+        return data["x"], data["digits"]
+    start = time.time()
+    x, digits = generate_normalised(bundle, count, sampler, steps, guidance, seed, threads=threads)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez_compressed(tmp, x=x, digits=digits)
+    tmp.replace(cache)
+    log(f"{sampler}-{steps}: {len(x)} samples in {time.time() - start:.0f} s")
+    return x, digits
+
+
+def binomial_se(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 1e-12) / n)
+
+
+def quality(evaluator, reference, x, digits) -> dict:
+    m = evaluate_samples(evaluator, x, digits, reference)
+    m["accuracy_se"] = binomial_se(m["accuracy"], len(digits))
+    m["floor_share"] = float((x < -0.9).mean())  # share of near-silent values (real clips: about 0.66)
+    return m
+
+
+def real_time_factors(bundle: Path, backend: str, threads: int, points: list[tuple[str, int]], rounds: int = 3) -> dict:
+    """Sampling + vocoder seconds per second of audio, batch 1, median of interleaved rounds."""
+    gen = load(bundle, backend, BackendOptions(threads=threads))
+    gen.sample("7", steps=2)  # warm-up
+    times = {p: [] for p in points}
+    for _ in range(rounds):
+        for sampler, steps in points:
+            r = gen.sample("7", seed=0, steps=steps, sampler=sampler)
+            times[(sampler, steps)].append(r.sampling_seconds + r.vocoder_seconds)
+    clip = gen.meta.mel.clip_seconds
+    em = statistics.median(times[REFERENCE]) if REFERENCE in times else None
+    return {f"{s}-{n}": {"seconds": statistics.median(v), "rtf": statistics.median(v) / clip,
+                         "speedup_vs_em100": em / statistics.median(v) if em else None} for (s, n), v in times.items()}
+
+
+def choose_default(final: dict[str, dict]) -> str | None:
+    """The fewest-steps operating point at least as good as EM-100: accuracy within one standard error (or above),
+    FID no higher."""
+    ref = final[f"{REFERENCE[0]}-{REFERENCE[1]}"]
+    ok = [k for k, m in final.items() if m["accuracy"] >= ref["accuracy"] - ref["accuracy_se"] and m["fid"] <= ref["fid"]]
+    return min(ok, key=lambda k: (int(k.rsplit("-", 1)[1]), k)) if ok else None
+
+
+def plot(sweep: dict[str, dict[int, dict]], path: Path) -> None:
+    fig, (ax_fid, ax_acc) = pyplot().subplots(1, 2, figsize=(10, 3.8))
+    for name, by_steps in sweep.items():
+        steps = sorted(by_steps)
+        ax_fid.plot(steps, [by_steps[n]["fid"] for n in steps], marker="o", label=name)
+        ax_acc.plot(steps, [by_steps[n]["accuracy"] * 100 for n in steps], marker="o", label=name)
+    for ax, label in ((ax_fid, "FID (lower is better)"), (ax_acc, "evaluator accuracy, %")):
+        ax.set_xscale("log")
+        ax.set_xlabel("steps (network evaluations)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_fid.set_yscale("log")
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def markdown(result: dict) -> str:
+    steps = result["sweep_steps"]
+    lines = [f"Sweep: {result['sweep_samples']} samples per point (guided, gamma {result['guidance']:g}); FID / accuracy.", "",
+             "| sampler | " + " | ".join(str(n) for n in steps) + " |", "|---|" + "---|" * len(steps)]
+    for name, by_steps in result["sweep"].items():
+        cells = [f"{by_steps[str(n)]['fid']:.2f} / {by_steps[str(n)]['accuracy'] * 100:.0f} %" if str(n) in by_steps else "-" for n in steps]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"Operating points: {result['final_samples']} samples each on Table 1's seeds; real-time factor on "
+              f"{result['backend']} ({result['threads']} threads, batch 1, sampling + Griffin-Lim).", "",
+              "| sampler-steps | accuracy | FID | IS | mIS | AM | near-silent share | RTF | speed-up vs EM-100 |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, m in result["final"].items():
+        r = result["rtf"].get(key, {})
+        lines.append(f"| {key}{' (default)' if key == result['chosen_default'] else ''} | {m['accuracy'] * 100:.1f} ± {m['accuracy_se'] * 100:.1f} % | "
+                     f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.2f} | {m['am']:.3f} | {m['floor_share']:.2f} | "
+                     f"{r.get('rtf', float('nan')):.3f} | {r.get('speedup_vs_em100') or float('nan'):.1f}x |")
+    lines += ["", f"Chosen default: {result['chosen_default']} (fewest steps with accuracy within one standard error of EM-100's "
+              "and FID no higher). CPU: " + result["cpu"]]
+    return "\n".join(lines) + "\n"
+
+
+def parse_point(text: str) -> tuple[str, int]:
+    name, _, steps = text.rpartition(":")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLERS)}")
+    return name, int(steps)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap.add_argument("--samplers", nargs="+", default=list(SWEEP), choices=list(SAMPLERS))
+    ap.add_argument("--steps", type=int, nargs="+", default=None, help="sweep steps for every sampler [default: SWEEP's per sampler]")
+    ap.add_argument("--sweep-count", type=int, default=10, help="samples per digit of each sweep point")
+    ap.add_argument("--final-count", type=int, default=100, help="samples per digit of each operating point (Table 1: 100)")
+    ap.add_argument("--final", type=parse_point, nargs="*", default=[], help="operating points SAMPLER:STEPS beside EM-100")
+    ap.add_argument("--sweep-only", action="store_true", help="stop after the sweep (its samples stay cached)")
+    ap.add_argument("--backend", default="ort")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out-dir", type=Path, default=Path("runs/samplers"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/samplers.json"))
+    args = ap.parse_args()
+    log = lambda msg: print(msg, flush=True)
+    gen = load(args.bundle, "ort")
+    guidance = gen.meta.default_guidance
+    evaluator = load_evaluator(files("c2d.models.checkpoints") / "evaluator.pt")
+    reference = Reference.from_features(evaluator, load_features("train"))
+    tag = args.out_dir / gen.manifest["generator"]["sha256"][:12]  # a cache per generator file
+    sweep = {}
+    for sampler in args.samplers:
+        sweep[sampler] = {}
+        for steps in args.steps or SWEEP.get(sampler, (10, 25, 50)):
+            x, digits = cached_samples(tag / "sweep", args.bundle, sampler, steps, guidance, args.sweep_count, SWEEP_SEED, args.threads, log)
+            sweep[sampler][steps] = quality(evaluator, reference, x, digits)
+            log(f"sweep {sampler}-{steps}: FID {sweep[sampler][steps]['fid']:.2f}, accuracy {sweep[sampler][steps]['accuracy']:.2f}")
+    if args.sweep_only:
+        return
+    points = [REFERENCE] + [p for p in args.final if p != REFERENCE]
+    final = {}
+    for sampler, steps in points:
+        x, digits = cached_samples(tag / "final", args.bundle, sampler, steps, guidance, args.final_count, TABLE1_SEED, args.threads, log)
+        final[f"{sampler}-{steps}"] = quality(evaluator, reference, x, digits)
+        log(f"final {sampler}-{steps}: {final[f'{sampler}-{steps}']}")
+    rtf = real_time_factors(args.bundle, args.backend, args.threads, points)
+    result = {"command": "python -m c2d.benchmarks.samplers " + " ".join(f"--final {s}:{n}" for s, n in points[1:]),
+              "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "bundle": str(args.bundle),
+              "generator_sha256": gen.manifest["generator"]["sha256"], "guidance": guidance, "backend": args.backend,
+              "threads": args.threads, "sweep_steps": sorted({n for v in sweep.values() for n in v}), "sweep_samples": args.sweep_count * len(gen.meta.labels),
+              "final_samples": args.final_count * len(gen.meta.labels), "sweep": {s: {str(n): m for n, m in v.items()} for s, v in sweep.items()},
+              "final": final, "rtf": rtf, "chosen_default": choose_default(final)}
+    plot(sweep, args.results.with_suffix(".png"))
+    write_results(args.results, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
