@@ -14,6 +14,7 @@ above) and whose FID is no worse. Samples are cached in --out-dir, so an interru
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import statistics
@@ -64,6 +65,17 @@ def cached_samples(out_dir: Path, bundle: Path, sampler: str, steps: int, guidan
     tmp.replace(cache)
     log(f"{sampler}-{steps}: {len(x)} samples in {time.time() - start:.0f} s")
     return x, digits
+
+
+def table1_reference(path: Path) -> dict:
+    """EM-100's 1,000-sample quality from Table 1's shipped row: the same checkpoint, sampler and seeds (1000 + k)."""
+    from c2d.benchmarks.table1 import SHIPPED_ROW
+
+    row = next(r for r in json.loads(path.read_text())["rows"] if r["model"] == SHIPPED_ROW)
+    m = dict(row["metrics"])
+    m["accuracy_se"] = binomial_se(m["accuracy"], m["samples"])
+    m["floor_share"] = None  # Table 1 does not record it
+    return m
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -117,6 +129,10 @@ def plot(sweep: dict[str, dict[int, dict]], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown(result: dict) -> str:
     steps = result["sweep_steps"]
     lines = [f"Sweep: {result['sweep_samples']} samples per point (guided, gamma {result['guidance']:g}); FID / accuracy.", "",
@@ -130,10 +146,10 @@ def markdown(result: dict) -> str:
     for key, m in result["final"].items():
         r = result["rtf"].get(key, {})
         lines.append(f"| {key}{' (default)' if key == result['chosen_default'] else ''} | {m['accuracy'] * 100:.1f} ± {m['accuracy_se'] * 100:.1f} % | "
-                     f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.2f} | {m['am']:.3f} | {m['floor_share']:.2f} | "
+                     f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.2f} | {m['am']:.3f} | {_share(m['floor_share'])} | "
                      f"{r.get('rtf', float('nan')):.3f} | {r.get('speedup_vs_em100') or float('nan'):.1f}x |")
     lines += ["", f"Chosen default: {result['chosen_default']} (fewest steps with accuracy within one standard error of EM-100's "
-              "and FID no higher). CPU: " + result["cpu"]]
+              "and FID no higher). CPU: " + result["cpu"]] + [f"Note: {n}." for n in result.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -152,6 +168,8 @@ def main() -> None:
     ap.add_argument("--sweep-count", type=int, default=10, help="samples per digit of each sweep point")
     ap.add_argument("--final-count", type=int, default=100, help="samples per digit of each operating point (Table 1: 100)")
     ap.add_argument("--final", type=parse_point, nargs="*", default=[], help="operating points SAMPLER:STEPS beside EM-100")
+    ap.add_argument("--reference-from", type=Path, default=None,
+                    help="take EM-100's operating-point quality from this table1.json (its shipped row) instead of sampling it again")
     ap.add_argument("--sweep-only", action="store_true", help="stop after the sweep (its samples stay cached)")
     ap.add_argument("--backend", default="ort")
     ap.add_argument("--threads", type=int, default=2)
@@ -174,18 +192,25 @@ def main() -> None:
     if args.sweep_only:
         return
     points = [REFERENCE] + [p for p in args.final if p != REFERENCE]
-    final = {}
+    final, notes = {}, []
+    if args.reference_from:
+        final["em-100"] = table1_reference(args.reference_from)
+        notes.append(f"em-100's quality is Table 1's shipped row ({args.reference_from}: the same checkpoint, seeds and sampler)")
     for sampler, steps in points:
+        if f"{sampler}-{steps}" in final:
+            continue
         x, digits = cached_samples(tag / "final", args.bundle, sampler, steps, guidance, args.final_count, TABLE1_SEED, args.threads, log)
         final[f"{sampler}-{steps}"] = quality(evaluator, reference, x, digits)
         log(f"final {sampler}-{steps}: {final[f'{sampler}-{steps}']}")
     rtf = real_time_factors(args.bundle, args.backend, args.threads, points)
-    result = {"command": "python -m c2d.benchmarks.samplers " + " ".join(f"--final {s}:{n}" for s, n in points[1:]),
+    command = " ".join(["python -m c2d.benchmarks.samplers", *(f"--final {s}:{n}" for s, n in points[1:]),
+                        *([f"--reference-from {args.reference_from}"] if args.reference_from else [])])
+    result = {"command": command,
               "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "bundle": str(args.bundle),
               "generator_sha256": gen.manifest["generator"]["sha256"], "guidance": guidance, "backend": args.backend,
               "threads": args.threads, "sweep_steps": sorted({n for v in sweep.values() for n in v}), "sweep_samples": args.sweep_count * len(gen.meta.labels),
               "final_samples": args.final_count * len(gen.meta.labels), "sweep": {s: {str(n): m for n, m in v.items()} for s, v in sweep.items()},
-              "final": final, "rtf": rtf, "chosen_default": choose_default(final)}
+              "final": final, "rtf": rtf, "chosen_default": choose_default(final), "notes": notes}
     plot(sweep, args.results.with_suffix(".png"))
     write_results(args.results, result, markdown(result))
 

@@ -4,9 +4,10 @@ python -m c2d.benchmarks.table1 [--count 100] [--out-dir runs/table1] [--results
 
 Rows: U-Net and score subnet (with and without gradient taps, 4,000 steps each: the equal-budget ablation),
 unconditional (gamma 0) and guided (gamma 3), plus the shipped generator (the same subnet trained to 18,000 steps),
-guided. Columns: parameters total [trainable] and GMACs per step (models/costs.py), FID / IS / mIS / AM and class
-accuracy by the independent evaluator (models/evaluator.py) on count x 10 samples per row (reverse-SDE EM,
-100 steps, exported bundles on ONNX Runtime CPU), per-step latency and peak memory of each graph
+guided, with the paper's sampler and with the bundle's default few-step sampler. Columns: parameters total
+[trainable] and GMACs per step (models/costs.py), FID / IS / mIS / AM and class accuracy by the independent
+evaluator (models/evaluator.py) on count x 10 samples per row (reverse-SDE EM, 100 steps, but for the default-sampler
+row; exported bundles on ONNX Runtime CPU), per-step latency and peak memory of each graph
 (`c2d profile` in a fresh process per measurement, bundles interleaved, median of rounds).
 Generated samples are cached in --out-dir, so an interrupted run resumes where it stopped.
 A row of real test-split clips gives the metrics' floor.
@@ -31,22 +32,26 @@ from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.models.costs import cost_table
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
+from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 CKPT = files("c2d.models.checkpoints")
 BUNDLES = {"single": ["subnet-small.pt"], "notaps": ["subnet-small-notaps.pt"], "two-model": ["unet-small.pt", "classifier-small.pt"],
            "shipped": [SHIPPED_SUBNET]}
 SAME_GRAPH = {"shipped": "single"}  # longer-trained weights, same graph: profiled once
 SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
-ROWS = [  # (row name, as in models/costs.py unless COST_ROW says otherwise; bundle; guidance)
-    ("U-Net, unconditional", "two-model", 0.0),
-    ("Score subnet, unconditional", "single", 0.0),
-    ("... without gradient taps", "notaps", 0.0),
-    (TWO_MODEL_ROW, "two-model", 3.0),
-    (SINGLE_ROW, "single", 3.0),
-    ("... without gradient taps, guided", "notaps", 3.0),
-    (SHIPPED_ROW, "shipped", 3.0),
+DEFAULT_ROW = f"... {DEFAULT_SAMPLER} {DEFAULT_STEPS} steps (the bundle's default sampler)"
+EM100 = ("em", 100)  # the paper's sampler: every row but DEFAULT_ROW
+ROWS = [  # (row name, as in models/costs.py unless COST_ROW says otherwise; bundle; guidance; sampler and steps)
+    ("U-Net, unconditional", "two-model", 0.0, EM100),
+    ("Score subnet, unconditional", "single", 0.0, EM100),
+    ("... without gradient taps", "notaps", 0.0, EM100),
+    (TWO_MODEL_ROW, "two-model", 3.0, EM100),
+    (SINGLE_ROW, "single", 3.0, EM100),
+    ("... without gradient taps, guided", "notaps", 3.0, EM100),
+    (SHIPPED_ROW, "shipped", 3.0, EM100),
+    (DEFAULT_ROW, "shipped", 3.0, (DEFAULT_SAMPLER, DEFAULT_STEPS)),
 ]
-COST_ROW = {SHIPPED_ROW: SINGLE_ROW}
+COST_ROW = {SHIPPED_ROW: SINGLE_ROW, DEFAULT_ROW: SINGLE_ROW}
 
 
 def export_all(out_dir: Path) -> dict[str, Path]:
@@ -59,13 +64,13 @@ def export_all(out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def samples_for(row: str, bundle: Path, guidance: float, count: int, out_dir: Path, log) -> tuple[np.ndarray, np.ndarray]:
+def samples_for(row: str, bundle: Path, guidance: float, sampling: tuple[str, int], count: int, out_dir: Path, log) -> tuple[np.ndarray, np.ndarray]:
     cache = out_dir / "samples" / f"{row.replace(' ', '_').replace(',', '').replace('.', '').replace('+', 'plus')}-{count}.npz"
     if cache.is_file():
         data = np.load(cache)
         return data["x"], data["digits"]
     start = time.time()
-    x, digits = generate_normalised(bundle, count, "em", 100, guidance, seed=1000)
+    x, digits = generate_normalised(bundle, count, *sampling, guidance, seed=1000)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + ".tmp.npz")
     np.savez_compressed(tmp, x=x, digits=digits)
@@ -106,7 +111,7 @@ def markdown(result: dict) -> str:
     r = result["ratios_single_over_two_model_guided"]
     lines += ["", "single backbone / two-model (guided): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())]
     t = result["shipped_model_targets"]
-    lines += ["", f"shipped model ({SHIPPED_ROW}: gamma 3, EM 100) against the default-model targets: evaluator accuracy "
+    lines += ["", f"shipped model as `c2d generate` runs it ({DEFAULT_ROW}, gamma 3) against the default-model targets: evaluator accuracy "
                   f"{t['accuracy'] * 100:.1f} % (target >= {t['accuracy_target'] * 100:.0f} %: {'met' if t['accuracy_met'] else 'NOT met'}); "
                   f"FID / U-Net + Classifier FID {t['fid_ratio']:.2f} (target <= {t['fid_ratio_target']}: {'met' if t['fid_ratio_met'] else 'NOT met'})"]
     return "\n".join(lines) + "\n"
@@ -136,8 +141,8 @@ def main() -> None:
     real = evaluate_samples(evaluator, test.x, test.y, reference)
     costs = {c.model: c for c in cost_table("small")}
     quality = {}
-    for row, bundle, gamma in ROWS:
-        x, digits = samples_for(row, bundles[bundle], gamma, args.count, args.out_dir, log)
+    for row, bundle, gamma, sampling in ROWS:
+        x, digits = samples_for(row, bundles[bundle], gamma, sampling, args.count, args.out_dir, log)
         quality[row] = evaluate_samples(evaluator, x, digits if gamma > 0 else None, reference)
         log(f"{row}: {quality[row]}")
     log("profiling (fresh process per measurement, interleaved)")
@@ -145,16 +150,17 @@ def main() -> None:
     cost = lambda row: costs[COST_ROW.get(row, row)]
     rows = [{"model": row, "bundle": bundle, "guidance": gamma, "params_total": cost(row).params_total,
              "params_trainable": cost(row).params_trainable, "gmacs_per_step": cost(row).macs_per_step / 1e9,
-             "metrics": quality[row], "profile": prof[SAME_GRAPH.get(bundle, bundle)]} for row, bundle, gamma in ROWS]
+             "sampler": f"{sampling[0]}-{sampling[1]}", "metrics": quality[row], "profile": prof[SAME_GRAPH.get(bundle, bundle)]}
+            for row, bundle, gamma, sampling in ROWS]
     by_name = {r["model"]: r for r in rows}
     one, two = by_name[SINGLE_ROW], by_name[TWO_MODEL_ROW]
     result = {
         "command": f"python -m c2d.benchmarks.table1 --count {args.count}", "date": time.strftime("%Y-%m-%d"),
-        "sampler": "em, 100 steps", "samples_per_row": args.count * 10, "rows": rows, "real_test_split": real,
+        "sampler": f"em, 100 steps (the last row: {DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps)", "samples_per_row": args.count * 10, "rows": rows, "real_test_split": real,
         "ratios_single_over_two_model_guided": {
             "params": one["params_total"] / two["params_total"], "MACs": one["gmacs_per_step"] / two["gmacs_per_step"],
             "latency": one["profile"]["step_ms"] / two["profile"]["step_ms"], "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"]},
-        "shipped_model_targets": shipped_model_targets(by_name[SHIPPED_ROW], two),
+        "shipped_model_targets": shipped_model_targets(by_name[DEFAULT_ROW], two),
         "note": "unconditional rows run the same exported graph as their guided row with gamma 0, and the shipped row the "
                 "same graph as the 4,000-step subnet, so they share its latency",
     }

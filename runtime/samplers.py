@@ -113,9 +113,10 @@ def _data_prediction(eps_fn: EpsFn, x, s: float, sde: SDEConfig):
     return (x - float(sigma_s) * eps_fn(x, s)) * (1.0 / float(alpha_s))
 
 
-def ddim(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=None, eta: float = 1.0):
+def ddim(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=None, eta: float | Callable[[float], float] = 1.0):
     """DDIM (Song et al. 2021) with stochasticity eta: eta = 1 samples the DDPM posterior q(x_t | x_s, x0)
-    (ancestral sampling), eta = 0 is the deterministic probability-flow discretisation.
+    (ancestral sampling), eta = 0 is the deterministic probability-flow discretisation. eta may be a function of
+    the step's start time s (benchmarks/ode_diagnosis.py switches between the two along the trajectory).
 
     x_t = alpha_t x0 + sqrt(sigma_t^2 - c^2) eps + c z,  c = eta sigma_t sqrt(1 - e^-2h),  h = lambda_t - lambda_s.
     The last step adds no noise. noise: [steps, B, ...] (unused when eta = 0).
@@ -128,7 +129,8 @@ def ddim(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=Non
         eps = eps_fn(x, s)
         x0 = (x - float(sigma_s) * eps) * (1.0 / float(alpha_s))
         h = float(log_snr(t, sde) - log_snr(s, sde))
-        c = eta * float(sigma_t) * math.sqrt(-math.expm1(-2.0 * h)) if i < steps - 1 else 0.0
+        e = eta(s) if callable(eta) else eta
+        c = e * float(sigma_t) * math.sqrt(-math.expm1(-2.0 * h)) if i < steps - 1 else 0.0
         x = float(alpha_t) * x0 + math.sqrt(max(float(sigma_t) ** 2 - c * c, 0.0)) * eps
         if c > 0.0:
             x = x + c * noise[i]
