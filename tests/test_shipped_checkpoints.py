@@ -11,7 +11,7 @@ from c2d.models.data import DEFAULT_DATA, list_clips, read_resampled
 from c2d.runtime.audio import clip_features
 
 CKPTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
-SUBNETS = (SHIPPED_SUBNET, "subnet-small.pt", "subnet-small-notaps.pt")
+SUBNETS = (SHIPPED_SUBNET, "subnet-small.pt", "subnet-small-notaps.pt", "subnet-small-gskip-1500.pt")
 FILES = {"classifier-small.pt": "classifier", "unet-small.pt": "unet"} | {name: "subnet" for name in SUBNETS}
 
 
@@ -40,3 +40,18 @@ def test_committed_classifier_recognises_real_test_clips():
     with torch.no_grad():
         pred = classifier(x, torch.zeros(len(x))).argmax(1).numpy()
     assert (pred == np.array([c.digit for c in clips])).mean() >= 0.9
+
+
+def _radial_slope(name: str, scale: float) -> float:
+    """<eps(scale z, t=1), z> / |z|^2 for pure noise z: the exact eps is about scale * z there."""
+    model = build_single_backbone(load_checkpoint(CKPTS / name)).eval()
+    z = torch.randn(2, 1, 80, 88, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eps = model(scale * z, torch.ones(2))
+    return float((eps * z).sum() / (z * z).sum())
+
+
+def test_only_the_gaussian_skip_subnet_scales_eps_with_the_noise_in_x():
+    """The probability-flow ODE's failure (README, Samplers): the shipped subnet's eps hardly follows |x_t|."""
+    assert _radial_slope("subnet-small-gskip-1500.pt", 1.3) == pytest.approx(1.3, abs=0.03)
+    assert _radial_slope(SHIPPED_SUBNET, 1.3) < 1.1
