@@ -193,9 +193,9 @@ ODE_WARNING = ("WARNING: the probability-flow ODE turns noise into noisy or blur
                "without --gaussian-skip, as the shipped one is (README, Samplers)")
 SAMPLERS = {
     "em": SamplerSpec(euler_maruyama, True, 100, "linear", "reverse SDE, Euler-Maruyama (the paper's sampler)"),
-    "ancestral": SamplerSpec(partial(ddim, eta=1.0), True, 25, "logsnr", "DDPM posterior steps (DDIM, eta 1)"),
-    "dpm2m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=2), True, 20, "logsnr", "SDE-DPM-Solver++(2M)"),
-    "dpm3m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=3), True, 20, "logsnr", "SDE-DPM-Solver++(3M)"),
+    "ancestral": SamplerSpec(partial(ddim, eta=1.0), True, 8, "logsnr", "DDPM posterior steps (DDIM, eta 1)"),
+    "dpm2m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=2), True, 25, "logsnr", "SDE-DPM-Solver++(2M)"),
+    "dpm3m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=3), True, 25, "logsnr", "SDE-DPM-Solver++(3M)"),
     "ddim": SamplerSpec(partial(ddim, eta=0.0), False, 50, "logsnr", f"DDIM, eta 0: probability-flow ODE ({ODE_WARNING})"),
     "dpm2m": SamplerSpec(dpm_solver_pp_2m, False, 20, "logsnr", f"DPM-Solver++(2M): probability-flow ODE ({ODE_WARNING})"),
 }
@@ -203,7 +203,7 @@ SAMPLERS = {
 
 # What `c2d export` writes into a bundle as its default sampler, chosen by benchmarks/samplers.py (README, Samplers):
 # the fewest steps whose quality on Table 1's 1,000 seeds is at least EM-100's.
-DEFAULT_SAMPLER, DEFAULT_STEPS = "ancestral", 25
+DEFAULT_SAMPLER, DEFAULT_STEPS = "ancestral", 8
 
 
 def ode_warning(sampler: str, gaussian_skip: bool) -> str | None:
