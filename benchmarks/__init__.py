@@ -1,7 +1,11 @@
 """Measurement scripts: each writes its numbers under benchmarks/results/ and prints a Markdown table."""
 
 import json
+import time
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from c2d.runtime.files import atomic_write_text
 
@@ -12,3 +16,19 @@ def write_results(path: Path, result: dict, markdown: str) -> None:
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     atomic_write_text(path.with_suffix(".md"), markdown)
     print(markdown)
+
+
+def cached_samples(cache: Path, generate: Callable[[], tuple[np.ndarray, np.ndarray]], label: str, log) -> tuple[np.ndarray, np.ndarray]:
+    """(samples, digits) from the .npz at `cache`, else from generate(), then kept there (written atomically), so an
+    interrupted benchmark resumes where it stopped."""
+    if cache.is_file():
+        data = np.load(cache)
+        return data["x"], data["digits"]
+    start = time.time()
+    x, digits = generate()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez_compressed(tmp, x=x, digits=digits)
+    tmp.replace(cache)
+    log(f"{label}: {len(x)} samples in {time.time() - start:.0f} s")
+    return x, digits

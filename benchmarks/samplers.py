@@ -23,9 +23,8 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
 
-from c2d.benchmarks import write_results
+from c2d.benchmarks import cached_samples, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
 from c2d.runtime import load
@@ -51,20 +50,11 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def cached_samples(out_dir: Path, bundle: Path, sampler: str, steps: int, guidance: float, count: int, seed: int, threads: int, log):
+def samples(out_dir: Path, bundle: Path, sampler: str, steps: int, guidance: float, count: int, seed: int, threads: int, log):
     """count samples per digit (normalised log-Mels, digits), generated once and kept as .npz in out_dir."""
     cache = out_dir / f"{sampler}-{steps}-g{guidance:g}-n{count}-s{seed}.npz"
-    if cache.is_file():
-        data = np.load(cache)
-        return data["x"], data["digits"]
-    start = time.time()
-    x, digits = generate_normalised(bundle, count, sampler, steps, guidance, seed, threads=threads)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npz")
-    np.savez_compressed(tmp, x=x, digits=digits)
-    tmp.replace(cache)
-    log(f"{sampler}-{steps}: {len(x)} samples in {time.time() - start:.0f} s")
-    return x, digits
+    return cached_samples(cache, lambda: generate_normalised(bundle, count, sampler, steps, guidance, seed, threads=threads),
+                          f"{sampler}-{steps}", log)
 
 
 def table1_reference(path: Path) -> dict:
@@ -186,7 +176,7 @@ def main() -> None:
     for sampler in args.samplers:
         sweep[sampler] = {}
         for steps in args.steps or SWEEP.get(sampler, (10, 25, 50)):
-            x, digits = cached_samples(tag / "sweep", args.bundle, sampler, steps, guidance, args.sweep_count, SWEEP_SEED, args.threads, log)
+            x, digits = samples(tag / "sweep", args.bundle, sampler, steps, guidance, args.sweep_count, SWEEP_SEED, args.threads, log)
             sweep[sampler][steps] = quality(evaluator, reference, x, digits)
             log(f"sweep {sampler}-{steps}: FID {sweep[sampler][steps]['fid']:.2f}, accuracy {sweep[sampler][steps]['accuracy']:.2f}")
     if args.sweep_only:
@@ -199,7 +189,7 @@ def main() -> None:
     for sampler, steps in points:
         if f"{sampler}-{steps}" in final:
             continue
-        x, digits = cached_samples(tag / "final", args.bundle, sampler, steps, guidance, args.final_count, TABLE1_SEED, args.threads, log)
+        x, digits = samples(tag / "final", args.bundle, sampler, steps, guidance, args.final_count, TABLE1_SEED, args.threads, log)
         final[f"{sampler}-{steps}"] = quality(evaluator, reference, x, digits)
         log(f"final {sampler}-{steps}: {final[f'{sampler}-{steps}']}")
     rtf = real_time_factors(args.bundle, args.backend, args.threads, points)

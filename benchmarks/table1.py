@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import write_results
+from c2d.benchmarks import cached_samples, write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.models.costs import cost_table
@@ -66,17 +66,7 @@ def export_all(out_dir: Path) -> dict[str, Path]:
 
 def samples_for(row: str, bundle: Path, guidance: float, sampling: tuple[str, int], count: int, out_dir: Path, log) -> tuple[np.ndarray, np.ndarray]:
     cache = out_dir / "samples" / f"{row.replace(' ', '_').replace(',', '').replace('.', '').replace('+', 'plus')}-{count}.npz"
-    if cache.is_file():
-        data = np.load(cache)
-        return data["x"], data["digits"]
-    start = time.time()
-    x, digits = generate_normalised(bundle, count, *sampling, guidance, seed=1000)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npz")
-    np.savez_compressed(tmp, x=x, digits=digits)
-    tmp.replace(cache)
-    log(f"{row}: {len(x)} samples in {time.time() - start:.0f} s")
-    return x, digits
+    return cached_samples(cache, lambda: generate_normalised(bundle, count, *sampling, guidance, seed=1000), row, log)
 
 
 def profile_once(bundle: Path, steps: int) -> dict:
