@@ -46,7 +46,7 @@ class SubnetConfig:
     groups: int = 8
     dropout: float = 0.0
     # Predict eps as the Gaussian denoiser's eps plus a learned residual (sampling ODE fix, README "Samplers").
-    # The Gaussian is one mean and variance of the normalised training log-Mels (models.data.feature_moments).
+    # The Gaussian is one mean and variance of the normalised training log-Mels (`c2d train --gaussian-skip` measures them).
     gaussian_skip: bool = False
     data_mean: float = 0.0
     data_var: float = 1.0
