@@ -81,6 +81,12 @@ def euler_maruyama(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, ca
     return x
 
 
+def _data_prediction(eps_fn: EpsFn, x, s: float, sde: SDEConfig):
+    """x0 = (x - sigma_s eps) / alpha_s from the noise prediction at time s."""
+    alpha_s, sigma_s = alpha_sigma(s, sde)
+    return (x - float(sigma_s) * eps_fn(x, s)) * (1.0 / float(alpha_s))
+
+
 def dpm_solver_pp_2m(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=None):
     """Probability-flow ODE, DPM-Solver++(2M) (Lu et al. 2022) in data prediction; deterministic (noise unused).
 
@@ -92,9 +98,9 @@ def dpm_solver_pp_2m(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, 
     steps = len(ts) - 1
     for i in range(steps):
         s, t = float(ts[i]), float(ts[i + 1])
-        (alpha_s, sigma_s), (alpha_t, sigma_t) = alpha_sigma(s, sde), alpha_sigma(t, sde)
+        (_, sigma_s), (alpha_t, sigma_t) = alpha_sigma(s, sde), alpha_sigma(t, sde)
         h = float(log_snr(t, sde) - log_snr(s, sde))
-        x0 = (x - float(sigma_s) * eps_fn(x, s)) * (1.0 / float(alpha_s))
+        x0 = _data_prediction(eps_fn, x, s, sde)
         if prev_x0 is None or i == steps - 1:
             d = x0
         else:
@@ -105,12 +111,6 @@ def dpm_solver_pp_2m(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, 
         if callback is not None:
             callback(i, x)
     return x
-
-
-def _data_prediction(eps_fn: EpsFn, x, s: float, sde: SDEConfig):
-    """x0 = (x - sigma_s eps) / alpha_s from the noise prediction at time s."""
-    alpha_s, sigma_s = alpha_sigma(s, sde)
-    return (x - float(sigma_s) * eps_fn(x, s)) * (1.0 / float(alpha_s))
 
 
 def ddim(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=None, eta: float | Callable[[float], float] = 1.0):
