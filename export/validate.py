@@ -118,6 +118,25 @@ def validate_vocoder(generator, session, n_mels: int, budget: float = VOCODER_BU
     return worst
 
 
+def vocoder_reference_mels(n_mels: int, frames: int = 88) -> np.ndarray:
+    """Two log-Mels [2, n_mels, frames]: a smooth speech-like pattern and random values, both in the model's range."""
+    rng = np.random.default_rng(404)
+    bands, time = np.arange(n_mels)[:, None], np.arange(frames)[None, :]
+    smooth = -7.0 + 6.0 * np.exp(-((bands - 20) / 12.0) ** 2) * np.sin(np.pi * time / frames) ** 2
+    return np.stack([smooth, rng.normal(-5.0, 2.0, (n_mels, frames))]).astype(np.float32)
+
+
+def write_vocoder_reference(vocoder, mel_cfg: MelConfig, path) -> None:
+    """The PyTorch vocoder's waveforms for vocoder_reference_mels, saved in the bundle for backend parity."""
+    from c2d.runtime.files import atomic_path
+
+    mel = vocoder_reference_mels(mel_cfg.n_mels, mel_cfg.n_frames)
+    with torch.no_grad():
+        wave = vocoder(torch.from_numpy(mel)).numpy()
+    with atomic_path(path, ".npz") as tmp:
+        np.savez_compressed(tmp, mel=mel, wave=wave)
+
+
 def write_reference(model, sde: SDEConfig, shape: tuple[int, ...], n_classes: int, path) -> None:
     """The PyTorch outputs for one batch-2 case per validation time, saved in the bundle: any backend on any
     device can then be checked against PyTorch without torch (runtime/parity.py)."""

@@ -16,12 +16,13 @@ from c2d.models.classifier import NoiseConditionedClassifier
 from c2d.models.config import ClassifierConfig, SubnetConfig, UNetConfig, config_from_dict, config_to_dict
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.models.unet import UNet
+from c2d.models.vocoder import FourierVocoder, VocoderConfig
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig
 from c2d.runtime.files import atomic_path
 from c2d.runtime.sde import SDEConfig
 
 FORMAT_VERSION = 1
-KINDS = ("classifier", "subnet", "unet", "evaluator")
+KINDS = ("classifier", "subnet", "unet", "evaluator", "vocoder")
 
 
 class CheckpointError(RuntimeError):
@@ -91,6 +92,10 @@ def build_single_backbone(ckpt: dict, source: str = "checkpoint") -> SingleBackb
     subnet = ScoreSubnet(config_from_dict(SubnetConfig, ckpt["config"]), classifier.tap_channels)
     _load_state(subnet, inference_weights(ckpt), source)
     return SingleBackbone(classifier, subnet, sde_from(ckpt))
+
+
+def build_vocoder(ckpt: dict, source: str = "checkpoint") -> FourierVocoder:
+    return _load_state(FourierVocoder(config_from_dict(VocoderConfig, ckpt["config"])), inference_weights(ckpt), source)
 
 
 def sde_from(ckpt: dict) -> SDEConfig:

@@ -3,7 +3,8 @@
 A bundle is a folder:
   manifest.json    format version, variant, files with SHA-256 and size, validation errors, export times
   generator.onnx   the guided denoiser (inputs x, t, y, gamma; outputs eps, logits, guidance)
-  vocoder.onnx     HiFi-GAN (log-Mel [B, 80, T] -> waveform [B, T * hop]); absent for the Griffin-Lim vocoder
+  vocoder.onnx     the Fourier vocoder or HiFi-GAN (log-Mel [B, 80, T] -> waveform [B, 1, T * hop]); absent for Griffin-Lim
+  vocoder_reference.npz  the PyTorch vocoder's waveforms for two fixed mels (backend parity)
 
 Every ONNX file is self-describing: its metadata_props hold the keys below as JSON values under "c2d.<key>",
 read back into a typed, frozen struct with a version check (sherpa-onnx style).
@@ -25,7 +26,7 @@ GENERATOR_FILE = "generator.onnx"
 VOCODER_FILE = "vocoder.onnx"
 KEY_PREFIX = "c2d."
 VARIANTS = ("single-backbone", "single-backbone-notaps", "two-model")
-VOCODERS = ("hifigan", "griffin-lim")
+VOCODERS = ("fourier", "hifigan", "griffin-lim")
 LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 

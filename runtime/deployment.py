@@ -21,7 +21,7 @@ from c2d.runtime.backends import BackendOptions, BackendUnavailable
 from c2d.runtime.bundle import read_manifest
 from c2d.runtime.files import atomic_write_text
 from c2d.runtime.gate import Budget, compare, reference_run
-from c2d.runtime.parity import budget_for, check_parity, load_reference
+from c2d.runtime.parity import BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
 
 DEPLOYMENT_FILE = "deployment.json"
 DEPLOYMENT_FORMAT = 1
@@ -110,11 +110,16 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
             results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": False, "reason": str(exc)}
             continue
         parity = check_parity(gen.model, bundle, budget_for(cand.precision, meta.precision, meta.quantization))
+        vocoder_budget = BUDGETS[cand.precision]
+        vocoder_error = check_vocoder_parity(gen.vocoder.backend, bundle, vocoder_budget) if hasattr(gen.vocoder, "backend") else None
+        vocoder_ok = vocoder_error is None or vocoder_error <= vocoder_budget
         gate = compare(run, gen, gate_budget)
-        passed = parity.passed and not gate.failures
+        passed = parity.passed and vocoder_ok and not gate.failures
         results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": True, "parity": parity.errors,
-                               "parity_budget": parity.budget, "gate": gate.summary(), "gate_failures": gate.failures, "passed": passed}
-        log(f"{cand.label}: parity {'pass' if parity.passed else 'FAIL'} (worst {max(parity.errors.values()):.2e}), "
+                               "parity_budget": parity.budget, "vocoder_parity": vocoder_error, "vocoder_parity_budget": vocoder_budget,
+                               "gate": gate.summary(), "gate_failures": gate.failures, "passed": passed}
+        vocoder_note = "" if vocoder_error is None else f", vocoder parity {'pass' if vocoder_ok else 'FAIL'} ({vocoder_error:.2e})"
+        log(f"{cand.label}: parity {'pass' if parity.passed else 'FAIL'} (worst {max(parity.errors.values()):.2e}){vocoder_note}, "
             f"gate {'pass' if not gate.failures else 'FAIL: ' + '; '.join(gate.failures)}")
         opened[cand.label] = gen.model
     log(f"latency: {rounds} interleaved rounds x {calls} calls, batch 1")
@@ -156,13 +161,15 @@ def read_choice(bundle: str | Path) -> tuple[Candidate | None, str]:
 
 
 def deployment_markdown(profile: dict) -> str:
-    lines = ["| backend | precision | ms/step | parity (worst rel. error / budget) | gate | chosen |", "|---|---|---|---|---|---|"]
+    lines = ["| backend | precision | ms/step | parity (worst rel. error / budget) | vocoder parity | gate | chosen |",
+             "|---|---|---|---|---|---|---|"]
     chosen = profile["choice"] and (profile["choice"]["backend"], profile["choice"]["precision"])
     for r in profile["candidates"].values():
         if not r["available"]:
-            lines.append(f"| {r['backend']} | {r['precision']} | - | unavailable: {r['reason']} | - | |")
+            lines.append(f"| {r['backend']} | {r['precision']} | - | unavailable: {r['reason']} | - | - | |")
             continue
         gate = "pass" if not r["gate_failures"] else "fail: " + "; ".join(r["gate_failures"])
-        lines.append(f"| {r['backend']} | {r['precision']} | {r['step_ms']:.2f} | {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {gate} | "
+        vocoder = "-" if r.get("vocoder_parity") is None else f"{r['vocoder_parity']:.1e} / {r['vocoder_parity_budget']:.0e}"
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['step_ms']:.2f} | {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {vocoder} | {gate} | "
                      f"{'**yes**' if chosen == (r['backend'], r['precision']) else ''} |")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, decode_metadata, read_manifest
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise, ode_warning, resolve_sampler
-from c2d.runtime.vocoder import GriffinLim
+from c2d.runtime.vocoder import GriffinLim, check_log_mel
 
 SHIPPED_BUNDLE = "small"
 DEFAULT_BATCH = 8  # samples per graph call
@@ -78,7 +78,11 @@ class OnnxVocoder:
         self.name, self.sample_rate = meta.name, meta.sample_rate
 
     def __call__(self, log_mel: np.ndarray) -> np.ndarray:
-        return self.backend.run({"mel": log_mel.astype(np.float32)})[0][:, 0]
+        """[B, n_mels, T] natural-log Mel -> [B, T * hop]; VocoderInputError for a wrong shape or non-finite values."""
+        wave = self.backend.run({"mel": check_log_mel(log_mel, self.meta.mel.n_mels)})[0][:, 0]
+        if not np.isfinite(wave).all():
+            raise GenerationError(f"the {self.name} vocoder returned non-finite samples; the bundle may be broken")
+        return wave
 
 
 class Generator:

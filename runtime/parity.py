@@ -58,6 +58,23 @@ def budget_for(precision: str, bundle_precision: str, quantization: dict) -> flo
     return budget
 
 
+def check_vocoder_parity(backend, bundle: str | Path, budget: float) -> float | None:
+    """Worst relative error of an open vocoder backend on the bundle's vocoder reference (export's measure), or None
+    for a bundle without one (Griffin-Lim, or exported before vocoder references). A non-finite output is inf."""
+    bundle = Path(bundle)
+    name = read_manifest(bundle)["vocoder"].get("reference")
+    if not name:
+        return None
+    if not (bundle / name).is_file():
+        raise BundleError(f"{bundle} is incomplete: vocoder reference {name} is missing")
+    with np.load(bundle / name) as data:
+        mel, ref = data["mel"], data["wave"]
+    out = backend.run({"mel": mel}, ["wave"])[0]
+    if out.shape != ref.shape or not np.isfinite(out).all():
+        return float("inf")
+    return float(np.abs(out - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+
+
 def check_parity(backend, bundle: str | Path, budget: float) -> ParityResult:
     """Run the reference cases on an open backend."""
     diff, scale = dict.fromkeys(OUTPUTS, 0.0), dict.fromkeys(OUTPUTS, 1e-12)

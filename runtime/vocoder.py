@@ -18,6 +18,25 @@ from threadpoolctl import threadpool_limits
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank, stft
 
 
+class VocoderInputError(ValueError):
+    """A vocoder was given something that is not a finite log-Mel of its mel space."""
+
+
+def check_log_mel(log_mel: np.ndarray, n_mels: int) -> np.ndarray:
+    """log_mel as float32 [B, n_mels, T], T >= 1, all finite; VocoderInputError naming the problem otherwise."""
+    log_mel = np.asarray(log_mel)
+    if log_mel.ndim != 3 or log_mel.shape[1] != n_mels or log_mel.shape[0] < 1 or log_mel.shape[2] < 1:
+        raise VocoderInputError(f"expected a log-Mel [B, {n_mels}, T] with B, T >= 1, got shape {log_mel.shape}")
+    if not np.issubdtype(log_mel.dtype, np.floating):
+        raise VocoderInputError(f"expected a floating-point log-Mel, got dtype {log_mel.dtype}")
+    bad = ~np.isfinite(log_mel)
+    if bad.any():
+        item, band, frame = np.argwhere(bad)[0]
+        raise VocoderInputError(f"the log-Mel has {int(bad.sum())} non-finite values (first: item {item}, band {band}, "
+                                f"frame {frame}: {log_mel[item, band, frame]})")
+    return log_mel.astype(np.float32, copy=False)
+
+
 def istft(spec: np.ndarray, cfg: MelConfig, length: int) -> np.ndarray:
     """Inverse of runtime.audio.stft by windowed overlap-add: complex [..., bins, frames] -> [..., length]."""
     frames = np.fft.irfft(np.swapaxes(spec, -1, -2), n=cfg.n_fft, axis=-1).astype(np.float32)  # [..., frames, n_fft]
@@ -64,8 +83,7 @@ class GriffinLim:
 
     def __call__(self, log_mel: np.ndarray) -> np.ndarray:
         """[B, n_mels, T] natural-log Mel -> [B, T * hop] in [-1, 1]."""
-        if log_mel.ndim != 3 or log_mel.shape[1] != self.mel.n_mels:
-            raise ValueError(f"expected a log-Mel [B, {self.mel.n_mels}, T], got shape {log_mel.shape}")
+        log_mel = check_log_mel(log_mel, self.mel.n_mels)
         if self.blas_threads is None:
             return self._vocode(log_mel)
         with threadpool_limits(limits=self.blas_threads, user_api="blas"):
