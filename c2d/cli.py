@@ -375,6 +375,54 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
 
 
 @main.command()
+@click.argument("mels", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="WAV file (several mels: OUT-<k>.wav).")
+@click.option("--normalised", is_flag=True, help="MELS holds the model's [-1, 1] space (what `c2d sample` writes) instead of natural-log Mels.")
+@click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Bundle whose vocoder runs [default: the shipped one].")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="ort", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
+@click.option("--peak-dbfs", type=click.FloatRange(max=0.0), default=DEFAULT_PEAK_DBFS, show_default=True,
+              help="Scale each WAV so its peak sits at this level (dBFS).")
+@click.option("--raw-level", is_flag=True, help="Keep the vocoder's level (clipped to full scale) instead of --peak-dbfs.")
+def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level) -> None:
+    """Vocode log-Mel spectrograms from a .npy file ([n_mels, T], [N, n_mels, T] or [N, 1, n_mels, T]) with a bundle's
+    vocoder and write WAV files; nothing is written unless every one of them vocodes."""
+    import numpy as np
+
+    from c2d.runtime.audio import denormalize, normalize_peak
+    from c2d.runtime.backends import BackendOptions, BackendUnavailable
+    from c2d.runtime.bundle import BundleError
+    from c2d.runtime.generate import GenerationError, load
+    from c2d.runtime.vocoder import VocoderInputError, check_log_mel
+
+    try:
+        array = np.load(mels, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {mels} as a .npy array: {exc}") from exc
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    elif array.ndim == 2:
+        array = array[None]
+    try:
+        gen = load(bundle, backend, BackendOptions(threads=threads))
+        log_mel = check_log_mel(array, gen.meta.mel.n_mels)
+        if normalised:
+            if np.abs(log_mel).max() > 1.0 + 1e-3:
+                raise VocoderInputError(f"--normalised, but the values are outside [-1, 1] (max |x| {np.abs(log_mel).max():.3g})")
+            log_mel = denormalize(log_mel, gen.meta.mel)
+        audio = gen.vocoder(log_mel)
+    except (BundleError, BackendUnavailable, GenerationError, ValueError) as exc:
+        raise click.ClickException(f"{mels}: {exc}") from exc
+    audio = np.clip(audio if raw_level else normalize_peak(audio, peak_dbfs), -1.0, 1.0)
+    paths = [out] if len(audio) == 1 else [out.with_name(f"{out.stem}-{k}{out.suffix or '.wav'}") for k in range(len(audio))]
+    write_wavs_atomically(paths, audio, gen.sample_rate)
+    for p in paths:
+        click.echo(f"wrote {p}")
+    click.echo(f"{len(paths)} x {audio.shape[1] / gen.sample_rate:.2f} s at {gen.sample_rate} Hz, vocoder {gen.vocoder.name}")
+
+
+@main.command()
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--backend", type=click.Choice(BACKEND_NAMES + ("all",)), default="ort", show_default=True,
               help="all: measure and gate every backend x precision here, write the fastest passing one to BUNDLE/deployment.json.")

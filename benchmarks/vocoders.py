@@ -1,0 +1,253 @@
+"""The three vocoders side by side in one run: Griffin-Lim (numpy), HiFi-GAN V1 universal (ONNX) and the Fourier
+vocoder distilled from it (ONNX), on this machine.
+
+python -m c2d.benchmarks.vocoders [--fourier BUNDLE|VOCODER.onnx|CHECKPOINT.pt] [--threads 2] [--rounds 7]
+                                  [--gen-count 100] [--results benchmarks/results/vocoders.json]
+
+1. Size: the ONNX file (Griffin-Lim has no weights) and the parameter count.
+2. Speed: ms per second of audio at batch 1 and batch 8 on real test mels, the vocoders interleaved round by round
+   (median over rounds), ONNX Runtime CPU with --threads threads; Griffin-Lim as the product runs it (32 iterations,
+   one BLAS thread).
+3. Copy synthesis of FSDD's 300 test clips (never trained on): the clip's log-Mel in, the waveform compared with the
+   original recording (both 1 s at 22,050 Hz): log-Mel L1, multi-resolution STFT distance (spectral convergence +
+   log-magnitude L1 at n_fft 512/1024/2048), PESQ wide band per clip and STOI per 10 clips joined, at 16 kHz
+   (`pesq`, `pystoi`).
+4. Generated mels: gen-count samples per digit from the shipped generator (its default sampler, seeds 20,000 + k,
+   apart from the vocoder's training seeds), vocoded and re-analysed with the front end; the independent evaluator's
+   accuracy on that audio (with its binomial standard error) beside its accuracy on the mels themselves.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from c2d.benchmarks import cached_samples, write_results
+from c2d.benchmarks.samplers import cpu_model
+from c2d.runtime.audio import DEFAULT_MEL, clip_features, denormalize, fit_clip, log_mel, resample, stft
+from c2d.runtime.backends import BackendOptions, open_backend
+from c2d.runtime.bundle import decode_metadata, read_manifest
+from c2d.runtime.generate import OnnxVocoder, default_bundle
+from c2d.runtime.vocoder import GriffinLim
+
+RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
+METRIC_RATE = 16_000  # PESQ wide band needs 16 kHz
+GEN_SEED = 20_000
+STOI_GROUP = 10  # consecutive test clips joined for one STOI value
+CLIP = DEFAULT_MEL.clip_samples
+
+
+def mr_stft_distance(out: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over resolutions of spectral convergence + mean |log |S_out| - log |S_ref||."""
+    total = 0.0
+    for n_fft, hop in RESOLUTIONS:
+        cfg = dataclasses.replace(DEFAULT_MEL, n_fft=n_fft, hop_length=hop)
+        a, b = np.abs(stft(out, cfg)) + 1e-5, np.abs(stft(ref, cfg)) + 1e-5
+        total += np.linalg.norm(b - a) / max(np.linalg.norm(b), 1e-8) + np.mean(np.abs(np.log(a) - np.log(b)))
+    return float(total / len(RESOLUTIONS))
+
+
+def pesq_wb(out: np.ndarray, ref: np.ndarray) -> float:
+    """PESQ wide band of one clip at 16 kHz; NaN where PESQ finds no utterance."""
+    from pesq import pesq
+
+    try:
+        return float(pesq(METRIC_RATE, to_metric_rate(ref), to_metric_rate(out), "wb"))
+    except Exception:  # pesq raises its own NoUtterancesError / BufferTooShortError
+        return float("nan")
+
+
+def stoi_of_group(outs: np.ndarray, refs: np.ndarray) -> float:
+    """STOI of clips [n, CLIP] joined end to end at 16 kHz. A 1 s digit alone has fewer than the 30 speech frames
+    (384 ms) that STOI's intermediate measure needs once silence is removed, so pystoi returns 1e-5 for many."""
+    from pystoi import stoi
+
+    return float(stoi(to_metric_rate(refs.reshape(-1)), to_metric_rate(outs.reshape(-1)), METRIC_RATE, extended=False))
+
+
+def to_metric_rate(wave: np.ndarray) -> np.ndarray:
+    return resample(wave, DEFAULT_MEL.sample_rate, METRIC_RATE).astype(np.float64)
+
+
+def copy_synthesis(vocoder, mels: np.ndarray, originals: np.ndarray) -> dict:
+    """Metrics of vocoder(mels) against the original recordings [N, CLIP]."""
+    waves = np.concatenate([vocoder(mels[i : i + 8]) for i in range(0, len(mels), 8)])[:, :CLIP]
+    rows = {"log_mel_l1": [], "mr_stft": [], "pesq": [], "stoi": []}
+    for out, ref in zip(waves, originals):
+        rows["log_mel_l1"].append(float(np.mean(np.abs(log_mel(out) - log_mel(ref)))))
+        rows["mr_stft"].append(mr_stft_distance(out, ref))
+        rows["pesq"].append(pesq_wb(out, ref))
+    for i in range(0, len(waves), STOI_GROUP):
+        rows["stoi"].append(stoi_of_group(waves[i : i + STOI_GROUP], originals[i : i + STOI_GROUP]))
+    return {k: {"mean": float(np.nanmean(v)), "sem": float(np.nanstd(v) / math.sqrt(np.sum(np.isfinite(v))))} for k, v in rows.items()}
+
+
+def evaluator_accuracy(vocoder, log_mels: np.ndarray, digits: np.ndarray, evaluator) -> dict:
+    """The evaluator's accuracy on vocoded, re-analysed audio (None: on the mels themselves)."""
+    from c2d.models.evaluator import classify
+    from c2d.runtime.audio import normalize, pad_frames
+
+    if vocoder is None:
+        x = normalize(log_mels, DEFAULT_MEL)[:, None]
+    else:
+        waves = np.concatenate([vocoder(log_mels[i : i + 8]) for i in range(0, len(log_mels), 8)])[:, :CLIP]
+        x = np.stack([clip_features(w) for w in waves])[:, None]
+    correct = classify(evaluator, pad_frames(x, DEFAULT_MEL.n_frames, -1.0))[0].argmax(1) == digits
+    p = float(correct.mean())
+    return {"accuracy": p, "sem": math.sqrt(p * (1 - p) / len(digits)), "n": int(len(digits))}
+
+
+def interleaved_speed(vocoders: dict, mels: np.ndarray, batch: int, rounds: int, calls: int) -> dict[str, float]:
+    """Median over rounds of ms per second of audio; every round runs every vocoder once, in turn."""
+    feed = mels[:batch]
+    audio_s = batch * feed.shape[-1] * DEFAULT_MEL.hop_length / DEFAULT_MEL.sample_rate
+    times = {name: [] for name in vocoders}
+    for v in vocoders.values():
+        v(feed)  # warm-up
+    for _ in range(rounds):
+        for name, v in vocoders.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                v(feed)
+            times[name].append((time.perf_counter() - start) / calls / audio_s * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def onnx_vocoder(path: Path, threads: int) -> OnnxVocoder:
+    backend = open_backend("ort", path, BackendOptions(threads=threads))
+    return OnnxVocoder(backend, decode_metadata(backend.metadata(), str(path)))
+
+
+def fourier_onnx(source: Path, work: Path) -> Path:
+    """The Fourier vocoder's ONNX file from a bundle folder, an .onnx file or a checkpoint (exported into work/)."""
+    if source.is_dir():
+        entry = read_manifest(source)["vocoder"]
+        if entry["kind"] != "fourier":
+            raise SystemExit(f"{source}'s vocoder is {entry['kind']}, not the Fourier vocoder; pass --fourier")
+        return source / entry["file"]
+    if source.suffix == ".onnx":
+        return source
+    from c2d.export.exporter import export_vocoder, source_commit
+
+    out = work / f"fourier-{source.stem}.onnx"
+    export_vocoder("fourier", DEFAULT_MEL, source_commit(), out, source)
+    return out
+
+
+def hifigan_onnx(work: Path) -> Path:
+    from c2d.export.exporter import export_vocoder, source_commit
+
+    out = work / "hifigan.onnx"
+    if not out.is_file():
+        export_vocoder("hifigan", DEFAULT_MEL, source_commit(), out)
+    return out
+
+
+def test_set(data=None) -> tuple[np.ndarray, np.ndarray]:
+    """(log-Mels [300, n_mels, T] as the generator's space holds them, original clips [300, CLIP]) of the test split."""
+    from c2d.models.data import list_clips, load_features, read_resampled
+
+    features = load_features("test", data)
+    clips = [c for c in list_clips(data) if c.split == "test"]
+    originals = np.stack([fit_clip(read_resampled(c.path, DEFAULT_MEL.sample_rate), CLIP) for c in clips])
+    return denormalize(features.x[:, 0]), originals
+
+
+def plot_examples(path: Path, vocoders: dict, mels: np.ndarray, originals: np.ndarray, index: int) -> None:
+    from c2d.runtime.files import pyplot, save_figure
+
+    plt = pyplot()
+    rows = {"original recording": originals[index]} | {name: v(mels[index : index + 1])[0, :CLIP] for name, v in vocoders.items()}
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), sharey=True)
+    for ax, (name, wave) in zip(axes, rows.items()):
+        ax.imshow(log_mel(wave), origin="lower", aspect="auto", vmin=-11.5, vmax=2.0, cmap="magma")
+        ax.set_title(name)
+        ax.set_xlabel("frame")
+    axes[0].set_ylabel("mel band")
+    fig.suptitle(f"copy synthesis of test clip {index}: log-Mel of each waveform")
+    save_figure(fig, path)
+
+
+def markdown(result: dict) -> str:
+    names = list(result["vocoders"])
+    v = result["vocoders"]
+    lines = [f"CPU: {result['cpu']}, {result['threads']} threads. Speed: ms per second of audio, median of {result['rounds']} "
+             "interleaved rounds; quality: 300 FSDD test clips (copy synthesis, mean ± s.e.) and "
+             f"{result['generated']['n']} generated mels.", "",
+             "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label, fmt):
+        lines.append(f"| {label} | " + " | ".join(fmt(v[n]) for n in names) + " |")
+
+    row("size (MB)", lambda r: f"{r['bytes'] / 1e6:.2f}" if r["bytes"] else "0 (no weights)")
+    row("parameters (M)", lambda r: f"{r['params'] / 1e6:.2f}")
+    for b in result["batches"]:
+        row(f"ms per audio s, batch {b}", lambda r, b=b: f"{r['speed'][str(b)]:.1f}")
+    for key, label in (("log_mel_l1", "log-Mel L1 (lower is better)"), ("mr_stft", "MR-STFT distance (lower)"),
+                       ("pesq", "PESQ wide band (higher)"), ("stoi", "STOI (higher)")):
+        row(label, lambda r, key=key: f"{r['copy'][key]['mean']:.3f} ± {r['copy'][key]['sem']:.3f}")
+    row("evaluator accuracy on generated audio", lambda r: f"{r['generated']['accuracy'] * 100:.1f} ± {r['generated']['sem'] * 100:.1f} %")
+    g = result["generated"]
+    lines += ["", f"The evaluator on the generated mels themselves (no vocoder): {g['accuracy'] * 100:.1f} ± {g['sem'] * 100:.1f} %."]
+    ratios = result["ratios"]
+    lines += ["", "Speed ratios (same run): " + "; ".join(f"{k} {x:.1f}x" for k, x in ratios.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fourier", type=Path, default=default_bundle(), help="bundle, vocoder .onnx or vocoder checkpoint")
+    ap.add_argument("--bundle", type=Path, default=default_bundle(), help="the generator whose samples are vocoded")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--gen-count", type=int, default=100, help="generated samples per digit")
+    ap.add_argument("--evaluator", type=Path, default=None, help="[default: the shipped evaluator]")
+    ap.add_argument("--out-dir", type=Path, default=Path("runs/vocoders"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/vocoders.json"))
+    ap.add_argument("--plot", type=Path, default=Path("benchmarks/results/vocoders.png"))
+    args = ap.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from c2d.models.evaluator import generate_normalised, load_evaluator
+
+    paths = {"fourier": fourier_onnx(args.fourier, args.out_dir), "hifigan-v1": hifigan_onnx(args.out_dir)}
+    vocoders = {"griffin-lim": GriffinLim(), **{name: onnx_vocoder(p, args.threads) for name, p in paths.items()}}
+    mels, originals = test_set()
+    print(f"speed: {args.rounds} interleaved rounds x {args.calls} calls, batches {args.batches}")
+    speed = {b: interleaved_speed(vocoders, mels, b, args.rounds, args.calls) for b in args.batches}
+    evaluator = load_evaluator(args.evaluator or Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "evaluator.pt")
+    cache = args.out_dir / f"generated-n{args.gen_count}-s{GEN_SEED}.npz"
+    x, digits = cached_samples(cache, lambda: generate_normalised(args.bundle, args.gen_count, None, None, None, GEN_SEED,
+                                                                     threads=args.threads), "generated", print)
+    gen_mels = denormalize(x[:, 0])
+    result = {"cpu": cpu_model(), "threads": args.threads, "rounds": args.rounds, "batches": args.batches, "vocoders": {},
+              "generated": evaluator_accuracy(None, gen_mels, digits, evaluator)}
+    for name, v in vocoders.items():
+        start = time.time()
+        path = paths.get(name)
+        result["vocoders"][name] = {
+            "bytes": path.stat().st_size if path else 0,
+            "params": v.meta.params if hasattr(v, "meta") else 0,
+            "speed": {str(b): speed[b][name] for b in args.batches},
+            "copy": copy_synthesis(v, mels, originals),
+            "generated": evaluator_accuracy(v, gen_mels, digits, evaluator),
+        }
+        print(f"{name}: quality measured in {time.time() - start:.0f} s")
+    result["ratios"] = {f"fourier vs {other}, batch {b}": speed[b][other] / speed[b]["fourier"]
+                        for other in ("hifigan-v1", "griffin-lim") for b in args.batches}
+    if args.plot:
+        plot_examples(args.plot, vocoders, mels, originals, index=7)
+    write_results(args.results, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()

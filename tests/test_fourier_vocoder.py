@@ -1,0 +1,199 @@
+"""The Fourier vocoder: its inverse STFT (torch and ONNX) against numpy, its export, its trainer, bad input."""
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from c2d.cli import main
+from c2d.export.exporter import ExportError, export_vocoder, onnx_export
+from c2d.export.istft_basis import inline_istft_basis
+from c2d.models.checkpoint import build_vocoder, load_checkpoint
+from c2d.models.data import Features
+from c2d.models.train import TrainConfig, train
+from c2d.models.vocoder import FourierVocoder, InverseSTFT, VocoderConfig
+from c2d.models.vocoder_train import distillation_loss, make_vocoder_job
+from c2d.runtime.audio import DEFAULT_MEL, stft
+from c2d.runtime.generate import OnnxVocoder
+from c2d.runtime.backends import BackendOptions, open_backend
+from c2d.runtime.bundle import decode_metadata
+from c2d.runtime.parity import check_vocoder_parity
+from c2d.runtime.vocoder import VocoderInputError, istft
+
+TINY = VocoderConfig(dim=16, intermediate=32, layers=2)
+FRAMES = 24
+
+
+def random_spectrum(seed: int = 0, frames: int = FRAMES) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((2, 513, frames)) + 1j * rng.standard_normal((2, 513, frames))).astype(np.complex64)
+
+
+def test_inverse_stft_matches_numpy_and_inverts_the_front_end_stft():
+    spec = random_spectrum()
+    ours = InverseSTFT(1024, 256)(torch.from_numpy(spec.real.copy()), torch.from_numpy(spec.imag.copy())).numpy()
+    np.testing.assert_allclose(ours, istft(spec, DEFAULT_MEL, FRAMES * 256), atol=2e-5)
+    wave = np.random.default_rng(1).standard_normal((1, FRAMES * 256)).astype(np.float32)
+    s = stft(wave)[..., :FRAMES]  # T frames of a centred STFT of T * hop samples
+    back = InverseSTFT(1024, 256)(torch.from_numpy(s.real.astype(np.float32)), torch.from_numpy(s.imag.astype(np.float32)))
+    np.testing.assert_allclose(back.numpy(), wave, atol=1e-4)
+
+
+def test_inverse_stft_with_its_basis_computed_in_the_onnx_graph_matches_numpy(tmp_path):
+    path = tmp_path / "istft.onnx"
+    real, imag = torch.zeros(1, 513, 8), torch.zeros(1, 513, 8)
+    onnx_export(InverseSTFT(1024, 256), (real, imag), path, ["real", "imag"], ["wave"],
+                {"real": {0: "b", 2: "t"}, "imag": {0: "b", 2: "t"}, "wave": {0: "b", 1: "n"}})
+    stored = path.stat().st_size
+    assert inline_istft_basis(path, 1024)
+    assert path.stat().st_size < stored / 50  # the 4.2 MB basis is gone, computed from Range/Cos/Sin instead
+    assert not inline_istft_basis(path, 1024)  # nothing left to replace
+    spec = random_spectrum(2, frames=31)  # another T than traced
+    out = ort.InferenceSession(str(path)).run(None, {"real": spec.real.copy(), "imag": spec.imag.copy()})[0]
+    np.testing.assert_allclose(out, istft(spec, DEFAULT_MEL, 31 * 256), atol=2e-5)
+
+
+def test_inlining_leaves_other_conv_transpose_weights_alone(tmp_path):
+    module = InverseSTFT(1024, 256)
+    module.basis = module.basis * 1.01  # same shape, not the basis
+    path = tmp_path / "other.onnx"
+    onnx_export(module, (torch.zeros(1, 513, 8), torch.zeros(1, 513, 8)), path, ["real", "imag"], ["wave"], None)
+    assert not inline_istft_basis(path, 1024)
+
+
+def test_vocoder_shapes_and_bounded_output_before_training():
+    model = FourierVocoder(TINY).eval()
+    with torch.no_grad():
+        wave = model(torch.full((2, 80, FRAMES), 5.0))  # louder than any real mel: the magnitude clamp holds
+    assert wave.shape == (2, FRAMES * 256) and torch.isfinite(wave).all()
+
+
+def tiny_pairs(n: int = 4) -> Features:
+    """Mels with the teacher's role played by a known signal: decaying tones whose log-Mel is the input."""
+    from c2d.runtime.audio import log_mel
+
+    t = np.arange(FRAMES * 256) / 22050
+    waves = np.stack([0.3 * np.sin(2 * np.pi * (200 + 150 * k) * t) * np.exp(-2 * t) for k in range(n)]).astype(np.float32)
+    mels = np.stack([log_mel(w)[:, :FRAMES] for w in waves])
+    return Features(mels, waves.astype(np.float16), np.array(["real"] * n))
+
+
+def quick(steps: int, **kw) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=2, lr=2e-3, warmup=2, bf16=False, ckpt_every=kw.pop("ckpt_every", 1000), **kw)
+
+
+def test_distillation_loss_falls(tmp_path):
+    torch.manual_seed(0)
+    job = make_vocoder_job(TINY)
+    data = tiny_pairs()
+    loss = distillation_loss()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    with torch.no_grad():
+        before = float(loss(job.forward_module, x, y, gen))
+    train(job, data, quick(40), tmp_path / "v.pt", progress=False)
+    model = build_vocoder(load_checkpoint(tmp_path / "v.pt", "vocoder"))
+    with torch.no_grad():
+        assert float(loss(model, x, y, gen)) < 0.8 * before
+
+
+def test_vocoder_training_resumes_where_it_stopped(tmp_path):
+    data = tiny_pairs()
+    train(make_vocoder_job(TINY), data, quick(6, ckpt_every=3), tmp_path / "r.pt", progress=False)
+    first = load_checkpoint(tmp_path / "r.pt")
+    resumed_cfg = quick(10, ckpt_every=3)
+    train(make_vocoder_job(TINY), data, resumed_cfg, tmp_path / "r.pt", progress=False)
+    train(make_vocoder_job(TINY), data, resumed_cfg, tmp_path / "s.pt", progress=False)
+    resumed, straight = load_checkpoint(tmp_path / "r.pt"), load_checkpoint(tmp_path / "s.pt")
+    assert first["step"] == 6 and resumed["step"] == straight["step"] == 10
+    # same steps 0-5 as the first run (its schedule had 6 steps, so the LR differs): not bit-identical, but resumed
+    assert not torch.equal(resumed["model"]["head.weight"], first["model"]["head.weight"])
+    other = dataclasses.replace(TINY, layers=3)
+    from c2d.models.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="another config"):
+        train(make_vocoder_job(other), data, quick(12), tmp_path / "r.pt", progress=False)
+
+
+@pytest.fixture
+def vocoder_ckpt(tmp_path):
+    path = tmp_path / "voc.pt"
+    train(make_vocoder_job(TINY), tiny_pairs(), quick(2), path, progress=False)
+    return path
+
+
+def test_export_matches_pytorch_and_describes_itself(tmp_path, vocoder_ckpt):
+    path = tmp_path / "vocoder.onnx"
+    entry = export_vocoder("fourier", DEFAULT_MEL, "test", path, vocoder_ckpt)
+    assert entry["validation"]["max_relative_error"] < 1e-4 and (tmp_path / entry["reference"]).is_file()
+    backend = open_backend("ort", path, BackendOptions(threads=1))
+    meta = decode_metadata(backend.metadata())
+    assert meta.name.startswith("fourier") and meta.hop_length == 256 and meta.sample_rate == 22050
+    assert not any(np.prod(i.dims) > 1e5 for i in onnx.load(str(path)).graph.initializer)  # basis computed in-graph
+    vocoder = OnnxVocoder(backend, meta)
+    mel = np.random.default_rng(3).normal(-6, 2, (3, 80, 50)).astype(np.float32)
+    with torch.no_grad():
+        ref = build_vocoder(load_checkpoint(vocoder_ckpt)).eval()(torch.from_numpy(mel)).numpy()
+    np.testing.assert_allclose(vocoder(mel), ref, atol=1e-4 * np.abs(ref).max())
+    assert check_vocoder_parity(backend, _bundle_with(tmp_path, entry), 1e-4) < 1e-4
+
+
+def _bundle_with(folder, vocoder_entry):
+    (folder / "manifest.json").write_text(json.dumps({"format_version": 1, "generator": {"file": None}, "vocoder": vocoder_entry}))
+    return folder
+
+
+def test_vocoder_parity_fails_on_a_tampered_reference(tmp_path, vocoder_ckpt):
+    entry = export_vocoder("fourier", DEFAULT_MEL, "test", tmp_path / "vocoder.onnx", vocoder_ckpt)
+    ref = dict(np.load(tmp_path / entry["reference"]))
+    np.savez(tmp_path / entry["reference"], mel=ref["mel"], wave=ref["wave"] * 1.1)
+    backend = open_backend("ort", tmp_path / "vocoder.onnx", BackendOptions(threads=1))
+    assert check_vocoder_parity(backend, _bundle_with(tmp_path, entry), 1e-4) > 1e-2
+
+
+def test_export_refuses_a_vocoder_of_another_mel_space(tmp_path, vocoder_ckpt):
+    with pytest.raises(ExportError, match="mel space"):
+        export_vocoder("fourier", dataclasses.replace(DEFAULT_MEL, hop_length=128), "test", tmp_path / "v.onnx", vocoder_ckpt)
+    assert not (tmp_path / "v.onnx").exists()
+
+
+@pytest.mark.parametrize("mel, match", [(np.zeros((1, 64, 10), np.float32), "80"), (np.zeros((80, 10), np.float32), "80"),
+                                        (np.zeros((1, 80, 0), np.float32), "T >= 1"), (np.zeros((1, 80, 10), np.int64), "floating"),
+                                        (np.full((1, 80, 10), np.nan, np.float32), "non-finite")])
+def test_onnx_vocoder_rejects_bad_input_clearly(tmp_path, vocoder_ckpt, mel, match):
+    path = tmp_path / "vocoder.onnx"
+    export_vocoder("fourier", DEFAULT_MEL, "test", path, vocoder_ckpt)
+    backend = open_backend("ort", path, BackendOptions(threads=1))
+    with pytest.raises(VocoderInputError, match=match):
+        OnnxVocoder(backend, decode_metadata(backend.metadata()))(mel)
+
+
+@pytest.mark.parametrize("content, extra, match", [
+    (np.full((1, 80, 20), np.nan, np.float32), [], "non-finite"),
+    (np.zeros((2, 64, 20), np.float32), [], "80"),
+    (np.full((1, 80, 20), -5.0, np.float32), ["--normalised"], "outside"),
+])
+def test_vocode_command_rejects_bad_mels_and_writes_nothing(tmp_path, content, extra, match):
+    mels = tmp_path / "in.npy"
+    np.save(mels, content)
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"earlier output")
+    result = CliRunner().invoke(main, ["vocode", str(mels), "-o", str(out), *extra])
+    assert result.exit_code == 1 and match in result.output and "Traceback" not in result.output
+    assert out.read_bytes() == b"earlier output" and sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "out.wav"]
+
+
+def test_vocode_command_writes_one_wav_per_mel(tmp_path):
+    import soundfile as sf
+
+    mels = tmp_path / "in.npy"
+    np.save(mels, np.random.default_rng(0).uniform(-1, 0.2, (2, 1, 80, 88)).astype(np.float32))  # `c2d sample`'s layout
+    result = CliRunner().invoke(main, ["vocode", str(mels), "--normalised", "-o", str(tmp_path / "v.wav")])
+    assert result.exit_code == 0, result.output
+    for k in range(2):
+        wave, rate = sf.read(tmp_path / f"v-{k}.wav")
+        assert rate == 22050 and len(wave) == 88 * 256 and np.isfinite(wave).all()
