@@ -69,8 +69,11 @@ def main() -> None:
               help="Vocoder: mels sampled from --bundle added to FSDD's training mels (0: real mels only).")
 @click.option("--bundle", "generator_bundle", type=click.Path(file_okay=False, exists=True), default=None,
               help="Vocoder: the generator bundle whose samples it also learns from [default: the shipped one].")
+@click.option("--targets", "vocoder_targets", type=click.Choice(["recordings", "teacher"]), default="recordings", show_default=True,
+              help="Vocoder: recordings = magnitudes from FSDD's recordings where a mel has one, phase from HiFi-GAN; "
+                   "teacher = everything from HiFi-GAN (plain distillation).")
 def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, time_limit, fresh,
-          ckpt_every, data, features, release_path, generated, generator_bundle) -> None:
+          ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets) -> None:
     """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, the independent
     evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file), or the
     Fourier vocoder (distilled from HiFi-GAN V1 universal on training-split and generated mels; needs c2d[export])."""
@@ -78,8 +81,8 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
 
     if kind == "evaluator":
         return train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features)
-    if (generated != 1200 or generator_bundle) and kind != "vocoder":
-        raise click.UsageError("--generated and --bundle apply to the vocoder")
+    if (generated != 1200 or generator_bundle or vocoder_targets != "recordings") and kind != "vocoder":
+        raise click.UsageError("--generated, --bundle and --targets apply to the vocoder")
 
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.data import load_features
@@ -101,7 +104,7 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
     if gaussian_skip and kind != "subnet":
         raise click.UsageError("--gaussian-skip applies to the subnet")
     if kind == "vocoder":
-        return train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path)
+        return train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, vocoder_targets)
     with clear_errors():
         features_train = load_features("train", data, features_file=features)
         moments = (float(features_train.x.mean()), float(features_train.x.var())) if gaussian_skip else None
@@ -113,7 +116,7 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         click.echo(f"wrote {out} (step {ckpt['step']})")
 
 
-def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path) -> None:
+def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, targets) -> None:
     from c2d.export.hifigan import VocoderUnavailable
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.train import train as run_training
@@ -128,8 +131,8 @@ def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, genera
         teacher_data = {"clips": sources}
         if generated:
             teacher_data["generator_sha256"] = file_sha256(Path(bundle) / read_manifest(bundle)["generator"]["file"])
-        job = make_vocoder_job(seed=cfg.seed, data=teacher_data)
-        ckpt = run_training(job, pairs.as_features(), cfg, out, device=device, fresh=fresh)
+        job = make_vocoder_job(seed=cfg.seed, data=teacher_data, targets=targets)
+        ckpt = run_training(job, pairs.as_features(targets), cfg, out, device=device, fresh=fresh)
     if release_path:
         atomic_torch_save(release(ckpt), release_path)
     click.echo(f"wrote {out} (step {ckpt['step']})")
@@ -250,7 +253,8 @@ def export_cmd(checkpoints, out, variant, vocoder, vocoder_checkpoint) -> None:
     errors = manifest["generator"]["validation"]["max_relative_error"]
     click.echo(f"wrote {out}: {manifest['variant']} + {vocoder}; max relative error vs PyTorch "
                + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
-               + f"; 100-step sampling {manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e}")
+               + f"; 100-step sampling {manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e}"
+               + (f"; vocoder {manifest['vocoder']['validation']['max_relative_error']:.1e}" if manifest["vocoder"].get("file") else ""))
 
 
 @main.command("inspect")

