@@ -1,8 +1,8 @@
 """The three vocoders side by side in one run: Griffin-Lim (numpy), HiFi-GAN V1 universal (ONNX) and the Fourier
 vocoder distilled from it (ONNX), on this machine.
 
-python -m c2d.benchmarks.vocoders [--fourier BUNDLE|VOCODER.onnx|CHECKPOINT.pt] [--threads 2] [--rounds 7]
-                                  [--gen-count 100] [--results benchmarks/results/vocoders.json]
+python -m c2d.benchmarks.vocoders [--fourier BUNDLE|VOCODER.onnx|CHECKPOINT.pt] [--extra NAME=SOURCE ...] [--threads 2]
+                                  [--rounds 7] [--gen-count 100] [--results benchmarks/results/vocoders.json]
 
 1. Size: the ONNX file (Griffin-Lim has no weights) and the parameter count.
 2. Speed: ms per second of audio at batch 1 and batch 8 on real test mels, the vocoders interleaved round by round
@@ -202,6 +202,8 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fourier", type=Path, default=default_bundle(), help="bundle, vocoder .onnx or vocoder checkpoint")
+    ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=SOURCE",
+                    help="more Fourier vocoders (bundle, .onnx or checkpoint) measured beside the others")
     ap.add_argument("--bundle", type=Path, default=default_bundle(), help="the generator whose samples are vocoded")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
@@ -220,6 +222,11 @@ def main() -> None:
     from c2d.models.evaluator import generate_normalised, load_evaluator
 
     paths = {"fourier": fourier_onnx(args.fourier, args.out_dir), "hifigan-v1": hifigan_onnx(args.out_dir)}
+    for item in args.extra:
+        name, _, source = item.partition("=")
+        if not source:
+            raise SystemExit(f"--extra {item!r}: want NAME=SOURCE")
+        paths[name] = fourier_onnx(Path(source), args.out_dir)
     vocoders = {"griffin-lim": GriffinLim(), **{name: onnx_vocoder(p, args.threads) for name, p in paths.items()}}
     mels, originals = test_set()
     print(f"speed: {args.rounds} interleaved rounds x {args.calls} calls, batches {args.batches}")

@@ -49,13 +49,15 @@ def basis_nodes(out: str, n_fft: int) -> list[onnx.NodeProto]:
         helper.make_node("Constant", [], [p + "axis"], value=numpy_helper.from_array(np.array([1], np.int64), p + "axis")),
         helper.make_node("Unsqueeze", [p + "flat", p + "axis"], [out]),  # [2 * bins, 1, N]
     ]
+    for node in nodes:
+        node.name = node.output[0] + "__node"  # named: quantizers and fp16 conversion take node names to keep in float32
     return nodes
 
 
-def inline_istft_basis(path, n_fft: int) -> bool:
+def inline_istft_basis(path, n_fft: int) -> list[str]:
     """Replace the ConvTranspose weight of shape [2 * bins, 1, n_fft] in the ONNX file at `path` (an initializer or a
     Constant node, as the tracer leaves buffers) by basis_nodes. The stored values must be that basis (checked to
-    1e-6): another weight of that shape is left alone. Returns whether a weight was replaced."""
+    1e-6): another weight of that shape is left alone. Returns the names of the nodes added (empty: none replaced)."""
     model = onnx.load(str(path))
     expected = _reference_basis(n_fft)
     inits = {i.name: i for i in model.graph.initializer}
@@ -78,12 +80,13 @@ def inline_istft_basis(path, n_fft: int) -> bool:
             model.graph.initializer.remove(stored)
         else:
             model.graph.node.remove(constants[name])
-        for new in reversed(basis_nodes(name, n_fft)):
+        added = basis_nodes(name, n_fft)
+        for new in reversed(added):
             model.graph.node.insert(0, new)
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
-        return True
-    return False
+        return [n.name for n in added]
+    return []
 
 
 def _reference_basis(n_fft: int) -> np.ndarray:

@@ -32,6 +32,7 @@ import onnxruntime as ort
 
 from c2d.calibration.record import Recording, check_matches, load_recording
 from c2d.export.exporter import write_metadata
+from c2d.export.istft_basis import inline_istft_basis
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.backends.ort import session_options
 from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, file_sha256, read_manifest
@@ -258,10 +259,13 @@ def quantize_vocoder_file(src: Path, dst: Path, mode: str, mel_cfg, budget: Budg
 
     prepared = dst.with_name(dst.name + ".prepared.onnx")
     prepare(src, prepared)
+    # The pre-processing folds the Fourier vocoder's inverse-STFT basis into a 4.2 MB constant: compute it in the graph
+    # again, in float32 (k * n reaches 5e5, past float16's range).
+    keep_float = inline_istft_basis(prepared, mel_cfg.n_fft)
     if mode == "fp16":
-        convert_fp16(prepared, dst, [])
+        convert_fp16(prepared, dst, keep_float)
     elif mode == "int8-dynamic":
-        quantize_int8_dynamic(prepared, dst, [], op_types=("Conv",))
+        quantize_int8_dynamic(prepared, dst, keep_float, op_types=("Conv", "MatMul"))
     prepared.unlink()
     compact(dst)
     rng = np.random.default_rng(0)

@@ -293,3 +293,14 @@ def test_train_vocoder_command_distils_from_the_teacher_and_resumes(tmp_path, mo
     assert load_checkpoint(out)["step"] == 3 and load_checkpoint(tmp_path / "r.pt")["released"]
     refused = CliRunner().invoke(main, ["train", "vocoder", "-o", str(tmp_path / "w.pt"), "--features", str(features), "--generated", "0"])
     assert refused.exit_code == 1 and "--targets teacher" in refused.output and not (tmp_path / "w.pt").exists()
+
+
+def test_vocoder_int8_keeps_its_basis_computed_in_the_graph(tmp_path, vocoder_ckpt):
+    """ORT's pre-processing folds the basis back into a 4.2 MB constant; the quantizer must not ship it."""
+    from c2d.export.quantize import Budget, quantize_vocoder_file
+
+    src = tmp_path / "vocoder.onnx"
+    export_vocoder("fourier", DEFAULT_MEL, "test", src, vocoder_ckpt)
+    info = quantize_vocoder_file(src, tmp_path / "int8.onnx", "int8-dynamic", DEFAULT_MEL, Budget())
+    assert info["mel_distance"] < 0.05
+    assert not any(np.prod(i.dims) > 1e5 for i in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer)
