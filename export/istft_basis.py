@@ -20,9 +20,10 @@ def _const(name: str, value) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
 
 
-def basis_nodes(out: str, n_fft: int) -> list[onnx.NodeProto]:
-    """Nodes computing out = [coef cos(2 pi k n / N); -coef sin(2 pi k n / N)] * hann(n) / N, shape [2 * bins, 1, N]."""
-    bins, p = n_fft // 2 + 1, f"{out}__"
+def basis_nodes(out: str, n_fft: int, prefix: str | None = None) -> list[onnx.NodeProto]:
+    """Nodes computing out = [coef cos(2 pi k n / N); -coef sin(2 pi k n / N)] * hann(n) / N, shape [2 * bins, 1, N];
+    their intermediate tensors are named prefix + ... (default: out + "__")."""
+    bins, p = n_fft // 2 + 1, prefix or f"{out}__"
     coef = np.full((bins, 1), 2.0, np.float32)
     coef[0] = coef[-1] = 1.0
     nodes = [
@@ -80,7 +81,9 @@ def inline_istft_basis(path, n_fft: int) -> list[str]:
             model.graph.initializer.remove(stored)
         else:
             model.graph.node.remove(constants[name])
-        added = basis_nodes(name, n_fft)
+        taken = {o for n in model.graph.node for o in n.output} | set(inits)
+        prefix = next(f"{name}__basis{k}_" for k in range(len(taken) + 1) if not any(t.startswith(f"{name}__basis{k}_") for t in taken))
+        added = basis_nodes(name, n_fft, prefix)
         for new in reversed(added):
             model.graph.node.insert(0, new)
         onnx.checker.check_model(model)
