@@ -2,8 +2,8 @@
 
 The Fourier vocoder's ConvTranspose1d weight is a fixed windowed inverse-DFT basis [2 * bins, 1, n_fft]: 4.2 MB of
 float32 for n_fft 1024, more than the trained weights (4 MB). The tracer stores it as an initializer; this pass swaps
-the initializer for a dozen nodes that compute the same tensor from Range, Mod, Cos and Sin (models/vocoder.py's
-formula, with k * n reduced mod n_fft first so that the angles stay exact in float32). Every input of those nodes is
+the initializer for a couple of dozen nodes that compute the same tensor from Range, Mod, Cos and Sin (models/vocoder.py's
+formula, with k * n reduced mod n_fft in int64 first so that the angles stay exact). Every input of those nodes is
 constant, so ONNX Runtime and OpenVINO fold them once when the model is loaded: no cost per call. The exporter's
 validation against PyTorch runs after this pass.
 """
@@ -26,19 +26,21 @@ def basis_nodes(out: str, n_fft: int, prefix: str | None = None) -> list[onnx.No
     bins, p = n_fft // 2 + 1, prefix or f"{out}__"
     coef = np.full((bins, 1), 2.0, np.float32)
     coef[0] = coef[-1] = 1.0
+    ints = lambda name, value: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, np.int64), name))
     nodes = [
-        _const(p + "zero", 0.0), _const(p + "one", 1.0), _const(p + "bins", float(bins)), _const(p + "n_fft", float(n_fft)),
+        ints(p + "zero", 0), ints(p + "one", 1), ints(p + "bins", bins), ints(p + "n_fft", n_fft), ints(p + "col", [-1, 1]),
         _const(p + "step", 2 * math.pi / n_fft), _const(p + "half", 0.5), _const(p + "coef", coef / n_fft),
-        helper.make_node("Range", [p + "zero", p + "bins", p + "one"], [p + "k_flat"]),
+        helper.make_node("Range", [p + "zero", p + "bins", p + "one"], [p + "k_flat"]),  # int64: exact index arithmetic
         helper.make_node("Range", [p + "zero", p + "n_fft", p + "one"], [p + "n"]),  # [N]
-        helper.make_node("Constant", [], [p + "col"], value=numpy_helper.from_array(np.array([-1, 1], np.int64), p + "col")),
         helper.make_node("Reshape", [p + "k_flat", p + "col"], [p + "k"]),  # [bins, 1]
-        helper.make_node("Mul", [p + "k", p + "n"], [p + "kn"]),  # [bins, N], exact integers below 2^24
-        helper.make_node("Mod", [p + "kn", p + "n_fft"], [p + "kn_mod"], fmod=1),
-        helper.make_node("Mul", [p + "kn_mod", p + "step"], [p + "angle"]),
+        helper.make_node("Mul", [p + "k", p + "n"], [p + "kn"]),  # [bins, N]
+        helper.make_node("Mod", [p + "kn", p + "n_fft"], [p + "kn_mod"]),
+        helper.make_node("Cast", [p + "kn_mod"], [p + "kn_float"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", [p + "n"], [p + "n_float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [p + "kn_float", p + "step"], [p + "angle"]),
         helper.make_node("Cos", [p + "angle"], [p + "cos"]),
         helper.make_node("Sin", [p + "angle"], [p + "sin"]),
-        helper.make_node("Mul", [p + "n", p + "step"], [p + "n_angle"]),  # periodic Hann: 0.5 - 0.5 cos(2 pi n / N)
+        helper.make_node("Mul", [p + "n_float", p + "step"], [p + "n_angle"]),  # periodic Hann: 0.5 - 0.5 cos(2 pi n / N)
         helper.make_node("Cos", [p + "n_angle"], [p + "n_cos"]),
         helper.make_node("Mul", [p + "n_cos", p + "half"], [p + "n_half"]),
         helper.make_node("Sub", [p + "half", p + "n_half"], [p + "window"]),
@@ -47,7 +49,7 @@ def basis_nodes(out: str, n_fft: int, prefix: str | None = None) -> list[onnx.No
         helper.make_node("Mul", [p + "sin", p + "scale"], [p + "im_pos"]),
         helper.make_node("Neg", [p + "im_pos"], [p + "im"]),
         helper.make_node("Concat", [p + "re", p + "im"], [p + "flat"], axis=0),  # [2 * bins, N]
-        helper.make_node("Constant", [], [p + "axis"], value=numpy_helper.from_array(np.array([1], np.int64), p + "axis")),
+        ints(p + "axis", [1]),
         helper.make_node("Unsqueeze", [p + "flat", p + "axis"], [out]),  # [2 * bins, 1, N]
     ]
     for node in nodes:

@@ -295,12 +295,14 @@ def test_train_vocoder_command_distils_from_the_teacher_and_resumes(tmp_path, mo
     assert refused.exit_code == 1 and "--targets teacher" in refused.output and not (tmp_path / "w.pt").exists()
 
 
-def test_vocoder_int8_keeps_its_basis_computed_in_the_graph(tmp_path, vocoder_ckpt):
-    """ORT's pre-processing folds the basis back into a 4.2 MB constant; the quantizer must not ship it."""
+@pytest.mark.parametrize("mode", ["fp16", "int8-dynamic"])
+def test_vocoder_precisions_keep_the_basis_computed_in_float32_in_the_graph(tmp_path, vocoder_ckpt, mode):
+    """ORT's pre-processing folds the basis back into a 4.2 MB constant; the quantizer must not ship it, and fp16
+    must not compute it (k * n overflows float16)."""
     from c2d.export.quantize import Budget, quantize_vocoder_file
 
     src = tmp_path / "vocoder.onnx"
     export_vocoder("fourier", DEFAULT_MEL, "test", src, vocoder_ckpt)
-    info = quantize_vocoder_file(src, tmp_path / "int8.onnx", "int8-dynamic", DEFAULT_MEL, Budget())
+    info = quantize_vocoder_file(src, tmp_path / "q.onnx", mode, DEFAULT_MEL, Budget())
     assert info["mel_distance"] < 0.05
-    assert not any(np.prod(i.dims) > 1e5 for i in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer)
+    assert not any(np.prod(i.dims) > 1e5 for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer)
