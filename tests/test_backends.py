@@ -104,6 +104,8 @@ class NegatedGuidance:
         return self.inner.metadata()
 
     def run(self, feeds, outputs=None):
+        if "mel" in feeds:  # the bundle's vocoder, opened on the same backend: left intact
+            return self.inner.run(feeds, outputs)
         names = list(outputs or self.output_names)
         full = dict(zip(self.output_names, self.inner.run(feeds)))
         eps = full["eps"] + 2 * feeds["gamma"].reshape(-1, 1, 1, 1) * full["guidance"]  # pushes away from the class
