@@ -127,7 +127,8 @@ def test_newer_bundle_format_and_missing_vocoder_are_clear_errors(tmp_path):
     (bundle / MANIFEST).write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(BundleError, match="newer"):
         load(bundle)
-    (bundle / MANIFEST).write_text(json.dumps({**manifest, "vocoder": {"kind": "hifigan", "file": "vocoder.onnx"}}))
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    (bundle / "vocoder.onnx").unlink()
     res = CliRunner().invoke(main, ["generate", "--digit", "1", "--bundle", str(bundle), "-o", str(tmp_path / "one.wav")])
     assert res.exit_code == 1 and "vocoder.onnx is missing" in res.output
     assert not (tmp_path / "one.wav").exists()
