@@ -242,6 +242,9 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
         raise CheckpointError(f"{out} is a released checkpoint (no optimizer state); it cannot be resumed, use --fresh")
     if ckpt["config"] != job.ckpt["config"]:
         raise CheckpointError(f"{out} was trained with another config; use --fresh or another --out")
+    if ckpt.get("targets") != job.ckpt.get("targets"):  # the vocoder's recipe: resuming must not switch it silently
+        raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; "
+                              "use --fresh or another --out")
     job.trainable.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     for k, v in ckpt["ema"].items():

@@ -117,6 +117,8 @@ def test_vocoder_training_resumes_where_it_stopped(tmp_path):
 
     with pytest.raises(CheckpointError, match="another config"):
         train(make_vocoder_job(other), data, quick(12), tmp_path / "r.pt", progress=False)
+    with pytest.raises(CheckpointError, match="--targets recordings, not teacher"):
+        train(make_vocoder_job(TINY, targets="teacher"), data, quick(12), tmp_path / "r.pt", progress=False)
 
 
 @pytest.fixture
