@@ -74,9 +74,14 @@ def to_metric_rate(wave: np.ndarray) -> np.ndarray:
     return resample(wave, DEFAULT_MEL.sample_rate, METRIC_RATE).astype(np.float64)
 
 
+def vocode_clips(vocoder, mels: np.ndarray, batch: int = 8) -> np.ndarray:
+    """[N, n_mels, T] -> 1 s clips [N, CLIP], in batches."""
+    return np.concatenate([vocoder(mels[i : i + batch]) for i in range(0, len(mels), batch)])[:, :CLIP]
+
+
 def copy_synthesis(vocoder, mels: np.ndarray, originals: np.ndarray) -> dict:
     """Metrics of vocoder(mels) against the original recordings [N, CLIP]."""
-    waves = np.concatenate([vocoder(mels[i : i + 8]) for i in range(0, len(mels), 8)])[:, :CLIP]
+    waves = vocode_clips(vocoder, mels)
     rows = {"log_mel_l1": [], "mr_stft": [], "pesq": [], "stoi": []}
     for out, ref in zip(waves, originals):
         rows["log_mel_l1"].append(float(np.mean(np.abs(log_mel(out) - log_mel(ref)))))
@@ -90,14 +95,13 @@ def copy_synthesis(vocoder, mels: np.ndarray, originals: np.ndarray) -> dict:
 def evaluator_accuracy(vocoder, log_mels: np.ndarray, digits: np.ndarray, evaluator) -> dict:
     """The evaluator's accuracy on vocoded, re-analysed audio (None: on the mels themselves)."""
     from c2d.models.evaluator import classify
-    from c2d.runtime.audio import normalize, pad_frames
+    from c2d.runtime.audio import normalize
 
     if vocoder is None:
         x = normalize(log_mels, DEFAULT_MEL)[:, None]
     else:
-        waves = np.concatenate([vocoder(log_mels[i : i + 8]) for i in range(0, len(log_mels), 8)])[:, :CLIP]
-        x = np.stack([clip_features(w) for w in waves])[:, None]
-    correct = classify(evaluator, pad_frames(x, DEFAULT_MEL.n_frames, -1.0))[0].argmax(1) == digits
+        x = np.stack([clip_features(w) for w in vocode_clips(vocoder, log_mels)])[:, None]  # [N, 1, n_mels, n_frames]
+    correct = classify(evaluator, x)[0].argmax(1) == digits
     p = float(correct.mean())
     return {"accuracy": p, "sem": math.sqrt(p * (1 - p) / len(digits)), "n": int(len(digits))}
 

@@ -1,8 +1,10 @@
-"""Distilling HiFi-GAN V1 universal into the Fourier vocoder (models/vocoder.py).
+"""Training the Fourier vocoder (models/vocoder.py) from HiFi-GAN V1 universal and FSDD's recordings.
 
-The teacher maps a log-Mel to one waveform deterministically, so the student regresses the teacher's output:
+The teacher maps a log-Mel to one waveform deterministically, so the student regresses a target directly:
 multi-resolution STFT distance (spectral convergence + log-magnitude L1), the log-Mel L1 of the front end, and a
-power-law-compressed complex STFT loss at the vocoder's own framing, which is what teaches the phase.
+power-law-compressed complex STFT loss at the vocoder's own framing, which is what teaches the phase. TARGETS:
+"teacher" takes everything from HiFi-GAN; "recordings" (default) takes the magnitudes from the recording where a
+mel has one and the phase from HiFi-GAN (distillation_loss says why).
 
 Training mels: the FSDD training split (never the test split) plus mels sampled from a generator bundle with several
 samplers (generated mels are smoother than real ones, and the vocoder must handle what the product feeds it).
