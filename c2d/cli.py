@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from pathlib import Path
 
 import click
 
 from c2d.models.checkpoints import SHIPPED_SUBNET
+from c2d.runtime import limits
 from c2d.runtime.backends import BACKENDS
-from c2d.runtime.files import atomic_path, atomic_write_text, pyplot, save_figure, temp_path
+from c2d.runtime.errors import C2DError
+from c2d.runtime.files import Interrupted, atomic_files, atomic_path, atomic_write_text, output_target, pyplot, raise_on_signals
 from c2d.runtime.generate import DEFAULT_PEAK_DBFS
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, resolve_sampler
 
@@ -26,19 +29,69 @@ def sampler_option(purpose: str = ""):
 BACKEND_NAMES = tuple(BACKENDS)
 
 
+class Finite(click.ParamType):
+    """A float in [low, high] that is finite: click's FloatRange lets NaN through (every comparison with it is false)."""
+
+    name = "float"
+
+    def __init__(self, low: float, high: float, low_open: bool = False):
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < self.low or number > self.high or (self.low_open and number == self.low):
+            self.fail(f"{value} is not in the range {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]", param, ctx)
+        return number
+
+    def get_metavar(self, param, ctx=None):
+        return f"FLOAT {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+
+def threads_option():
+    return click.option("--threads", type=click.IntRange(1, limits.max_threads()), default=None,
+                        help=f"CPU threads [default: all cores]; {limits.REASONS['threads']}.")
+
+
+def steps_help(text: str) -> str:
+    return f"{text} Bound: {limits.REASONS['steps']}."
+
+
 @contextlib.contextmanager
 def clear_errors(*extra: type[Exception]):
     """Known failures (bad data, bad checkpoint, bad values) end with one line naming the problem, no traceback."""
-    from c2d.models.checkpoint import CheckpointError
-    from c2d.models.data import DataError
-
     try:
         yield
-    except (CheckpointError, DataError, ValueError, *extra) as exc:
+    except (C2DError, ValueError, *extra) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def os_error_line(exc: OSError) -> str:
+    """'cannot write /x/y: Permission denied' rather than an errno tuple or a traceback."""
+    name = exc.filename if exc.filename is not None else ""
+    return f"{exc.strerror or exc}: {name}" if name else str(exc.strerror or exc)
+
+
+class Main(click.Group):
+    """Every command: SIGINT/SIGTERM remove temporary files and exit 130/143; c2d's own errors and OS errors (a full
+    disk, a read-only folder) end in one line on stderr, exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        raise_on_signals()
+        try:
+            return super().invoke(ctx)
+        except Interrupted as exc:
+            click.echo(f"Error: {exc}; nothing half-written was left behind", err=True)
+            ctx.exit(exc.exit_code)
+        except C2DError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(os_error_line(exc)) from exc
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """c2d: class-conditional spoken-digit generation with a single classifier backbone."""
 
@@ -52,13 +105,13 @@ def main() -> None:
 @click.option("--gaussian-skip", is_flag=True,
               help="Subnet: predict eps as the data's Gaussian denoiser plus a learned residual (makes the probability-flow "
                    "ODE samplers work; README \"Samplers\").")
-@click.option("--steps", type=click.IntRange(min=1), default=6000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Per process.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [default: 5e-4 classifier, 3e-4 otherwise].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(1, limits.MAX_TRAIN_STEPS), default=6000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, limits.MAX_TRAIN_BATCH), default=32, show_default=True, help="Per process.")
+@click.option("--lr", type=Finite(0, 1, low_open=True), default=None, help="Peak learning rate [default: 5e-4 classifier, 3e-4 otherwise].")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=0, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fp32", is_flag=True, help="Disable bf16 autocast.")
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--time-limit", type=Finite(0, 60 * 24 * 365, low_open=True), default=None,
               help="Wall-clock budget in minutes; the step count shrinks to fit it (the LR schedule still completes).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=500, show_default=True)
@@ -164,13 +217,13 @@ def is_rank0() -> bool:
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False, exists=True),
               help="Guiding classifier (U-Net only; a subnet uses its own backbone).")
 @click.option("--digit", "digits", multiple=True, type=click.IntRange(0, 9), help="Digit(s) to generate; none = unconditional.")
-@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit.")
+@click.option("--count", type=click.IntRange(1, limits.MAX_SAMPLES), default=1, show_default=True, help="Samples per digit.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=DEFAULT_SAMPLER, show_default=True,
               help="The runtime's samplers (same code): " + "; ".join(f"{n}: {s.summary}" for n, s in SAMPLERS.items()) + ".")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
+@click.option("--steps", type=click.IntRange(1, limits.MAX_STEPS), default=None,
               help=f"[default: {DEFAULT_STEPS} for {DEFAULT_SAMPLER}, what c2d export writes into a bundle; else the sampler's own]")
-@click.option("--guidance", type=click.FloatRange(min=0), default=3.0, show_default=True, help="Classifier guidance scale gamma.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed + i.")
+@click.option("--guidance", type=Finite(0, limits.MAX_GUIDANCE), default=3.0, show_default=True, help="Classifier guidance scale gamma.")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - limits.MAX_SAMPLES), default=0, show_default=True, help="Sample i uses seed + i.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .npy: normalised log-Mel [N, 1, 80, 88].")
 def sample(checkpoint, classifier_path, digits, count, sampler, steps, guidance, seed, device, out) -> None:
@@ -260,47 +313,54 @@ def export_cmd(checkpoints, out, variant, vocoder, vocoder_checkpoint) -> None:
 @main.command("inspect")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect_cmd(bundle, as_json) -> None:
-    """Inputs, outputs, metadata, op histogram and file sizes of a bundle."""
+@click.option("--verify", is_flag=True, help="Also run the bundle on ONNX Runtime against its PyTorch reference outputs and "
+              "fail unless they still agree (the files' SHA-256 is always checked).")
+def inspect_cmd(bundle, as_json, verify) -> None:
+    """Inputs, outputs, metadata, op histogram and file sizes of a bundle, after checking every file against the
+    SHA-256 in its manifest."""
     import json
 
     from c2d.export.inspect import describe_bundle, format_description
-    from c2d.runtime.bundle import BundleError
 
-    try:
-        desc = describe_bundle(bundle)
-    except BundleError as exc:
-        raise click.ClickException(str(exc)) from exc
+    desc = describe_bundle(bundle)
+    if verify:
+        from c2d.runtime.parity import verify_bundle
+
+        desc["verification"] = verify_bundle(bundle)
     click.echo(json.dumps(desc, indent=2) if as_json else format_description(desc))
+    if verify and not desc["verification"]["passed"]:
+        raise click.ClickException(f"{bundle} failed verification: " + "; ".join(desc["verification"]["failures"]))
 
 
-def output_paths(out: Path, generation, labels) -> list[Path]:
+def output_paths(out: Path, digits: list[int], seeds: list[int], labels) -> list[Path]:
     """OUT for a single sample; OUT-stem-<label>-<seed>.wav for several."""
-    if len(generation.digits) == 1:
+    if len(digits) == 1:
         return [out]
-    return [out.with_name(f"{out.stem}-{labels[d]}-{s}{out.suffix or '.wav'}") for d, s in zip(generation.digits, generation.seeds)]
+    return [out.with_name(f"{out.stem}-{labels[d]}-{s}{out.suffix or '.wav'}") for d, s in zip(digits, seeds)]
 
 
-def write_wavs_atomically(paths: list[Path], audio, sample_rate: int) -> None:
-    """All files or none: each goes to a temporary name first, and they are renamed only when all are written."""
-    import os
+def check_outputs(paths: list[Path]) -> None:
+    """Refuse, before any work is done, outputs that cannot be regular files (a folder, a device in the way)."""
+    for path in paths:
+        output_target(path)
 
+
+def write_outputs(paths: list[Path], audio, sample_rate: int, figure=None) -> None:
+    """All files or none: WAVs (and the figure's PNG, the last path) are staged under temporary names and renamed
+    together; if any step fails, earlier files at those paths are left as they were."""
     import soundfile as sf
 
-    tmps = [temp_path(p) for p in paths]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_files(paths) as tmps:
         for tmp, wave in zip(tmps, audio):
             sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")
-        for tmp, path in zip(tmps, paths):
-            os.replace(tmp, path)
-    finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
+        if figure is not None:
+            figure.savefig(tmps[len(audio)], dpi=100, format="png")
+    if figure is not None:
+        pyplot().close(figure)
 
 
-def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
-    """One log-Mel panel per sample, written atomically as PNG."""
+def spectrogram_figure(log_mels, titles: list[str]):
+    """One log-Mel panel per sample."""
     fig, axes = pyplot().subplots(1, len(log_mels), figsize=(3 * len(log_mels), 2.6), squeeze=False)
     for ax, mel, title in zip(axes[0], log_mels, titles):
         ax.imshow(mel, origin="lower", aspect="auto", cmap="magma")
@@ -308,26 +368,29 @@ def plot_spectrograms(path: Path, log_mels, titles: list[str]) -> None:
         ax.set_xlabel("frame")
     axes[0][0].set_ylabel("mel band")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 @main.command()
 @click.option("--digit", "digits", multiple=True, required=True, help="0-9 or zero..nine; repeat for several.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="WAV file (several samples: OUT-<label>-<seed>.wav).")
-@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit.")
-@click.option("--steps", type=int, default=None, help=f"Sampler steps (network evaluations) {STEPS_DEFAULT}.")
+@click.option("--count", type=click.IntRange(1, limits.MAX_SAMPLES), default=1, show_default=True,
+              help=f"Samples per digit; {limits.REASONS['samples']}.")
+@click.option("--steps", type=click.IntRange(1, limits.MAX_STEPS), default=None, help=steps_help(f"Sampler steps (network evaluations) {STEPS_DEFAULT}."))
 @sampler_option()
-@click.option("--guidance", type=float, default=None, help="Guidance scale gamma >= 0 [default: the bundle's, 3].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sample k uses seed + k.")
+@click.option("--guidance", type=Finite(0, limits.MAX_GUIDANCE), default=None,
+              help=f"Guidance scale gamma, {limits.REASONS['guidance']} [default: the bundle's, 3].")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - limits.MAX_SAMPLES), default=0, show_default=True, help="Sample k uses seed + k.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
               help="[default: the bundle's deployment.json choice for this machine (c2d profile --backend all), else ort]")
 @click.option("--precision", type=click.Choice(["f32", "bf16"]), default=None, help="openvino: inference precision [default: f32].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ort: CPU or CUDA provider.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
+@threads_option()
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Bundle folder from `c2d export` [default: the one shipped in the package].")
-@click.option("--sample-rate", type=click.IntRange(min=1000), default=None, help="Resample the WAV to this rate [default: the vocoder's].")
-@click.option("--peak-dbfs", type=click.FloatRange(max=0.0), default=DEFAULT_PEAK_DBFS, show_default=True,
+@click.option("--sample-rate", type=click.IntRange(limits.MIN_SAMPLE_RATE, limits.MAX_SAMPLE_RATE), default=None,
+              help=f"Resample the WAV to this rate, {limits.REASONS['sample_rate']} [default: the vocoder's].")
+@click.option("--peak-dbfs", type=Finite(limits.MIN_PEAK_DBFS, 0.0), default=DEFAULT_PEAK_DBFS, show_default=True,
               help="Scale each WAV so its peak sits at this level (dBFS).")
 @click.option("--raw-level", is_flag=True, help="Keep the level the model produced (clipped to full scale) instead of --peak-dbfs.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG next to OUT.")
@@ -338,41 +401,43 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
     from tqdm import tqdm
 
     from c2d.runtime.audio import resample, wave_problems
-    from c2d.runtime.backends import BackendOptions, BackendUnavailable
-    from c2d.runtime.bundle import BundleError
-    from c2d.runtime.generate import DEFAULT_BATCH, GenerationError, load
+    from c2d.runtime.backends import BackendOptions
+    from c2d.runtime.generate import DEFAULT_BATCH, load, parse_digit
 
-    try:
-        if precision and backend != "openvino":
-            raise click.UsageError("--precision applies to --backend openvino")
-        gen = load(bundle, backend, BackendOptions(device=device, threads=threads, precision=precision))
-        sampler, n_steps = gen.sampler_and_steps(sampler, steps)
-        batches = -(-len(digits) * count // DEFAULT_BATCH)
-        with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar, \
-                warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update(),
-                                peak_dbfs=None if raw_level else peak_dbfs)
-        for w in caught:
-            click.echo(f"warning: {w.message}", err=True)
-    except (BundleError, BackendUnavailable, GenerationError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    if precision and backend != "openvino":
+        raise click.UsageError("--precision applies to --backend openvino")
+    if plot:
+        try:
+            pyplot()
+        except ImportError as exc:
+            raise click.ClickException(f"--plot: {exc}") from exc
+    gen = load(bundle, backend, BackendOptions(device=device, threads=threads, precision=precision))
+    if len(digits) * count > limits.MAX_SAMPLES:
+        raise click.UsageError(f"{len(digits)} digits x --count {count} = {len(digits) * count} samples; {limits.REASONS['samples']}")
+    wanted = [parse_digit(d, gen.meta.labels) for d in digits for _ in range(count)]
+    paths = output_paths(out, wanted, [seed + k for k in range(len(wanted))], gen.meta.labels)
+    png = [out.with_suffix(".png")] if plot else []
+    check_outputs(paths + png)
+    sampler, n_steps = gen.sampler_and_steps(sampler, steps)
+    batches = -(-len(wanted) // DEFAULT_BATCH)
+    with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update(),
+                            peak_dbfs=None if raw_level else peak_dbfs)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
     click.echo(f"backend: {gen.backend_note}")
     rate = sample_rate or result.sample_rate
     audio = resample(result.audio, result.sample_rate, rate)
-    paths = output_paths(out, result, gen.meta.labels)
-    write_wavs_atomically(paths, audio, rate)
-    if plot:
-        png = out.with_suffix(".png")
-        try:
-            plot_spectrograms(png, result.log_mel, [f"{gen.meta.labels[d]} (seed {s})" for d, s in zip(result.digits, result.seeds)])
-        except ImportError as exc:
-            raise click.ClickException(f"--plot: {exc}") from exc
-        click.echo(f"wrote {png}")
+    figure = spectrogram_figure(result.log_mel, [f"{gen.meta.labels[d]} (seed {s})" for d, s in zip(result.digits, result.seeds)]) if plot else None
+    write_outputs(paths + png, audio, rate, figure)
     for p, wave in zip(paths, result.audio):
         click.echo(f"wrote {p}")
         for problem in wave_problems(wave, result.sample_rate, gen.meta.mel.clip_seconds):
             click.echo(f"warning: {p.name}: {problem}", err=True)
+    for p in png:
+        click.echo(f"wrote {p}")
     click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps, guidance {result.guidance:g}, on "
                f"{gen.backend_name}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
                f"{result.vocoder_seconds:.2f} s, real-time factor {result.real_time_factor:.2f}")
@@ -385,8 +450,8 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Bundle whose vocoder runs [default: the shipped one].")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="ort", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
-@click.option("--peak-dbfs", type=click.FloatRange(max=0.0), default=DEFAULT_PEAK_DBFS, show_default=True,
+@threads_option()
+@click.option("--peak-dbfs", type=Finite(limits.MIN_PEAK_DBFS, 0.0), default=DEFAULT_PEAK_DBFS, show_default=True,
               help="Scale each WAV so its peak sits at this level (dBFS).")
 @click.option("--raw-level", is_flag=True, help="Keep the vocoder's level (clipped to full scale) instead of --peak-dbfs.")
 def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level) -> None:
@@ -395,19 +460,21 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
     import numpy as np
 
     from c2d.runtime.audio import denormalize, normalize_peak
-    from c2d.runtime.backends import BackendOptions, BackendUnavailable
-    from c2d.runtime.bundle import BundleError
-    from c2d.runtime.generate import GenerationError, load
+    from c2d.runtime.backends import BackendOptions
+    from c2d.runtime.generate import load
     from c2d.runtime.vocoder import VocoderInputError, check_log_mel
 
     try:
         array = np.load(mels, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise click.ClickException(f"cannot read {mels} as a .npy array: {exc}") from exc
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
     elif array.ndim == 2:
         array = array[None]
+    if array.ndim == 3 and (array.shape[0] > limits.MAX_SAMPLES or array.shape[-1] > limits.MAX_VOCODE_FRAMES):
+        raise click.ClickException(f"{mels}: {array.shape[0]} mels of {array.shape[-1]} frames; at most {limits.MAX_SAMPLES} mels "
+                                   f"of {limits.MAX_VOCODE_FRAMES} frames per run")
     try:
         gen = load(bundle, backend, BackendOptions(threads=threads))
         log_mel = check_log_mel(array, gen.meta.mel.n_mels)
@@ -415,12 +482,13 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
             if np.abs(log_mel).max() > 1.0 + 1e-3:
                 raise VocoderInputError(f"--normalised, but the values are outside [-1, 1] (max |x| {np.abs(log_mel).max():.3g})")
             log_mel = denormalize(log_mel, gen.meta.mel)
+        paths = [out] if len(log_mel) == 1 else [out.with_name(f"{out.stem}-{k}{out.suffix or '.wav'}") for k in range(len(log_mel))]
+        check_outputs(paths)
         audio = gen.vocoder(log_mel)
-    except (BundleError, BackendUnavailable, GenerationError, ValueError) as exc:
+    except (C2DError, ValueError) as exc:
         raise click.ClickException(f"{mels}: {exc}") from exc
     audio = np.clip(audio if raw_level else normalize_peak(audio, peak_dbfs), -1.0, 1.0)
-    paths = [out] if len(audio) == 1 else [out.with_name(f"{out.stem}-{k}{out.suffix or '.wav'}") for k in range(len(audio))]
-    write_wavs_atomically(paths, audio, gen.sample_rate)
+    write_outputs(paths, audio, gen.sample_rate)
     for p in paths:
         click.echo(f"wrote {p}")
     click.echo(f"{len(paths)} x {audio.shape[1] / gen.sample_rate:.2f} s at {gen.sample_rate} Hz, vocoder {gen.vocoder.name}")
@@ -429,16 +497,20 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
 @main.command()
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--backend", type=click.Choice(BACKEND_NAMES + ("all",)), default="ort", show_default=True,
-              help="all: measure and gate every backend x precision here, write the fastest passing one to BUNDLE/deployment.json.")
+              help="all: measure and gate every backend x precision here and record the fastest passing one for this "
+                   "generator file and machine in the per-user cache (~/.cache/c2d/deployments), where `c2d generate` finds it.")
+@click.option("--in-bundle", is_flag=True, help="With --backend all: write the profile to BUNDLE/deployment.json instead "
+              "(read before the cache; the bundle folder must be writable).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
+@threads_option()
 @sampler_option()
-@click.option("--steps", type=click.IntRange(min=1), default=None, help=f"Sampler steps of the run (with --backend all: of the quality gate) {STEPS_DEFAULT}.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--steps", type=click.IntRange(1, limits.MAX_STEPS), default=None,
+              help=steps_help(f"Sampler steps of the run (with --backend all: of the quality gate) {STEPS_DEFAULT}."))
+@click.option("--batch", type=click.IntRange(1, limits.MAX_BATCH), default=1, show_default=True, help=f"Samples per graph call; {limits.REASONS['batch']}.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG chart here.")
-def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
+def profile(bundle, backend, in_bundle, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
     """Latency (per step and end to end), real-time factor, vocoder share, memory, load time, sizes, GMAC/s."""
     import json
 
@@ -446,8 +518,10 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     from c2d.runtime.bundle import BundleError
     from c2d.runtime.profile import plot_profile, profile_bundle, profile_markdown
 
+    if in_bundle and backend != "all":
+        raise click.UsageError("--in-bundle applies to --backend all")
     if backend == "all":
-        return choose_deployment(bundle, threads, sampler, steps, json_path, md_path)
+        return choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle)
     try:
         result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
     except (BundleError, BackendUnavailable) as exc:
@@ -464,34 +538,37 @@ def profile(bundle, backend, device, threads, sampler, steps, batch, json_path, 
     click.echo(table)
 
 
-def choose_deployment(bundle, threads, sampler, steps, json_path, md_path) -> None:
+def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle: bool) -> None:
     import json
 
-    from c2d.runtime.bundle import BundleError
+    import os
+
     from c2d.runtime.deployment import DEPLOYMENT_FILE, choose, deployment_markdown
     from c2d.runtime.gate import Budget
     from c2d.runtime.generate import default_bundle
 
     bundle = bundle or default_bundle()
-    try:
-        result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), sampler=sampler, log=click.echo)
-    except BundleError as exc:
-        raise click.ClickException(str(exc)) from exc
+    out = Path(bundle) / DEPLOYMENT_FILE if in_bundle else None
+    if in_bundle and not os.access(bundle, os.W_OK):
+        raise click.ClickException(f"--in-bundle: {bundle} is not writable here (an installed package?); leave --in-bundle off "
+                                   "to record the profile in the per-user cache")
+    check_outputs([p for p in (out, json_path, md_path) if p])
+    result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), sampler=sampler, log=click.echo, out=out)
     table = deployment_markdown(result)
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:
             atomic_write_text(path, text)
     click.echo(table)
-    click.echo(f"wrote {Path(bundle) / DEPLOYMENT_FILE}")
+    click.echo(f"wrote {result['path']}")
 
 
 @main.command()
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--count", type=click.IntRange(min=2), default=20, show_default=True, help="Samples per digit (the headline table uses 100).")
+@click.option("--count", type=click.IntRange(2, limits.MAX_EVAL_COUNT), default=20, show_default=True, help="Samples per digit (the headline table uses 100).")
 @sampler_option()
-@click.option("--steps", type=click.IntRange(min=1), default=None, help=STEPS_DEFAULT)
-@click.option("--guidance", type=click.FloatRange(min=0), default=None, help="0: unconditional [default: the bundle's, 3].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(1, limits.MAX_STEPS), default=None, help=steps_help(STEPS_DEFAULT))
+@click.option("--guidance", type=Finite(0, limits.MAX_GUIDANCE), default=None, help="0: unconditional [default: the bundle's, 3].")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - 10 * limits.MAX_EVAL_COUNT), default=0, show_default=True)
 @click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="[default: the shipped models/checkpoints/evaluator.pt]")
 @click.option("--data", type=click.Path(file_okay=False), help="FSDD folder for the real reference statistics.")
@@ -518,13 +595,14 @@ def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data
 @main.command()
 @click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Calibration folder to write.")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per digit and guidance scale.")
-@click.option("--guidance", "guidances", type=click.FloatRange(min=0), multiple=True,
+@click.option("--seeds", type=click.IntRange(1, limits.MAX_CALIBRATION_SEEDS), default=1, show_default=True,
+              help="Samples per digit and guidance scale (one graph call runs all digits x seeds).")
+@click.option("--guidance", "guidances", type=Finite(0, limits.MAX_GUIDANCE), multiple=True,
               help="Guidance scales to run; repeat for several [default: the bundle's and 0].")
 @sampler_option("The deployed sampler. ")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help=f"The deployed step count {STEPS_DEFAULT}.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--steps", type=click.IntRange(1, limits.MAX_STEPS), default=None, help=steps_help(f"The deployed step count {STEPS_DEFAULT}."))
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - 10_000), default=0, show_default=True)
+@threads_option()
 def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> None:
     """Record the generator's inputs at every step of real sampler runs (every digit, several seeds and guidance
     scales), for `c2d quantize --calib`; prints the activation ranges by noise level."""
@@ -548,13 +626,13 @@ def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> N
               help="Calibration method for static int8.")
 @click.option("--vocoder-mode", type=click.Choice(["keep", "fp16", "int8-dynamic"]), default="keep", show_default=True,
               help="The vocoder's own precision (HiFi-GAN bundles).")
-@click.option("--max-step-error", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
+@click.option("--max-step-error", type=Finite(0, 10, low_open=True), default=0.05, show_default=True,
               help="Gate: worst per-step relative eps error against fp32.")
-@click.option("--max-mel-distance", type=click.FloatRange(min=0, min_open=True), default=0.35, show_default=True,
+@click.option("--max-mel-distance", type=Finite(0, 100, low_open=True), default=0.35, show_default=True,
               help="Gate: mean |log-Mel difference| of final samples from the same noise (nats).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.02, show_default=True,
+@click.option("--max-accuracy-drop", type=Finite(0, 1), default=0.02, show_default=True,
               help="Gate: evaluator digit accuracy, fp32 minus quantized.")
-@click.option("--count", type=click.IntRange(min=1), default=5, show_default=True, help="Gate samples per digit.")
+@click.option("--count", type=click.IntRange(1, limits.MAX_EVAL_COUNT), default=5, show_default=True, help="Gate samples per digit.")
 @click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="[default: the shipped models/checkpoints/evaluator.pt]")
 def quantize(bundle, mode, out, calib, method, vocoder_mode, max_step_error, max_mel_distance, max_accuracy_drop, count, evaluator_path) -> None:

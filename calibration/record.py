@@ -11,7 +11,6 @@ numpy + ONNX Runtime only: recordings can be made on the target device with the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,9 +19,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from c2d.runtime.errors import C2DError
 from c2d.runtime.bundle import file_sha256, read_manifest
-from c2d.runtime.files import atomic_path
+from c2d.runtime.files import OutputError, atomic_path, check_output_dir, replace_dir, staging_dir
 from c2d.runtime.gate import RecordingBackend
+from c2d.runtime.limits import MAX_BATCH, MAX_CALIBRATION_SEEDS
 from c2d.runtime.generate import Generator
 from c2d.runtime.samplers import SAMPLERS
 
@@ -31,7 +32,7 @@ INFO_FILE = "calibration.json"
 FEED_NAMES = ("x", "t", "y", "gamma")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(C2DError, ValueError):
     """A calibration folder that is missing, incomplete, or recorded from another bundle."""
 
 
@@ -70,10 +71,13 @@ def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(ra
     from c2d.runtime.backends import BackendOptions
 
     bundle, out = Path(bundle), Path(out)
-    if out.exists() and not (out / INFO_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise CalibrationError(f"{out} exists and is not a calibration folder; refusing to replace it")
-    if seeds < 1 or not digits:
-        raise CalibrationError("need at least one digit and one seed")
+    try:
+        check_output_dir(out, not_a_recording, "calibration folder")
+    except OutputError as exc:
+        raise CalibrationError(str(exc)) from exc
+    if not digits or not 1 <= seeds <= MAX_CALIBRATION_SEEDS or len(digits) * seeds > MAX_BATCH:
+        raise CalibrationError(f"need at least one digit and 1 to {MAX_CALIBRATION_SEEDS} seeds, at most {MAX_BATCH} samples "
+                               f"per guidance scale (one graph call runs them all); got {len(digits)} digits x {seeds} seeds")
     if sampler is not None and sampler not in SAMPLERS:
         raise CalibrationError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     gen = Generator(bundle, "ort", BackendOptions(threads=threads))
@@ -103,18 +107,26 @@ def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(ra
 
 def write_recording(out: Path, feeds: dict, offsets: np.ndarray, step: np.ndarray, info: dict) -> None:
     """Both files into a temp sibling folder, then swapped in: an old recording is replaced only on success."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(out)
     try:
         with atomic_path(tmp / FEEDS_FILE, ".npz") as path:
             np.savez(path, offsets=offsets, step=step, **feeds)
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def not_a_recording(folder: Path) -> str | None:
+    """None if `folder` holds a calibration recording and nothing else; else why it is not one."""
+    names = {p.name for p in folder.iterdir()}
+    if names != {INFO_FILE, FEEDS_FILE} or not all((folder / n).is_file() and not (folder / n).is_symlink() for n in names):
+        return f"it holds {', '.join(sorted(names)[:3])}, a recording holds exactly {INFO_FILE} and {FEEDS_FILE}"
+    try:
+        info = json.loads((folder / INFO_FILE).read_text())
+    except (ValueError, OSError) as exc:
+        return f"{INFO_FILE} is not JSON ({exc})"
+    return None if isinstance(info, dict) and "generator_sha256" in info else f"{INFO_FILE} is not a recording's"
 
 
 def load_recording(path: str | Path) -> Recording:

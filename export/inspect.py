@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from c2d.runtime.bundle import decode_metadata, read_manifest
+from c2d.runtime.bundle import BundleError, decode_metadata, read_manifest
 
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
            onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
@@ -22,7 +22,10 @@ def _value_info(v) -> dict:
 
 def describe_model(path: Path) -> dict:
     """Inputs, outputs, metadata, node count, op histogram and size of one ONNX file."""
-    model = onnx.load(str(path))
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise BundleError(f"{path} is not a readable ONNX file ({exc})") from exc
     meta = decode_metadata({p.key: p.value for p in model.metadata_props}, str(path))
     ops = collections.Counter(node.op_type for node in model.graph.node)
     return {
@@ -69,5 +72,13 @@ def format_description(desc: dict) -> str:
         if "sde" in f["metadata"]:
             lines.append(f"  sde: {json.dumps(f['metadata']['sde'])}")
         if f["validation"] is not None:
-            lines.append(f"  validation (max relative error vs PyTorch): {json.dumps(f['validation'])}")
+            lines.append(f"  validation at export (max relative error vs PyTorch): {json.dumps(f['validation'])}")
+    lines.append("")
+    lines.append("files: every one matches the SHA-256 in manifest.json")
+    v = desc.get("verification")
+    if v is not None:
+        errors = ", ".join(f"{k} {e:.1e}" for k, e in v["generator_parity"].items())
+        vocoder = "" if v["vocoder_parity"] is None else f"; vocoder {v['vocoder_parity']:.1e}"
+        lines.append(f"verify (ONNX Runtime fp32 vs the stored PyTorch outputs, budget {v['budget']:.0e}): {errors}{vocoder}: "
+                     + ("PASS" if v["passed"] else "FAIL"))
     return "\n".join(lines)

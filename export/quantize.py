@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -30,13 +29,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from c2d.runtime.errors import C2DError
 from c2d.calibration.record import Recording, check_matches, load_recording
 from c2d.export.exporter import write_metadata
 from c2d.export.istft_basis import inline_istft_basis
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.backends.ort import session_options
-from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, file_sha256, read_manifest
-from c2d.runtime.files import atomic_path
+from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, file_sha256, listed_files, read_manifest, stamp_files
+from c2d.runtime.files import atomic_path, replace_dir, staging_dir
 from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
 from c2d.runtime.onnx_edit import unshare_initializers
 
@@ -47,7 +47,7 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 SWEEP_CALLS = 8  # recorded calls (spread over the trajectory) that score each block in the sensitivity sweep
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(C2DError, RuntimeError):
     """The request cannot be met: bad mode or inputs, or the quantized model failed its quality gate."""
 
 
@@ -285,7 +285,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
     """Quantize, gate against the fp32 bundle, and write OUT atomically; QuantizationError (nothing written) otherwise.
     mixed_target: the sweep's error target on calibration calls [default: half the gate's step-error budget, a margin
     for the held-out gate samples]."""
-    from c2d.export.exporter import _check_destination, _replace_dir
+    from c2d.export.exporter import _check_destination
 
     bundle, out = Path(bundle), Path(out)
     if mode not in MODES:
@@ -313,10 +313,9 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         from c2d.models.evaluator import load_evaluator
 
         evaluator = load_evaluator(evaluator_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(bundle, tmp)
+    tmp = staging_dir(out)
+    for name in (MANIFEST, *listed_files(manifest)):  # the bundle's own files only (not a machine's deployment.json)
+        shutil.copy2(bundle / name, tmp / name)
     try:
         with tempfile.TemporaryDirectory(prefix="c2d-quant-") as work:
             start = time.perf_counter()
@@ -330,6 +329,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
             vocoder_info = quantize_vocoder_file(bundle / VOCODER_FILE, tmp / VOCODER_FILE, vocoder_mode, meta.mel, budget)
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
         write_metadata(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
+        (tmp / MANIFEST).write_text(json.dumps(stamp_files(tmp, json.loads(json.dumps(manifest))), indent=2) + "\n")
         sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else (None, None)
         from c2d.runtime.generate import Generator
 
@@ -342,7 +342,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         write_metadata(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
         manifest = _quantized_manifest(manifest, tmp, mode, quantization)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
@@ -355,9 +355,4 @@ def _quantized_manifest(manifest: dict, folder: Path, mode: str, quantization: d
     if quantization["vocoder"]["mode"] != "keep":
         manifest["vocoder"]["precision"] = quantization["vocoder"]["mode"]
     manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for role in ("generator", "vocoder"):
-        entry = manifest[role]
-        if entry.get("file"):
-            entry["bytes"] = (folder / entry["file"]).stat().st_size
-            entry["sha256"] = file_sha256(folder / entry["file"])
-    return manifest
+    return stamp_files(folder, manifest)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from c2d.runtime.errors import C2DError
 from c2d.models.sampling import reference_sample
 from c2d.models.subnet import classifier_pass
 from c2d.runtime.audio import MelConfig, denormalize
@@ -23,7 +24,7 @@ VALIDATION_BATCHES = (1, 3)  # the graph is traced at batch 2
 VALIDATION_SEEDS = (101, 202)  # tracing uses seed 0
 
 
-class ExportValidationError(RuntimeError):
+class ExportValidationError(C2DError, RuntimeError):
     """ONNX Runtime disagrees with PyTorch beyond budget; the export is abandoned."""
 
 

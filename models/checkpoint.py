@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from c2d.runtime.errors import C2DError
 from c2d.models.classifier import NoiseConditionedClassifier
 from c2d.models.config import ClassifierConfig, SubnetConfig, UNetConfig, config_from_dict, config_to_dict
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
@@ -25,7 +26,7 @@ FORMAT_VERSION = 1
 KINDS = ("classifier", "subnet", "unet", "evaluator", "vocoder")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(C2DError, RuntimeError):
     """A checkpoint file is missing, corrupt, of a newer format, or of the wrong kind."""
 
 
@@ -46,6 +47,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise CheckpointError(f"corrupt or unsafe checkpoint {path}: {exc}") from exc
     if not isinstance(ckpt, dict) or "format" not in ckpt or "kind" not in ckpt:
         raise CheckpointError(f"{path} is not a c2d checkpoint (no 'format'/'kind' entries)")
+    if isinstance(ckpt["format"], bool) or not isinstance(ckpt["format"], int) or ckpt["kind"] not in KINDS:
+        raise CheckpointError(f"{path}: format {ckpt['format']!r} / kind {ckpt['kind']!r} is not a c2d checkpoint's (kinds: {', '.join(KINDS)})")
     if ckpt["format"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format {ckpt['format']}, newer than this c2d supports ({FORMAT_VERSION})")
     if kind is not None and ckpt["kind"] != kind:
@@ -69,6 +72,21 @@ def inference_weights(ckpt: dict) -> dict:
     return ckpt.get("ema") or ckpt["model"]
 
 
+def _rebuilds(build):
+    """A checkpoint with a missing entry or a config of the wrong shape is a CheckpointError, not a KeyError."""
+    import functools
+
+    @functools.wraps(build)
+    def wrapper(ckpt: dict, source: str = "checkpoint"):
+        try:
+            return build(ckpt, source)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"entry {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CheckpointError(f"{source}: incomplete or damaged checkpoint ({what})") from exc
+
+    return wrapper
+
+
 def _load_state(model: torch.nn.Module, state: dict, source: str) -> torch.nn.Module:
     try:
         model.load_state_dict(state)
@@ -77,15 +95,18 @@ def _load_state(model: torch.nn.Module, state: dict, source: str) -> torch.nn.Mo
     return model
 
 
+@_rebuilds
 def build_classifier(ckpt: dict, source: str = "checkpoint") -> NoiseConditionedClassifier:
     cfg = config_from_dict(ClassifierConfig, ckpt["config"])
     return _load_state(NoiseConditionedClassifier(cfg), inference_weights(ckpt), source)
 
 
+@_rebuilds
 def build_unet(ckpt: dict, source: str = "checkpoint") -> UNet:
     return _load_state(UNet(config_from_dict(UNetConfig, ckpt["config"])), inference_weights(ckpt), source)
 
 
+@_rebuilds
 def build_single_backbone(ckpt: dict, source: str = "checkpoint") -> SingleBackbone:
     """Subnet checkpoint -> frozen classifier + subnetwork, from the file alone."""
     classifier = build_classifier(ckpt["classifier"], source + " (embedded classifier)")
@@ -94,6 +115,7 @@ def build_single_backbone(ckpt: dict, source: str = "checkpoint") -> SingleBackb
     return SingleBackbone(classifier, subnet, sde_from(ckpt))
 
 
+@_rebuilds
 def build_vocoder(ckpt: dict, source: str = "checkpoint") -> FourierVocoder:
     return _load_state(FourierVocoder(config_from_dict(VocoderConfig, ckpt["config"])), inference_weights(ckpt), source)
 

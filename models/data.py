@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2d.runtime.errors import C2DError
 from c2d.runtime.files import atomic_path
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig, clip_features
 
@@ -21,7 +22,7 @@ _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
 TEST_INDICES = range(0, 5)  # the customary FSDD split: takes 0-4 are the test set
 
 
-class DataError(RuntimeError):
+class DataError(C2DError, RuntimeError):
     """The data folder or one of its files cannot be used."""
 
 
@@ -68,6 +69,10 @@ def read_resampled(path: Path, sample_rate: int) -> np.ndarray:
         wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for unreadable files
         raise DataError(f"cannot read audio file {path}: {exc}") from exc
+    if not np.isfinite(wave).all():
+        raise DataError(f"audio file {path} holds NaN or infinite samples ({int((~np.isfinite(wave)).sum())} of {wave.size})")
+    if not len(wave):
+        raise DataError(f"audio file {path} holds no samples")
     wave = wave.mean(axis=1)
     if sr != sample_rate:
         g = gcd(sr, sample_rate)

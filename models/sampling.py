@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
+from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise_per_step
 from c2d.runtime.sde import SDEConfig
 
 N_CLASSES = 10
@@ -40,11 +40,11 @@ def reference_sample(model: nn.Module, sde: SDEConfig, seeds: Sequence[int], dig
         raise ValueError(f"{len(digits)} digits for {len(seeds)} seeds")
     model.eval()
     spec = SAMPLERS[sampler]
-    x_T, noise = draw_noise(seeds, steps if spec.stochastic else 0, shape)
+    x_T, noise = draw_noise_per_step(seeds, steps if spec.stochastic else 0, shape, lambda z: torch.from_numpy(z).to(device))
     x = spec.fn(
         make_eps_fn(model, digits, gamma, device),
         torch.from_numpy(x_T).to(device),
-        torch.from_numpy(noise).to(device),
+        noise,
         SCHEDULES[spec.default_schedule](steps, sde),
         sde,
     )

@@ -14,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import MelConfig
+from c2d.runtime.files import describe_kind
+from c2d.runtime.limits import MAX_GUIDANCE, MAX_STEPS
 from c2d.runtime.sde import SDEConfig
 
 BUNDLE_FORMAT = 1
@@ -38,7 +42,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-class BundleError(RuntimeError):
+class BundleError(C2DError, RuntimeError):
     """A bundle is missing, incomplete, of a newer format, or does not describe itself."""
 
 
@@ -90,14 +94,25 @@ def encode_metadata(meta) -> dict[str, str]:
 
 
 def decode_metadata(props: dict[str, str], source: str = "model"):
-    """ONNX metadata_props -> GeneratorMeta or VocoderMeta; BundleError naming the missing key or newer format."""
-    values = {k[len(KEY_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(KEY_PREFIX)}
+    """ONNX metadata_props -> GeneratorMeta or VocoderMeta, every value checked; BundleError naming the key and the
+    bad value, a missing key or a newer format."""
+    values = {}
+    for key, text in props.items():
+        if key.startswith(KEY_PREFIX):
+            try:
+                values[key[len(KEY_PREFIX):]] = json.loads(text)
+            except (TypeError, json.JSONDecodeError):
+                raise BundleError(f"{source}: metadata {key} is not JSON: {str(text)[:60]!r}") from None
     if "kind" not in values:
         raise BundleError(f"{source} carries no c2d metadata (was it written by `c2d export`?)")
-    cls = GeneratorMeta if values.pop("kind") == "generator" else VocoderMeta
+    kind = values.pop("kind")
+    if kind not in ("generator", "vocoder"):
+        raise BundleError(f"{source}: metadata {KEY_PREFIX}kind = {kind!r}; expected 'generator' or 'vocoder'")
+    cls = GeneratorMeta if kind == "generator" else VocoderMeta
     version = values.get("format_version")
     if version is None:
         raise BundleError(f"{source}: metadata has no format_version")
+    _expect(isinstance(version, int) and not isinstance(version, bool) and version >= 1, source, "format_version", version, "an integer >= 1")
     if version > BUNDLE_FORMAT:
         raise BundleError(f"{source} has bundle format {version}, newer than this c2d supports ({BUNDLE_FORMAT}); upgrade c2d")
     kwargs = {}
@@ -106,31 +121,263 @@ def decode_metadata(props: dict[str, str], source: str = "model"):
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise BundleError(f"{source}: required metadata key {KEY_PREFIX}{f.name} is missing")
             continue
-        value = values[f.name]
-        if f.name in _NESTED:
-            value = _NESTED[f.name](**value)
-        elif f.name == "labels":
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+        kwargs[f.name] = _decode_field(cls, f.name, values[f.name], source)
+    meta = cls(**kwargs)
+    _check_consistent(meta, source)
+    return meta
 
 
-def read_manifest(bundle: str | Path) -> dict:
-    """The bundle's manifest.json, checked for format version and the files it lists."""
+def _expect(ok: bool, source: str, key: str, value, expected: str) -> None:
+    if not ok:
+        raise BundleError(f"{source}: metadata {KEY_PREFIX}{key} = {json.dumps(value)[:80]} is invalid: expected {expected}")
+
+
+def _is_int(v, low: int = 0, high: int = 2**62) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _is_num(v, low: float = -math.inf, high: float = math.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+
+_MEL_CHECKS = {
+    "sample_rate": (lambda v: _is_int(v, 1000, 384_000), "an integer 1000 to 384000"),
+    "n_fft": (lambda v: _is_int(v, 16, 65_536), "an integer 16 to 65536"),
+    "hop_length": (lambda v: _is_int(v, 1, 65_536), "an integer >= 1"),
+    "n_mels": (lambda v: _is_int(v, 1, 1024), "an integer 1 to 1024"),
+    "fmin": (lambda v: _is_num(v, 0), "a number >= 0"),
+    "fmax": (lambda v: _is_num(v, 1), "a number > 0"),
+    "clip_seconds": (lambda v: _is_num(v, 1e-3, 600), "a number of seconds, 0.001 to 600"),
+    "n_frames": (lambda v: _is_int(v, 1, 1_000_000), "an integer >= 1"),
+    "log_floor": (lambda v: _is_num(v, 1e-30, 1), "a number in (0, 1]"),
+    "norm_low": (_is_num, "a finite number"),
+    "norm_high": (_is_num, "a finite number"),
+}
+_SDE_CHECKS = {"beta_min": (lambda v: _is_num(v, 0), "a number >= 0"), "beta_max": (lambda v: _is_num(v, 0), "a number >= 0"),
+               "t_min": (lambda v: _is_num(v, 1e-8, 0.5), "a number in (0, 0.5]")}
+_FIELD_CHECKS = {
+    "variant": (lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
+    "labels": (lambda v: isinstance(v, list) and 1 <= len(v) <= 1000 and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v),
+               "a list of distinct non-empty names"),
+    "n_frames": (lambda v: _is_int(v, 1, 1_000_000), "an integer >= 1"),
+    "default_steps": (lambda v: _is_int(v, 1, MAX_STEPS), f"an integer 1 to {MAX_STEPS}"),
+    "default_guidance": (lambda v: _is_num(v, 0, MAX_GUIDANCE), f"a number 0 to {MAX_GUIDANCE:g}"),
+    "params": (lambda v: isinstance(v, (dict, int)) and not isinstance(v, bool), "parameter counts"),
+    "macs_per_step": (lambda v: _is_int(v), "an integer >= 0"),
+    "precision": (lambda v: isinstance(v, str) and v, "a precision name"),
+    "source_commit": (lambda v: isinstance(v, str), "a string"),
+    "output": (lambda v: v == "eps", "'eps'"),
+    "quantization": (lambda v: isinstance(v, dict), "an object"),
+    "gaussian_skip": (lambda v: isinstance(v, bool), "true or false"),
+    "name": (lambda v: isinstance(v, str) and v, "a vocoder name"),
+    "hop_length": (lambda v: _is_int(v, 1, 65_536), "an integer >= 1"),
+    "sample_rate": (lambda v: _is_int(v, 1000, 384_000), "an integer 1000 to 384000"),
+}
+
+
+def _decode_field(cls, name: str, value, source: str):
+    if name in _NESTED:
+        checks = _MEL_CHECKS if name == "mel" else _SDE_CHECKS
+        config = _NESTED[name]
+        _expect(isinstance(value, dict), source, name, value, f"an object with {', '.join(checks)}")
+        unknown = sorted(set(value) - set(checks))
+        _expect(not unknown, source, f"{name}.{unknown[0] if unknown else ''}", value, f"only the keys {', '.join(checks)}")
+        for key, (ok, expected) in checks.items():
+            if key in value:
+                _expect(ok(value[key]), source, f"{name}.{key}", value[key], expected)
+        return config(**value)
+    if name == "default_sampler":
+        from c2d.runtime.samplers import SAMPLERS
+
+        _expect(value in SAMPLERS, source, name, value, f"one of {', '.join(SAMPLERS)}")
+        return value
+    if name in _FIELD_CHECKS:
+        ok, expected = _FIELD_CHECKS[name]
+        _expect(bool(ok(value)), source, name, value, expected)
+    return tuple(value) if name == "labels" else value
+
+
+def _check_consistent(meta, source: str) -> None:
+    """Values that are each fine but contradict one another."""
+    mel = meta.mel
+    if mel.fmax <= mel.fmin or mel.fmax > mel.sample_rate / 2:
+        raise BundleError(f"{source}: metadata mel.fmax = {mel.fmax:g} must lie above fmin ({mel.fmin:g}) and at most at "
+                          f"half the sample rate ({mel.sample_rate / 2:g})")
+    if mel.n_mels > mel.n_fft // 2 + 1 or mel.hop_length > mel.n_fft or mel.norm_high <= mel.norm_low:
+        raise BundleError(f"{source}: metadata mel is inconsistent: n_mels {mel.n_mels} must be at most n_fft/2+1 "
+                          f"({mel.n_fft // 2 + 1}), hop {mel.hop_length} at most n_fft, norm_high above norm_low")
+    if isinstance(meta, GeneratorMeta):
+        if meta.n_frames != mel.n_frames:
+            raise BundleError(f"{source}: metadata n_frames = {meta.n_frames} differs from mel.n_frames = {mel.n_frames}")
+        if meta.sde.beta_max <= meta.sde.beta_min:
+            raise BundleError(f"{source}: metadata sde.beta_max = {meta.sde.beta_max:g} must exceed beta_min = {meta.sde.beta_min:g}")
+    elif meta.hop_length != mel.hop_length:
+        raise BundleError(f"{source}: metadata hop_length = {meta.hop_length} differs from mel.hop_length = {mel.hop_length}")
+
+
+# ---- manifest ------------------------------------------------------------------------------------------------------
+
+_HEX = set("0123456789abcdef")
+# Files a bundle folder may hold besides those its manifest lists (a bundle-local deployment profile).
+EXTRA_FILES = ("deployment.json",)
+
+
+def _bad(path: Path, field: str, value, expected: str) -> BundleError:
+    return BundleError(f"{path}: {field} = {json.dumps(value)[:80]} is invalid: expected {expected}")
+
+
+def _check_name(path: Path, field: str, name) -> None:
+    """A file name the bundle lists: a plain name inside the folder (no folders, no '..', nothing absolute)."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise _bad(path, field, name, "a plain file name inside the bundle folder (no '/', '..' or absolute paths)")
+
+
+def _check_hash(path: Path, field: str, value) -> None:
+    if not (isinstance(value, str) and len(value) == 64 and set(value) <= _HEX):
+        raise _bad(path, field, value, "64 lowercase hex digits (SHA-256)")
+
+
+def _check_entry(path: Path, role: str, entry) -> None:
+    if not isinstance(entry, dict):
+        raise _bad(path, role, entry, "an object")
+    if role == "vocoder":
+        if entry.get("kind") not in VOCODERS:
+            raise _bad(path, "vocoder.kind", entry.get("kind"), f"one of {', '.join(VOCODERS)}")
+        if entry["kind"] == "griffin-lim":
+            if entry.get("file") is not None:
+                raise _bad(path, "vocoder.file", entry["file"], "null for the weight-free griffin-lim vocoder")
+            return
+    _check_name(path, f"{role}.file", entry.get("file"))
+    _check_hash(path, f"{role}.sha256", entry.get("sha256"))
+    if not _is_int(entry.get("bytes"), 1):
+        raise _bad(path, f"{role}.bytes", entry.get("bytes"), "the file's size in bytes")
+    if entry.get("reference") is not None:
+        _check_name(path, f"{role}.reference", entry["reference"])
+    if entry.get("reference_sha256") is not None:
+        _check_hash(path, f"{role}.reference_sha256", entry["reference_sha256"])
+
+
+def check_manifest(manifest, path: Path) -> dict:
+    """The manifest's schema: types, allowed values and file names, with the field and the bad value in the error."""
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("format_version")
+    if not _is_int(version, 1):
+        raise _bad(path, "format_version", version, "an integer >= 1")
+    if version > BUNDLE_FORMAT:
+        raise BundleError(f"{path.parent} has bundle format {version}, newer than this c2d supports ({BUNDLE_FORMAT}); upgrade c2d")
+    if manifest.get("variant") not in VARIANTS:
+        raise _bad(path, "variant", manifest.get("variant"), f"one of {', '.join(VARIANTS)}")
+    for field in ("precision", "source_commit", "created"):
+        if field in manifest and not isinstance(manifest[field], str):
+            raise _bad(path, field, manifest[field], "a string")
+    for field in ("checkpoints", "quantization"):
+        if field in manifest and not isinstance(manifest[field], dict):
+            raise _bad(path, field, manifest[field], "an object")
+    for role in ("generator", "vocoder"):
+        if role not in manifest:
+            raise BundleError(f"{path} lists no {role}")
+        _check_entry(path, role, manifest[role])
+    names = listed_files(manifest)
+    if len(set(names)) != len(names):
+        raise BundleError(f"{path}: two roles name the same file ({', '.join(sorted(n for n in names if names.count(n) > 1))})")
+    return manifest
+
+
+def listed_files(manifest: dict) -> list[str]:
+    """Every file name the manifest lists (models and references), in order."""
+    names = []
+    for role in ("generator", "vocoder"):
+        for key in ("file", "reference"):
+            if manifest[role].get(key):
+                names.append(manifest[role][key])
+    return names
+
+
+def bundle_file(bundle: str | Path, name: str) -> Path:
+    """The path of a file a bundle lists; BundleError if it would leave the folder or is not a regular file."""
+    bundle = Path(bundle)
+    _check_name(bundle / MANIFEST, "file", name)
+    path = bundle / name
+    root = bundle.resolve()
+    if path.resolve().parent != root:
+        raise BundleError(f"{bundle}: {name} points outside the bundle folder (to {path.resolve()}); refusing to follow it")
+    if not path.is_file():
+        what = "missing" if not path.exists() else f"{describe_kind(path)}, not a file"
+        raise BundleError(f"{bundle} is incomplete: {name} is {what}")
+    return path
+
+
+_HASHES: dict[tuple, str] = {}  # (resolved path, size, mtime_ns, inode) -> SHA-256: verified once per process
+
+
+def cached_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(path)
+    return _HASHES[key]
+
+
+def verify_files(bundle: Path, manifest: dict) -> None:
+    """Every listed file exists inside the folder with the size and SHA-256 the manifest records."""
+    for role in ("generator", "vocoder"):
+        entry = manifest[role]
+        for key, digest in (("file", "sha256"), ("reference", "reference_sha256")):
+            name = entry.get(key)
+            if not name:
+                continue
+            path = bundle_file(bundle, name)
+            if key == "file" and path.stat().st_size != entry["bytes"]:
+                raise BundleError(f"{path} has {path.stat().st_size} bytes, its manifest records {entry['bytes']}: the file was "
+                                  "changed or truncated after export; re-export the bundle or restore the file")
+            if entry.get(digest) and cached_sha256(path) != entry[digest]:
+                raise BundleError(f"{path} does not match the SHA-256 in its manifest: the file was changed or damaged after "
+                                  "export; re-export the bundle or restore the file")
+
+
+def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
+    """The bundle's manifest.json, its schema checked, its files resolved inside the folder and (verify) their
+    sizes and SHA-256 checked, so what runs is what was validated at export."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle} is not a c2d bundle: not a folder")
     if not path.is_file():
         raise BundleError(f"{bundle} is not a c2d bundle: {MANIFEST} not found")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
-    if manifest.get("format_version", 0) > BUNDLE_FORMAT:
-        raise BundleError(f"{bundle} has bundle format {manifest['format_version']}, newer than this c2d supports ({BUNDLE_FORMAT}); upgrade c2d")
-    for role in ("generator", "vocoder"):
-        entry = manifest.get(role)
-        if entry is None:
-            raise BundleError(f"{path} lists no {role}")
-        if entry.get("file") and not (bundle / entry["file"]).is_file():
-            raise BundleError(f"{bundle} is incomplete: {role} file {entry['file']} is missing")
+    check_manifest(manifest, path)
+    if verify:
+        verify_files(bundle, manifest)
+    else:
+        for name in listed_files(manifest):
+            bundle_file(bundle, name)
     return manifest
+
+
+def stamp_files(folder: str | Path, manifest: dict) -> dict:
+    """Record the size and SHA-256 of every file the manifest lists (after writing or editing them); returns it."""
+    folder = Path(folder)
+    for role in ("generator", "vocoder"):
+        entry = manifest[role]
+        if entry.get("file"):
+            entry["bytes"] = (folder / entry["file"]).stat().st_size
+            entry["sha256"] = file_sha256(folder / entry["file"])
+        if entry.get("reference"):
+            entry["reference_sha256"] = file_sha256(folder / entry["reference"])
+    return manifest
+
+
+def not_a_bundle(folder: Path) -> str | None:
+    """None if `folder` holds a c2d bundle and nothing else (so replacing it loses nothing c2d did not write);
+    else the reason it is not one."""
+    try:
+        manifest = read_manifest(folder, verify=False)
+    except BundleError as exc:
+        return str(exc)
+    allowed = {MANIFEST, *listed_files(manifest), *EXTRA_FILES}
+    others = sorted(p.name for p in folder.iterdir() if p.name not in allowed or not p.is_file() or p.is_symlink())
+    return f"it also holds {', '.join(others[:3])}" if others else None

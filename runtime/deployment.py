@@ -1,10 +1,16 @@
 """Profile-driven choice of backend and precision: measure every available backend x precision on this machine in
 one interleaved run, gate each (parity with PyTorch on the bundle's reference cases, then the quality gate on a
-sampled trajectory against ONNX Runtime fp32), and record the fastest passing choice in deployment.json next to the
-bundle. `c2d generate` uses it when no --backend is given, on the machine it was measured on.
+sampled trajectory against ONNX Runtime fp32), and record the fastest passing choice.
+
+The profile goes to a per-user cache, one file per generator file (SHA-256) and machine (fingerprint of CPU model,
+core count and engine versions): ~/.cache/c2d/deployments/<sha>-<machine>.json ($C2D_CACHE moves it). A bundle may
+carry its own deployment.json instead (`c2d profile --backend all --in-bundle`), which is read first. `c2d generate`
+uses the choice when no --backend is given, only if it was measured for this generator file on this machine, its
+backend is installed here and its precision is one that backend runs; otherwise it says why and runs ONNX Runtime fp32.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -21,10 +27,13 @@ from c2d.runtime.backends import BackendOptions, BackendUnavailable
 from c2d.runtime.bundle import read_manifest
 from c2d.runtime.files import atomic_write_text
 from c2d.runtime.gate import Budget, compare, reference_run
+from c2d.runtime.limits import max_threads
 from c2d.runtime.parity import BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
 
 DEPLOYMENT_FILE = "deployment.json"
 DEPLOYMENT_FORMAT = 1
+PRECISIONS = {"ort": ("fp32",), "openvino": ("f32", "bf16")}  # what each CPU backend's choice may say
+BACKEND_PACKAGES = {"ort": "onnxruntime", "openvino": "openvino"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,19 @@ def machine() -> dict:
     return {"cpu": model, "cpu_count": os.cpu_count(), **versions}
 
 
+def machine_fingerprint() -> str:
+    return hashlib.sha256(json.dumps(machine(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("C2D_CACHE") or Path.home() / ".cache" / "c2d") / "deployments"
+
+
+def cached_profile_path(generator_sha256: str) -> Path:
+    """Where this machine's profile of one generator file lives in the per-user cache."""
+    return cache_dir() / f"{generator_sha256[:16]}-{machine_fingerprint()}.json"
+
+
 def step_feeds(bundle: Path) -> list[dict[str, np.ndarray]]:
     """Batch-1 inputs at the reference cases' noise levels (t_min .. 1)."""
     return [{k: v[:1] for k, v in feeds.items()} for feeds, _ in load_reference(bundle)]
@@ -92,9 +114,11 @@ def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: 
 
 
 def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, calls: int = 20, gate_budget: Budget = Budget(count=1),
-           candidates: list[Candidate] | None = None, sampler: str | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Measure and gate every candidate; write deployment.json (atomically) into the bundle; return its contents.
-    The quality gate runs `sampler` (default: the bundle's) for gate_budget.steps (default: the bundle's)."""
+           candidates: list[Candidate] | None = None, sampler: str | None = None, log: Callable[[str], None] = lambda _: None,
+           out: str | Path | None = None) -> dict:
+    """Measure and gate every candidate; write the profile (atomically) to `out`, default the per-user cache
+    (cached_profile_path); return its contents with "path" added. The quality gate runs `sampler` (default: the
+    bundle's) for gate_budget.steps (default: the bundle's)."""
     from c2d.runtime.generate import Generator
 
     bundle = Path(bundle)
@@ -131,8 +155,9 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
                "generator_sha256": manifest["generator"].get("sha256"),
                "choice": None if chosen is None else {k: results[chosen][k] for k in ("backend", "precision", "step_ms")},
                "candidates": results}
-    atomic_write_text(bundle / DEPLOYMENT_FILE, json.dumps(profile, indent=2) + "\n")
-    return profile
+    path = Path(out) if out is not None else cached_profile_path(manifest["generator"]["sha256"])
+    atomic_write_text(path, json.dumps(profile, indent=2) + "\n")
+    return {**profile, "path": str(path)}
 
 
 def fastest_passing(results: dict[str, dict]) -> str | None:
@@ -141,23 +166,58 @@ def fastest_passing(results: dict[str, dict]) -> str | None:
     return min(passing, key=lambda label: results[label]["step_ms"]) if passing else None
 
 
-def read_choice(bundle: str | Path) -> tuple[Candidate | None, str]:
-    """(the recorded choice, why) if deployment.json exists, is for this generator file and this machine."""
-    path = Path(bundle) / DEPLOYMENT_FILE
-    if not path.is_file():
-        return None, f"no {DEPLOYMENT_FILE} (run `c2d profile {bundle} --backend all` to choose the fastest backend here)"
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate
+    threads: int | None  # the thread count it was measured with (None: the engine's default)
+    step_ms: float
+
+
+def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
+    """(the recorded choice, why) from the bundle's own deployment.json, else the per-user cache, if it is for this
+    generator file and this machine and names an installed backend and a precision it runs; else (None, why not)."""
+    bundle = Path(bundle)
+    sha = read_manifest(bundle)["generator"]["sha256"]
+    local, cached = bundle / DEPLOYMENT_FILE, cached_profile_path(sha)
+    path = local if local.exists() else cached
+    if not path.exists():
+        return None, f"no deployment profile for this machine (run `c2d profile {bundle} --backend all` to choose the fastest backend here)"
     try:
         profile = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None, f"{path} is not valid JSON; ignored"
-    if profile.get("format") != DEPLOYMENT_FORMAT or not profile.get("choice"):
-        return None, f"{path} holds no usable choice"
-    if profile.get("generator_sha256") != read_manifest(bundle)["generator"].get("sha256"):
-        return None, f"{path} was measured for another generator file; ignored"
-    if profile.get("machine") != machine():
-        return None, f"{path} was measured on another machine or engine version; ignored"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path} is unreadable ({exc}); ignored"
+    problem = profile_problem(profile, sha)
+    if problem:
+        return None, f"{path} {problem}; ignored"
     c = profile["choice"]
-    return Candidate(c["backend"], c["precision"]), f"{DEPLOYMENT_FILE}: fastest passing choice here, {c['step_ms']:.2f} ms/step"
+    choice = Choice(Candidate(c["backend"], c["precision"]), profile.get("threads"), float(c["step_ms"]))
+    return choice, f"{path.name}: fastest passing choice here, {choice.step_ms:.2f} ms/step"
+
+
+def profile_problem(profile, generator_sha256: str) -> str | None:
+    """Why a deployment profile cannot be used here, or None."""
+    if not isinstance(profile, dict) or profile.get("format") != DEPLOYMENT_FORMAT:
+        return f"is not a deployment profile of format {DEPLOYMENT_FORMAT}"
+    c = profile.get("choice")
+    if not isinstance(c, dict) or not c:
+        return "holds no choice (no candidate passed its gates)"
+    backend, precision, ms = c.get("backend"), c.get("precision"), c.get("step_ms")
+    if backend not in PRECISIONS:
+        return f"names backend {backend!r}, which c2d does not choose among ({', '.join(PRECISIONS)})"
+    if precision not in PRECISIONS[backend]:
+        return f"names precision {precision!r} for {backend}, which runs {', '.join(PRECISIONS[backend])}"
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0:
+        return f"records step_ms {ms!r}, not a positive number"
+    threads = profile.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads()):
+        return f"records threads {threads!r}, not 1 to the {max_threads()} cores here"
+    if profile.get("generator_sha256") != generator_sha256:
+        return "was measured for another generator file"
+    if profile.get("machine") != machine():
+        return "was measured on another machine or engine version"
+    if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
+        return f"chose {backend}, which is not installed here (pip install {BACKEND_PACKAGES[backend]})"
+    return None
 
 
 def deployment_markdown(profile: dict) -> str:

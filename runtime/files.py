@@ -1,13 +1,96 @@
-"""Writing files so that a crash or an error never leaves half of one: temp file in the same folder, then rename.
+"""Writing outputs so that an error, a full disk or a signal never leaves half of one, and never destroys what a
+path held unless c2d wrote it. stdlib only, so the runtime, the exporter and the training code share it.
 
-stdlib only, so the runtime, the exporter and the training code share it.
+- One file: a temporary name in the target's folder, then one rename (`atomic_path`).
+- Several files: all staged first, then renamed together with SIGINT/SIGTERM held off; if one rename fails, the
+  files already replaced are restored from hard-linked backups (`atomic_files`): all or nothing.
+- A symbolic link is written through (its target is replaced); a folder, a device, a FIFO or a socket in the way is
+  refused with an `OutputError` naming it.
+- Folders (bundles, calibration recordings) are swapped in whole (`replace_dir`), and only over a folder that the
+  caller recognised as its own kind.
+- `raise_on_signals` turns SIGTERM (and SIGINT) into an exception, so `finally` blocks remove temporary files; the
+  CLI then exits 143 (130).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
+import stat
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
+
+from c2d.runtime.errors import C2DError
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class OutputError(C2DError, RuntimeError):
+    """An output c2d refuses to write: something that is not a regular file in the way, or a folder of another kind."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, like KeyboardInterrupt, so no `except Exception` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def raise_on_signals() -> None:
+    """From now on SIGINT and SIGTERM raise Interrupted in the main thread (a no-op outside it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    for sig in _SIGNALS:
+        signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a short critical section; a signal that came meanwhile is delivered after it."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def describe_kind(path: Path) -> str:
+    mode = path.lstat().st_mode
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def output_target(path: str | os.PathLike) -> Path:
+    """The regular file that writing `path` replaces: a symbolic link is followed to its target; OutputError if
+    something other than a regular file (or nothing) is there, or the folder it goes in is not a folder."""
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        via = f" (the target of the link {path})" if target != path else ""
+        raise OutputError(f"{target}{via} is {describe_kind(target)}, not a regular file; c2d writes only regular files")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"cannot write {path}: {parent} is {describe_kind(parent)}, not a folder")
+            break
+    return target
 
 
 def temp_path(path: Path, suffix: str = "") -> Path:
@@ -18,15 +101,74 @@ def temp_path(path: Path, suffix: str = "") -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it replaces `path`, on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path, suffix)
+    """Yield a temporary path to write to; on success it replaces `path` (or a link's target), on failure or a
+    signal it is removed."""
+    target = output_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target, suffix)
     try:
         yield tmp
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_files(paths: Sequence[str | os.PathLike], suffix: str = "") -> Iterator[list[Path]]:
+    """Yield one temporary path per output; when the block succeeds all outputs are replaced, else none is."""
+    targets = [output_target(p) for p in paths]
+    if len(set(targets)) != len(targets):
+        raise OutputError("two outputs resolve to the same file: " + ", ".join(str(t) for t in targets if targets.count(t) > 1))
+    for parent in {t.parent for t in targets}:
+        parent.mkdir(parents=True, exist_ok=True)
+    tmps = [temp_path(t, suffix) for t in targets]
+    try:
+        yield tmps
+        missing = [t for t in tmps if not t.is_file()]
+        if missing:
+            raise OutputError(f"internal: {missing[0]} was not written")
+        with signals_deferred():
+            _commit_all(tmps, targets)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _backup(target: Path) -> Path | None:
+    """A hard link (else a copy) of an existing target, to restore it if the commit fails; None if none exists."""
+    if not target.exists():
+        return None
+    backup = target.with_name(f".{target.name}.{os.getpid()}.bak")
+    backup.unlink(missing_ok=True)
+    try:
+        os.link(target, backup)
+    except OSError:
+        shutil.copy2(target, backup)
+    return backup
+
+
+def _commit_all(tmps: list[Path], targets: list[Path]) -> None:
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, target in zip(tmps, targets):
+            backup = _backup(target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+                raise
+            done.append((target, backup))
+    except BaseException:
+        for target, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+        raise
+    for _, backup in done:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -37,6 +179,49 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def check_output_dir(out: Path, is_own_kind, what: str) -> None:
+    """A folder output may replace only nothing, an empty folder, or a folder `is_own_kind(out)` recognises
+    (returns None if it does, else the reason it does not)."""
+    if out.is_symlink():
+        raise OutputError(f"{out} is a symbolic link; give the folder it points to")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is {describe_kind(out)}, not a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"cannot write {out}: {parent} is {describe_kind(parent)}, not a folder")
+            break
+    if out.is_dir() and any(out.iterdir()):
+        reason = is_own_kind(out)
+        if reason is not None:
+            raise OutputError(f"refusing to replace {out}: it is not a {what} ({reason}); choose another folder or empty it")
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh hidden sibling folder to build `out` in (same filesystem, so the final rename is atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Swap a finished folder in: an existing `out` is replaced only now, after everything succeeded, and is back
+    in place if the swap fails."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    with signals_deferred():
+        if out.exists():
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if old.exists():
+                os.replace(old, out)
+            raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def pyplot():

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
-from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, decode_metadata, read_manifest
-from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise, ode_warning, resolve_sampler
+from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, bundle_file, decode_metadata, read_manifest
+from c2d.runtime.limits import MAX_BATCH, MAX_GUIDANCE, MAX_SAMPLES, MAX_SEED, MAX_STEPS, REASONS, check_float, check_int
+from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise_per_step, ode_warning, resolve_sampler
 from c2d.runtime.vocoder import GriffinLim, check_log_mel
 
 SHIPPED_BUNDLE = "small"
@@ -26,7 +29,7 @@ DEFAULT_BATCH = 8  # samples per graph call
 DEFAULT_PEAK_DBFS = -1.0  # WAV peak level: every digit equally loud and never clipped (FSDD recording levels vary widely)
 
 
-class GenerationError(ValueError):
+class GenerationError(C2DError, ValueError):
     """Bad request (digit, steps, guidance) or a run that went wrong (non-finite values)."""
 
 
@@ -35,8 +38,13 @@ def default_bundle() -> Path:
     return Path(str(files("c2d.runtime") / "bundles" / SHIPPED_BUNDLE))
 
 
+GENERATOR_INPUTS, GENERATOR_OUTPUT = ("x", "t", "y", "gamma"), "eps"
+
+
 def parse_digit(value: str | int, labels: Sequence[str]) -> int:
-    """"7", 7 or "seven" (any case) -> 7."""
+    """"7", 7, numpy.int64(7) or "seven" (any case) -> 7."""
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise GenerationError(f"a digit is an integer or a name, got {value!r} ({type(value).__name__})")
     text = str(value).strip().lower()
     if text.isdigit() and int(text) < len(labels):
         return int(text)
@@ -91,10 +99,13 @@ class Generator:
         self.manifest = read_manifest(self.bundle)
         self.backend_name = backend
         self.backend_note = backend
-        self.model = open_backend(backend, self.bundle / self.manifest["generator"]["file"], options)
-        meta = decode_metadata(self.model.metadata(), str(self.bundle / self.manifest["generator"]["file"]))
+        path = bundle_file(self.bundle, self.manifest["generator"]["file"])
+        self.model = open_backend(backend, path, options)
+        meta = decode_metadata(self.model.metadata(), str(path))
         if not isinstance(meta, GeneratorMeta):
             raise BundleError(f"{self.bundle}: the generator file holds a {type(meta).__name__}")
+        check_io(path, self.model, GENERATOR_INPUTS, (GENERATOR_OUTPUT,),
+                 {"x": [1, meta.mel.n_mels, meta.n_frames], "y": [len(meta.labels)]})
         self.meta: GeneratorMeta = meta
         self.vocoder = self._load_vocoder(backend, options)
 
@@ -102,8 +113,12 @@ class Generator:
         entry = self.manifest["vocoder"]
         if entry["kind"] == "griffin-lim":
             return GriffinLim(self.meta.mel)
-        vb = open_backend(backend, self.bundle / entry["file"], options)
-        vmeta = decode_metadata(vb.metadata(), str(self.bundle / entry["file"]))
+        path = bundle_file(self.bundle, entry["file"])
+        vb = open_backend(backend, path, options)
+        vmeta = decode_metadata(vb.metadata(), str(path))
+        if not isinstance(vmeta, VocoderMeta):
+            raise BundleError(f"{self.bundle}: the vocoder file holds a {type(vmeta).__name__}")
+        check_io(path, vb, ("mel",), ("wave",), {"mel": [vmeta.mel.n_mels]})
         if (vmeta.mel.n_mels, vmeta.mel.sample_rate, vmeta.hop_length) != (self.meta.mel.n_mels, self.meta.mel.sample_rate, self.meta.mel.hop_length):
             raise BundleError(f"{self.bundle}: the vocoder's mel space does not match the generator's")
         return OnnxVocoder(vb, vmeta)
@@ -121,9 +136,13 @@ class Generator:
             b = x.shape[0]
             feeds = {"x": np.asarray(x, np.float32), "t": np.full(b, t, np.float32), "y": y[:b], "gamma": np.full(b, guidance, np.float32)}
             out = self.model.run(feeds, ["eps"])[0]
+            if out.shape != x.shape:
+                raise GenerationError(f"the model returned eps of shape {list(out.shape)} for x of shape {list(x.shape)}; the bundle is broken")
             if not np.isfinite(out).all():
                 raise GenerationError(f"the model returned non-finite values at step {calls[0] + 1} (t={t:.4f}); "
                                       "the bundle may be broken or quantized too aggressively")
+            if not out.any():  # a trained network never predicts exactly zero noise: the result would be pure noise
+                raise GenerationError(f"the model returned all zeros at step {calls[0] + 1} (t={t:.4f}); the bundle is broken")
             calls[0] += 1
             if on_step is not None:
                 on_step(calls[0], t)
@@ -146,18 +165,12 @@ class Generator:
         default to the bundle's (metadata default_sampler, default_steps).
         vocode=False stops at the log-Mel (audio is then empty [B, 0]). Each waveform is scaled to peak at
         peak_dbfs (None: the level the model produced, clipped to [-1, 1])."""
-        if isinstance(digits, (int, str)):
-            digits = [digits]
+        digits, count, seed, steps, guidance, batch_size = self._check_request(digits, count, seed, steps, guidance, batch_size)
         sampler, steps = self.sampler_and_steps(sampler, steps)
         spec = SAMPLERS[sampler]
         warning = ode_warning(sampler, self.meta.gaussian_skip)
         if warning:
             warnings.warn(warning, stacklevel=2)
-        guidance = self.meta.default_guidance if guidance is None else guidance
-        if not guidance >= 0:
-            raise GenerationError(f"guidance must be >= 0, got {guidance}")
-        if count < 1 or batch_size < 1:
-            raise GenerationError(f"count and batch size must be at least 1, got {count} and {batch_size}")
         wanted = [parse_digit(d, self.meta.labels) for d in digits for _ in range(count)]
         seeds = [seed + k for k in range(len(wanted))]
         shape = (1, self.meta.mel.n_mels, self.meta.n_frames)
@@ -166,7 +179,7 @@ class Generator:
         chunks = []
         for i in range(0, len(wanted), batch_size):
             chunk_digits, chunk_seeds = wanted[i : i + batch_size], seeds[i : i + batch_size]
-            x_T, noise = draw_noise(chunk_seeds, steps if spec.stochastic else 0, shape)
+            x_T, noise = draw_noise_per_step(chunk_seeds, steps if spec.stochastic else 0, shape)
             chunks.append(spec.fn(self.eps_fn(chunk_digits, guidance, on_step), x_T, noise, ts, self.meta.sde))
         x0 = np.concatenate(chunks)[:, 0]  # [B, n_mels, T] in [-1, 1]
         sampling = time.perf_counter() - start
@@ -179,9 +192,49 @@ class Generator:
         return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
                           guidance, sampling, vocoding)
 
+    def _check_request(self, digits, count, seed, steps, guidance, batch_size):
+        """Types and bounds of a sample() request (runtime/limits.py); GenerationError naming the argument."""
+        if isinstance(digits, (str, numbers.Integral)):
+            digits = [digits]
+        try:
+            digits = list(digits)
+        except TypeError:
+            raise GenerationError(f"digits must be a digit or a list of digits, got {digits!r}") from None
+        if not digits:
+            raise GenerationError("no digits given: ask for at least one (0-9 or its name)")
+        try:
+            count = check_int("count", count, 1, MAX_SAMPLES, REASONS["samples"])
+            if len(digits) * count > MAX_SAMPLES:
+                raise ValueError(f"{len(digits)} digits x count {count} = {len(digits) * count} samples; {REASONS['samples']}")
+            seed = check_int("seed", seed, 0, MAX_SEED - len(digits) * count, REASONS["seed"])
+            steps = None if steps is None else check_int("steps", steps, 1, MAX_STEPS, REASONS["steps"])
+            guidance = self.meta.default_guidance if guidance is None else check_float("guidance", guidance, 0.0, MAX_GUIDANCE, REASONS["guidance"])
+            batch_size = check_int("batch size", batch_size, 1, MAX_BATCH, REASONS["batch"])
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from None
+        return digits, count, seed, steps, guidance, batch_size
+
     def generate(self, digits, count: int = 1, **kwargs) -> np.ndarray:
         """Waveforms [B, samples], float32 in [-1, 1] at self.sample_rate."""
         return self.sample(digits, count, **kwargs).audio
+
+
+def check_io(path: Path, backend, inputs: Sequence[str], outputs: Sequence[str], trailing: dict[str, list[int]]) -> None:
+    """The graph has the inputs and outputs the runtime feeds and reads, with the trailing dims its metadata says."""
+    from c2d.runtime.backends import onnx_io_shapes
+
+    missing = [n for n in inputs if n not in backend.input_names] + [n for n in outputs if n not in backend.output_names]
+    if missing:
+        raise BundleError(f"{path}: the graph lacks {', '.join(missing)} (inputs {list(backend.input_names)}, outputs "
+                          f"{list(backend.output_names)}); it is not a c2d export")
+    try:
+        shapes = onnx_io_shapes(path)
+    except Exception as exc:  # onnx's DecodeError and friends
+        raise BundleError(f"{path}: cannot read the graph's shapes ({exc})") from exc
+    for name, dims in trailing.items():
+        have = shapes.get(name, [])[-len(dims):]
+        if len(have) == len(dims) and any(isinstance(h, int) and h > 0 and h != d for h, d in zip(have, dims)):
+            raise BundleError(f"{path}: input {name} has trailing dims {have}, its metadata says {dims}; the bundle is inconsistent")
 
 
 def load(bundle: str | Path | None = None, backend: str | None = None, options: BackendOptions | None = None) -> Generator:
@@ -200,8 +253,9 @@ def load(bundle: str | Path | None = None, backend: str | None = None, options: 
         if choice is None:
             backend, note = "ort", f"ort fp32 ({why})"
         else:
-            backend, note = choice.backend, f"{choice.label} ({why})"
-            options = replace(options, precision=None if choice.backend == "ort" else choice.precision)
+            backend, note = choice.candidate.backend, f"{choice.candidate.label} ({why})"
+            options = replace(options, precision=None if backend == "ort" else choice.candidate.precision,
+                              threads=options.threads or choice.threads)
     gen = Generator(bundle, backend, options)
     gen.backend_note = note
     return gen

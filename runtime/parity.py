@@ -27,17 +27,33 @@ def reference_arrays(cases: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
     return {f"c{k}.{name}": value for k, (feeds, outs) in enumerate(cases) for name, value in {**feeds, **outs}.items()}
 
 
+def read_reference_arrays(path: Path, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """A reference .npz, every array finite (NaN would compare as no error and pass any gate): BundleError otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise BundleError(f"{path} is not a readable .npz: {exc}") from exc
+    missing = [n for n in names or () if n not in arrays]
+    if missing:
+        raise BundleError(f"{path} lacks the arrays {', '.join(missing[:4])}; re-export the bundle")
+    for name, value in arrays.items():
+        if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
+            raise BundleError(f"{path}: array {name} holds non-numeric or non-finite values; the reference is damaged")
+    return arrays
+
+
 def load_reference(bundle: str | Path) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     bundle = Path(bundle)
     name = read_manifest(bundle)["generator"].get("reference")
     if not name or not (bundle / name).is_file():
         raise BundleError(f"{bundle} has no {REFERENCE_FILE} (re-export it with this c2d version to gate backends)")
-    with np.load(bundle / name) as data:
-        arrays = dict(data)
-    cases = []
-    for k in range(len(arrays) // (len(INPUTS) + len(OUTPUTS))):
-        cases.append(({n: arrays[f"c{k}.{n}"] for n in INPUTS}, {n: arrays[f"c{k}.{n}"] for n in OUTPUTS}))
-    return cases
+    arrays = read_reference_arrays(bundle / name)
+    count = len(arrays) // (len(INPUTS) + len(OUTPUTS))
+    names = tuple(f"c{k}.{n}" for k in range(count) for n in INPUTS + OUTPUTS)
+    if not count or len(arrays) != len(names) or set(arrays) != set(names):
+        raise BundleError(f"{bundle / name} does not hold whole reference cases (inputs {INPUTS}, outputs {OUTPUTS}); re-export the bundle")
+    return [({n: arrays[f"c{k}.{n}"] for n in INPUTS}, {n: arrays[f"c{k}.{n}"] for n in OUTPUTS}) for k in range(count)]
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,8 @@ def check_vocoder_parity(backend, bundle: str | Path, budget: float) -> float | 
         return None
     if not (bundle / name).is_file():
         raise BundleError(f"{bundle} is incomplete: vocoder reference {name} is missing")
-    with np.load(bundle / name) as data:
-        mel, ref = data["mel"], data["wave"]
+    arrays = read_reference_arrays(bundle / name, ("mel", "wave"))
+    mel, ref = arrays["mel"], arrays["wave"]
     out = backend.run({"mel": mel}, ["wave"])[0]
     if out.shape != ref.shape or not np.isfinite(out).all():
         return float("inf")
@@ -81,6 +97,26 @@ def check_parity(backend, bundle: str | Path, budget: float) -> ParityResult:
     for feeds, ref in load_reference(bundle):
         outs = backend.run(feeds, list(OUTPUTS))
         for name, out in zip(OUTPUTS, outs):
-            d = float(np.abs(out - ref[name]).max()) if np.isfinite(out).all() else float("inf")
+            finite = out.shape == ref[name].shape and np.isfinite(out).all()
+            d = float(np.abs(out - ref[name]).max()) if finite else float("inf")
             diff[name], scale[name] = max(diff[name], d), max(scale[name], float(np.abs(ref[name]).max()))
     return ParityResult({name: diff[name] / scale[name] for name in OUTPUTS}, budget)
+
+
+def verify_bundle(bundle: str | Path, threads: int | None = None) -> dict:
+    """What `c2d inspect --verify` checks: every file against its manifest SHA-256 (on load), then ONNX Runtime fp32
+    against the PyTorch outputs stored at export (generator and vocoder), within the exporter's budget."""
+    from c2d.runtime.backends import BackendOptions
+    from c2d.runtime.generate import Generator
+
+    gen = Generator(bundle, "ort", BackendOptions(threads=threads))
+    budget = BUDGETS["fp32"]
+    if gen.meta.precision != "fp32":
+        budget = budget_for("fp32", gen.meta.precision, gen.meta.quantization)
+    parity = check_parity(gen.model, bundle, budget)
+    failures = [f"generator {name} error {err:.2e} > {budget:.0e}" for name, err in parity.errors.items() if not err <= budget]
+    vocoder = check_vocoder_parity(gen.vocoder.backend, bundle, BUDGETS["fp32"]) if hasattr(gen.vocoder, "backend") else None
+    if vocoder is not None and not vocoder <= BUDGETS["fp32"]:
+        failures.append(f"vocoder error {vocoder:.2e} > {BUDGETS['fp32']:.0e}")
+    return {"sha256": "match", "generator_parity": parity.errors, "budget": budget, "vocoder_parity": vocoder,
+            "failures": failures, "passed": not failures}

@@ -61,6 +61,35 @@ def draw_noise(seeds: Sequence[int], steps: int, shape: tuple[int, ...]) -> tupl
     return np.stack(x_T), np.stack(steps_noise, axis=1)
 
 
+class StepNoise:
+    """Per-step noise drawn when a sampler asks for step i (steps in order), not all at once: memory stays one step's
+    [B, *shape] whatever the step count. Same numbers as draw_noise: each sample's generator is consumed in the same
+    order (x_T first, then step 0, 1, ...). `convert` maps each step's array (e.g. to a torch tensor)."""
+
+    def __init__(self, rngs: list[np.random.Generator], steps: int, shape: tuple[int, ...], convert: Callable | None = None):
+        self.rngs, self.steps, self.shape, self.convert = rngs, steps, shape, convert
+        self.next, self.current = 0, None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, i: int):
+        if i == self.next - 1 and self.current is not None:
+            return self.current
+        if i != self.next or not 0 <= i < self.steps:
+            raise IndexError(f"step noise is drawn in order: asked for step {i}, next is {self.next} of {self.steps}")
+        step = np.stack([rng.standard_normal(self.shape, dtype=np.float32) for rng in self.rngs])
+        self.current, self.next = (self.convert(step) if self.convert else step), i + 1
+        return self.current
+
+
+def draw_noise_per_step(seeds: Sequence[int], steps: int, shape: tuple[int, ...], convert: Callable | None = None) -> tuple[np.ndarray, StepNoise]:
+    """x_T [B, *shape] now, and the per-step noise as a StepNoise drawn step by step (same values as draw_noise)."""
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    x_T = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
+    return x_T, StepNoise(rngs, steps, shape, convert)
+
+
 def euler_maruyama(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, callback=None):
     """Reverse VP SDE, Euler-Maruyama: x <- x + [beta/2 x + beta score] dt + sqrt(beta dt) z.
 

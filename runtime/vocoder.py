@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank, stft
 
 
-class VocoderInputError(ValueError):
+class VocoderInputError(C2DError, ValueError):
     """A vocoder was given something that is not a finite log-Mel of its mel space."""
 
 

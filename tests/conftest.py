@@ -35,3 +35,13 @@ def features_file(tmp_path, synth):
     path = tmp_path / "features.npz"
     np.savez_compressed(path, x=synth.x, y=synth.y, speakers=synth.speakers, is_test=np.zeros(len(synth.y), bool))
     return path
+
+
+@pytest.fixture(autouse=True)
+def private_deployment_cache(tmp_path_factory, monkeypatch):
+    """Deployment profiles go to a per-test folder, never to the user's ~/.cache/c2d/deployments."""
+    from c2d.runtime import deployment
+
+    folder = tmp_path_factory.mktemp("deployments")
+    monkeypatch.setattr(deployment, "cache_dir", lambda: folder)
+    return folder

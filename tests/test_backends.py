@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -133,38 +134,85 @@ def test_deployment_profile_never_chooses_a_backend_that_fails_the_gate(bundle_c
     assert deployment.fastest_passing({"broken fp32": results["broken fp32"]}) is None
 
 
-def test_deployment_profile_round_trips_and_is_used_only_where_it_was_measured(bundle_copy, monkeypatch):
+def test_deployment_profile_round_trips_and_is_used_only_where_it_was_measured(bundle_copy, monkeypatch, private_deployment_cache):
     profile = choose(bundle_copy, threads=1, rounds=1, calls=2, candidates=[Candidate("ort", "fp32")],
                      gate_budget=deployment.Budget(count=1, steps=3))
-    on_disk = json.loads((bundle_copy / deployment.DEPLOYMENT_FILE).read_text())
+    path = Path(profile.pop("path"))
+    assert path.parent == private_deployment_cache and not (bundle_copy / deployment.DEPLOYMENT_FILE).exists()
+    on_disk = json.loads(path.read_text())
     assert on_disk == json.loads(json.dumps(profile)) and on_disk["choice"]["backend"] == "ort"
     choice, why = read_choice(bundle_copy)
-    assert choice == Candidate("ort", "fp32") and "ms/step" in why
+    assert choice.candidate == Candidate("ort", "fp32") and choice.threads == 1 and "ms/step" in why
     gen = load(bundle_copy)
-    assert gen.backend_name == "ort" and "deployment.json" in gen.backend_note
+    assert gen.backend_name == "ort" and path.name in gen.backend_note
     monkeypatch.setattr(deployment, "machine", lambda: {"cpu": "another"})
     choice, why = read_choice(bundle_copy)
-    assert choice is None and "another machine" in why
+    assert choice is None and "no deployment profile" in why  # another machine's fingerprint: another file
 
 
-def test_a_deployment_profile_for_another_generator_is_ignored(bundle_copy):
+def rewrite_profile(bundle, **changes):
+    """Edit the cached profile of `bundle` in place; returns its path."""
+    from c2d.runtime.bundle import read_manifest
+
+    path = deployment.cached_profile_path(read_manifest(bundle)["generator"]["sha256"])
+    profile = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key in ("backend", "precision", "step_ms"):
+            profile["choice"][key] = value
+        else:
+            profile[key] = value
+    path.write_text(json.dumps(profile))
+    return path
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"generator_sha256": "0" * 64}, "another generator"),
+    ({"machine": {"cpu": "elsewhere"}}, "another machine"),
+    ({"backend": "openvino", "precision": "int4"}, "precision 'int4'"),
+    ({"backend": "nonesuch"}, "backend 'nonesuch'"),
+    ({"threads": "many"}, "threads 'many'"),
+    ({"step_ms": float("nan")}, "step_ms"),
+    ({"format": 7}, "format 1"),
+])
+def test_a_deployment_profile_that_does_not_hold_here_is_ignored(bundle_copy, changes, reason):
     choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
-    manifest = json.loads((bundle_copy / "manifest.json").read_text())
-    manifest["generator"]["sha256"] = "0" * 64
-    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_profile(bundle_copy, **changes)
     choice, why = read_choice(bundle_copy)
-    assert choice is None and "another generator" in why
+    assert choice is None and reason in why and "ignored" in why
+    gen = load(bundle_copy)
+    assert gen.backend_name == "ort" and "ignored" in gen.backend_note
 
 
-def test_profile_all_through_the_cli(bundle_copy, tmp_path):
+def test_a_profile_naming_an_engine_not_installed_here_falls_back_to_ort(bundle_copy, monkeypatch):
+    choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
+    rewrite_profile(bundle_copy, backend="openvino", precision="f32")
+    monkeypatch.setitem(deployment.BACKEND_PACKAGES, "openvino", "openvino_not_installed_here")
+    gen = load(bundle_copy)
+    assert gen.backend_name == "ort" and "not installed here" in gen.backend_note
+
+
+def test_an_unreadable_profile_is_ignored(bundle_copy):
+    (bundle_copy / deployment.DEPLOYMENT_FILE).write_text("[1, 2")
+    choice, why = read_choice(bundle_copy)
+    assert choice is None and "unreadable" in why
+    (bundle_copy / deployment.DEPLOYMENT_FILE).write_text("[1, 2]")
+    assert "not a deployment profile" in read_choice(bundle_copy)[1]
+
+
+def test_profile_all_through_the_cli(bundle_copy, tmp_path, private_deployment_cache):
     from click.testing import CliRunner
 
     from c2d.cli import main
 
     res = CliRunner().invoke(main, ["profile", str(bundle_copy), "--backend", "all", "--threads", "1", "--steps", "4", "--json", str(tmp_path / "d.json")])
     assert res.exit_code == 0, res.output
-    assert "| ort | fp32 |" in res.output and (bundle_copy / deployment.DEPLOYMENT_FILE).is_file()
+    assert "| ort | fp32 |" in res.output and not (bundle_copy / deployment.DEPLOYMENT_FILE).exists()
+    assert len(list(private_deployment_cache.iterdir())) == 1 and str(private_deployment_cache) in res.output
     assert json.loads((tmp_path / "d.json").read_text())["choice"] is not None
     res = CliRunner().invoke(main, ["generate", "--bundle", str(bundle_copy), "--digit", "4", "--steps", "3", "-o", str(tmp_path / "f.wav")])
     assert res.exit_code == 0, res.output
-    assert "backend:" in res.output and "deployment.json" in res.output
+    assert "backend:" in res.output and "fastest passing choice here" in res.output
+    res = CliRunner().invoke(main, ["profile", str(bundle_copy), "--backend", "all", "--in-bundle", "--threads", "1", "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert (bundle_copy / deployment.DEPLOYMENT_FILE).is_file()
+    assert deployment.DEPLOYMENT_FILE in load(bundle_copy).backend_note  # the bundle's own file is read first

@@ -12,8 +12,10 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from c2d.runtime.errors import C2DError
 
-class BackendUnavailable(RuntimeError):
+
+class BackendUnavailable(C2DError, RuntimeError):
     """The backend's package, provider or hardware is not present on this machine."""
 
 
@@ -72,6 +74,16 @@ BACKENDS = {"ort": _ort, "trt": _trt, "openvino": _openvino}
 
 
 def open_backend(name: str, path: str | Path, options: BackendOptions | None = None) -> Backend:
+    """Load one ONNX file; BackendUnavailable if the engine is missing here, BundleError if it cannot load the file
+    (truncated, empty, not ONNX, an op it lacks)."""
+    from c2d.runtime.bundle import BundleError
+
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    return BACKENDS[name](Path(path), options or BackendOptions())
+    try:
+        return BACKENDS[name](Path(path), options or BackendOptions())
+    except (BackendUnavailable, ImportError, ValueError):
+        raise
+    except Exception as exc:  # each engine has its own exception types for a file it cannot load
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BundleError(f"{path}: {name} cannot load this model ({first_line}); the file is damaged or not a c2d export") from exc
