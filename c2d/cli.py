@@ -12,7 +12,7 @@ from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime import limits
 from c2d.runtime.backends import BACKENDS
 from c2d.runtime.errors import C2DError
-from c2d.runtime.files import Interrupted, atomic_files, atomic_path, atomic_write_text, output_target, pyplot, raise_on_signals
+from c2d.runtime.files import Interrupted, OutputError, atomic_files, atomic_path, atomic_write_text, output_target, pyplot, raise_on_signals
 from c2d.runtime.generate import DEFAULT_PEAK_DBFS
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, resolve_sampler
 
@@ -351,8 +351,11 @@ def write_outputs(paths: list[Path], audio, sample_rate: int, figure=None) -> No
     import soundfile as sf
 
     with atomic_files(paths) as tmps:
-        for tmp, wave in zip(tmps, audio):
-            sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")
+        for path, tmp, wave in zip(paths, tmps, audio):
+            try:
+                sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")
+            except sf.SoundFileError as exc:  # libsndfile's errors are not OSErrors
+                raise OutputError(f"cannot write {path}: {str(exc).strip() or 'libsndfile could not open it'}") from exc
         if figure is not None:
             figure.savefig(tmps[len(audio)], dpi=100, format="png")
     if figure is not None:

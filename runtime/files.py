@@ -43,12 +43,19 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+_deferred = {"depth": 0, "pending": None}  # signals_deferred's state, read by the handler
+
+
 def raise_on_signals() -> None:
-    """From now on SIGINT and SIGTERM raise Interrupted in the main thread (a no-op outside it)."""
+    """From now on SIGINT and SIGTERM raise Interrupted in the main thread (a no-op outside it); inside
+    signals_deferred they are held until it ends."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handler(signum, _frame):
+        if _deferred["depth"]:
+            _deferred["pending"] = signum
+            return
         raise Interrupted(signum)
 
     for sig in _SIGNALS:
@@ -57,15 +64,16 @@ def raise_on_signals() -> None:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back for a short critical section; a signal that came meanwhile is delivered after it."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    """Hold SIGINT/SIGTERM back for a short critical section; one that came meanwhile is raised when it ends.
+    (Done in the Python handler, not with pthread_sigmask: the engines' worker threads would still take the signal.)"""
+    _deferred["depth"] += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _deferred["depth"] -= 1
+    if not _deferred["depth"] and _deferred["pending"] is not None:
+        pending, _deferred["pending"] = _deferred["pending"], None
+        raise Interrupted(pending)
 
 
 def describe_kind(path: Path) -> str:

@@ -145,7 +145,12 @@ def test_export_matches_pytorch_and_describes_itself(tmp_path, vocoder_ckpt):
 
 
 def _bundle_with(folder, vocoder_entry):
-    (folder / "manifest.json").write_text(json.dumps({"format_version": 1, "generator": {"file": None}, "vocoder": vocoder_entry}))
+    """A folder that passes the manifest's checks around an exported vocoder (the generator is a placeholder)."""
+    from c2d.runtime.bundle import stamp_files
+
+    (folder / "generator.onnx").write_bytes(b"placeholder")
+    manifest = {"format_version": 1, "variant": "single-backbone", "generator": {"file": "generator.onnx"}, "vocoder": vocoder_entry}
+    (folder / "manifest.json").write_text(json.dumps(stamp_files(folder, manifest)))
     return folder
 
 

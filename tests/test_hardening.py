@@ -1,0 +1,433 @@
+"""Bad input and faults never destroy data, never escape the bundle, never end in a traceback (issue 19).
+
+One section per class of fault: data destruction, bundle integrity, unbounded requests, tracebacks, silent wrong
+results. Each test drives the real command (click's runner, or a subprocess where a signal is involved) on a copy
+of the shipped bundle. The randomised probes are in test_fuzz.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from c2d.cli import main
+from c2d.runtime import files
+from c2d.runtime.backends import BACKENDS, BackendOptions, open_backend
+from c2d.runtime.bundle import MANIFEST, BundleError, read_manifest, stamp_files
+from c2d.runtime.generate import GenerationError, Generator, default_bundle
+from c2d.runtime.parity import verify_bundle
+
+SHIPPED = default_bundle()
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    path = tmp_path / "bundle"
+    shutil.copytree(SHIPPED, path)
+    return path
+
+
+def run(*args: str):
+    """The CLI in-process; returns click's Result."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_clean_failure(res, *words: str, code: int | None = None) -> None:
+    """Non-zero exit, no traceback, and the last line is one 'Error:' line naming the problem."""
+    assert res.exit_code != 0, res.output
+    if code is not None:
+        assert res.exit_code == code, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") or "Error:" in res.output, res.output
+    for word in words:
+        assert word in res.output, res.output
+
+
+def restamp(bundle: Path) -> None:
+    """What a careless editor of a bundle would also do: update the manifest's hashes to the changed files."""
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    (bundle / MANIFEST).write_text(json.dumps(stamp_files(bundle, manifest)))
+
+
+def edit_manifest(bundle: Path, edit) -> None:
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    edit(manifest)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name or p.name.endswith(".bak"))
+
+
+# ---- 1. never destroy data ------------------------------------------------------------------------------------------
+
+def test_export_refuses_a_folder_that_merely_holds_a_manifest(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"my": "own file"}')
+    (out / "thesis.tex").write_text("years of work")
+    res = run("export", tmp_path / "any.pt", "-o", out)
+    assert_clean_failure(res, "refusing to replace")
+    assert (out / "thesis.tex").read_text() == "years of work" and (out / "manifest.json").read_text() == '{"my": "own file"}'
+
+
+def test_quantize_and_calibrate_refuse_a_bundle_folder_with_foreign_files(bundle, tmp_path):
+    out = tmp_path / "q"
+    shutil.copytree(bundle, out)
+    (out / "notes.txt").write_text("keep me")
+    assert_clean_failure(run("quantize", bundle, "--mode", "fp16", "-o", out), "notes.txt")
+    assert (out / "notes.txt").read_text() == "keep me"
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "data.csv").write_text("1,2")
+    assert_clean_failure(run("calibrate", bundle, "-o", calib, "--steps", "2"), "refusing to replace")
+    assert (calib / "data.csv").read_text() == "1,2"
+
+
+def test_generate_writes_through_a_symlink_and_refuses_non_regular_files(tmp_path):
+    target = tmp_path / "real.wav"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.wav"
+    link.symlink_to(target)
+    res = run("generate", "--digit", "3", "--steps", "2", "--quiet", "-o", link)
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and sf.info(str(target)).frames > 0
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    assert_clean_failure(run("generate", "--digit", "3", "--steps", "2", "-o", fifo), "a FIFO, not a regular file")
+    assert_clean_failure(run("generate", "--digit", "3", "--steps", "2", "-o", tmp_path), "directory")
+    if Path("/dev/null").exists():
+        assert_clean_failure(run("generate", "--digit", "3", "--steps", "2", "-o", "/dev/null"), "character device")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_multi_file_generate_is_all_or_nothing(tmp_path):
+    for name in ("d-three-0.wav", "d-three-2.wav"):
+        (tmp_path / name).write_bytes(b"earlier output")
+    (tmp_path / "d-three-1.wav").mkdir()  # one name cannot be written
+    res = run("generate", "--digit", "3", "--count", "3", "--steps", "2", "-o", tmp_path / "d.wav")
+    assert_clean_failure(res, "d-three-1.wav")
+    assert all((tmp_path / n).read_bytes() == b"earlier output" for n in ("d-three-0.wav", "d-three-2.wav"))
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_rename_restores_the_files_already_replaced(tmp_path, monkeypatch):
+    paths = [tmp_path / f"{k}.txt" for k in range(3)]
+    for p in paths:
+        p.write_text("old " + p.name)
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        with files.atomic_files(paths) as tmps:
+            for tmp in tmps:
+                tmp.write_text("new")
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    assert [p.read_text() for p in paths] == ["old 0.txt", "old 1.txt", "old 2.txt"]
+    assert leftovers(tmp_path) == []
+
+
+def test_a_signal_while_staging_leaves_nothing_and_one_during_the_commit_waits_for_it(tmp_path, monkeypatch):
+    files.raise_on_signals()
+    try:
+        paths = [tmp_path / f"{k}.txt" for k in range(3)]
+        with pytest.raises(files.Interrupted) as info:
+            with files.atomic_files(paths) as tmps:
+                tmps[0].write_text("half")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+        assert info.value.exit_code == 143 and not any(p.exists() for p in paths) and leftovers(tmp_path) == []
+        real_commit = files._commit_all
+
+        def commit_with_signal(tmps, targets):
+            os.kill(os.getpid(), signal.SIGTERM)  # held back until every file is in place
+            real_commit(tmps, targets)
+
+        monkeypatch.setattr(files, "_commit_all", commit_with_signal)
+        with pytest.raises(files.Interrupted):
+            with files.atomic_files(paths) as tmps:
+                for tmp in tmps:
+                    tmp.write_text("new")
+        assert [p.read_text() for p in paths] == ["new"] * 3 and leftovers(tmp_path) == []
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.mark.slow
+def test_sigterm_during_generate_exits_143_and_leaves_no_temporary_files(tmp_path):
+    (tmp_path / "x-one-1.wav").write_bytes(b"earlier output")
+    proc = subprocess.Popen([sys.executable, "-m", "c2d", "generate", "--digit", "1", "--count", "4", "--steps", "400", "--quiet",
+                             "--threads", "1", "-o", str(tmp_path / "x.wav")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "SIGTERM" in err
+    assert (tmp_path / "x-one-1.wav").read_bytes() == b"earlier output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x-one-1.wav"]
+
+
+# ---- 2. bundle integrity --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../generator.onnx", "/etc/passwd", "sub/generator.onnx", "..", ""])
+def test_manifest_file_names_never_leave_the_bundle(bundle, name):
+    edit_manifest(bundle, lambda m: m["generator"].update(file=name))
+    with pytest.raises(BundleError, match="generator.file"):
+        read_manifest(bundle)
+    assert_clean_failure(run("inspect", bundle), "generator.file")
+    assert_clean_failure(run("generate", "--bundle", bundle, "--digit", "1", "--steps", "2", "-o", bundle.parent / "o.wav"), "generator.file")
+    assert_clean_failure(run("quantize", bundle, "--mode", "fp16", "-o", bundle.parent / "q"), "generator.file")
+
+
+def test_a_symlink_inside_the_bundle_pointing_out_is_refused(bundle, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.move(bundle / "generator.onnx", outside)
+    (bundle / "generator.onnx").symlink_to(outside)
+    with pytest.raises(BundleError, match="outside the bundle"):
+        read_manifest(bundle)
+
+
+def test_changed_weights_fail_the_sha256_check(bundle):
+    model = bundle / "generator.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="SHA-256"):
+        Generator(bundle)
+    assert_clean_failure(run("inspect", bundle), "SHA-256")
+    assert_clean_failure(run("generate", "--bundle", bundle, "--digit", "1", "-o", bundle.parent / "o.wav"), "SHA-256")
+    assert not (bundle.parent / "o.wav").exists()
+
+
+def test_non_finite_reference_values_fail_instead_of_passing(bundle):
+    with np.load(bundle / "reference.npz") as data:
+        arrays = dict(data)
+    arrays["c0.eps"] = np.full_like(arrays["c0.eps"], np.nan)
+    np.savez(bundle / "reference.npz", **arrays)
+    assert_clean_failure(run("inspect", bundle), "SHA-256")  # the file changed after export
+    restamp(bundle)
+    with pytest.raises(BundleError, match="non-finite"):
+        verify_bundle(bundle)
+    assert_clean_failure(run("inspect", bundle, "--verify"), "non-finite")
+
+
+def test_inspect_verify_passes_on_the_shipped_bundle_and_fails_on_a_changed_graph(bundle):
+    res = run("inspect", SHIPPED, "--verify")
+    assert res.exit_code == 0, res.output
+    assert "PASS" in res.output and "SHA-256" in res.output
+    model = onnx.load(str(bundle / "generator.onnx"))
+    init = next(t for t in model.graph.initializer if t.dims and np.prod(t.dims) > 1000)
+    values = onnx.numpy_helper.to_array(init) * 1.5
+    init.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), init.name))
+    onnx.save(model, str(bundle / "generator.onnx"))
+    restamp(bundle)  # hashes match again: only running it can tell
+    assert_clean_failure(run("inspect", bundle, "--verify"), "failed verification")
+
+
+# ---- 3. unbounded requests ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, word", [
+    (["generate", "--digit", "1", "--steps", "100000"], "--steps"),
+    (["generate", "--digit", "1", "--count", "100000"], "--count"),
+    (["generate", "--digit", "1", "--threads", "100000"], "--threads"),
+    (["generate", "--digit", "1", "--sample-rate", "1000000000"], "--sample-rate"),
+    (["generate", "--digit", "1", "--seed", "-1"], "--seed"),
+    (["generate", "--digit", "1", "--guidance", "1e30"], "--guidance"),
+    (["generate", "--digit", "1", "--peak-dbfs", "nan"], "--peak-dbfs"),
+    (["generate", "--digit", "1", "--peak-dbfs", "-inf"], "--peak-dbfs"),
+    (["profile", "--batch", "100000"], "--batch"),
+    (["profile", "--steps", "0"], "--steps"),
+    (["calibrate", str(SHIPPED), "-o", "c", "--seeds", "10000"], "--seeds"),
+    (["evaluate", "--count", "10000000"], "--count"),
+    (["vocode", __file__, "-o", "x.wav", "--threads", "0"], "--threads"),
+])
+def test_size_like_options_are_bounded(args, word, tmp_path):
+    res = run(*args, *(["-o", tmp_path / "x.wav"] if args[0] == "generate" else []))
+    assert res.exit_code == 2 and word in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_more_samples_than_a_run_holds_are_refused_before_sampling(tmp_path):
+    res = run("generate", *sum((["--digit", str(d)] for d in range(10)), []), "--count", "101", "-o", tmp_path / "x.wav")
+    assert_clean_failure(res, "1010 samples")
+
+
+def test_the_api_bounds_the_same_requests():
+    gen = Generator()
+    for kwargs, word in [({"steps": 10**6}, "steps"), ({"count": 10**6}, "count"), ({"guidance": float("inf")}, "guidance"),
+                         ({"seed": -3}, "seed"), ({"batch_size": 10**5}, "batch size"), ({"count": "3"}, "count")]:
+        with pytest.raises(GenerationError, match=word):
+            gen.sample("7", **kwargs)
+
+
+def test_per_step_noise_is_drawn_per_step_with_the_same_numbers():
+    from c2d.runtime.samplers import StepNoise, draw_noise, draw_noise_per_step
+
+    x_T, upfront = draw_noise([4, 11], 6, (1, 3, 5))
+    y_T, lazy = draw_noise_per_step([4, 11], 6, (1, 3, 5))
+    assert isinstance(lazy, StepNoise) and np.array_equal(x_T, y_T)
+    assert all(np.array_equal(upfront[i], lazy[i]) for i in range(6))
+    with pytest.raises(IndexError, match="in order"):
+        lazy[2]
+
+
+# ---- 4. one line, never a traceback ---------------------------------------------------------------------------------
+
+def _truncate(bundle):
+    path = bundle / "generator.onnx"
+    path.write_bytes(path.read_bytes()[:50_000])
+
+
+def _empty(bundle):
+    (bundle / "generator.onnx").write_bytes(b"")
+
+
+def _rename_input(bundle):
+    model = onnx.load(str(bundle / "generator.onnx"))
+    old = model.graph.input[0].name
+    model.graph.input[0].name = "z"
+    for node in model.graph.node:
+        node.input[:] = ["z" if i == old else i for i in node.input]
+    onnx.save(model, str(bundle / "generator.onnx"))
+
+
+def _set_metadata(key, value):
+    def edit(bundle):
+        model = onnx.load(str(bundle / "generator.onnx"))
+        for prop in model.metadata_props:
+            if prop.key == key:
+                prop.value = value
+        onnx.save(model, str(bundle / "generator.onnx"))
+    return edit
+
+
+@pytest.mark.parametrize("damage, word", [
+    (_truncate, "cannot load"),
+    (_empty, "generator.bytes = 0"),
+    (_rename_input, "lacks x"),
+    (_set_metadata("c2d.default_steps", "-3"), "c2d.default_steps"),
+    (_set_metadata("c2d.labels", '["zero", "one"]'), "trailing dims"),
+    (_set_metadata("c2d.mel", '{"n_mels": "80"}'), "c2d.mel.n_mels"),
+    (_set_metadata("c2d.default_guidance", "NaN"), "c2d.default_guidance"),
+    (_set_metadata("c2d.variant", "{not json"), "not JSON"),
+])
+def test_a_damaged_generator_is_one_line(bundle, tmp_path, damage, word):
+    damage(bundle)
+    restamp(bundle)
+    res = run("generate", "--bundle", bundle, "--digit", "1", "--steps", "2", "-o", tmp_path / "o.wav")
+    assert_clean_failure(res, word)
+    assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("manifest", ["[]", '"bundle"', "{}", '{"format_version": "1"}', "\x00\x01"])
+def test_a_manifest_of_the_wrong_type_is_one_line(bundle, manifest):
+    (bundle / MANIFEST).write_text(manifest)
+    assert_clean_failure(run("inspect", bundle), "manifest.json")
+
+
+@pytest.mark.parametrize("target", ["/proc/c2d-probe.wav", "{file}/inside.wav"])
+def test_an_unwritable_output_is_one_line(tmp_path, target):
+    (tmp_path / "plain").write_text("a file, not a folder")
+    out = target.format(file=tmp_path / "plain")
+    assert_clean_failure(run("generate", "--digit", "1", "--steps", "2", "--quiet", "-o", out))
+    assert (tmp_path / "plain").read_text() == "a file, not a folder"
+
+
+def test_a_checkpoint_with_missing_entries_is_one_line(tmp_path):
+    import torch
+
+    for bad in ({"format": 1, "kind": "subnet"}, {"format": "one", "kind": "subnet"}, {"format": 1, "kind": "subnet", "config": 5}):
+        torch.save(bad, tmp_path / "bad.pt")
+        assert_clean_failure(run("sample", "--checkpoint", tmp_path / "bad.pt", "--steps", "1", "-o", tmp_path / "x.npy"), "bad.pt")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_a_wav_with_nan_samples_is_one_line(tmp_path):
+    data = tmp_path / "fsdd"
+    data.mkdir()
+    wave = np.zeros(8000, np.float32)
+    wave[100] = np.nan
+    sf.write(data / "3_jackson_5.wav", wave, 8000, subtype="FLOAT")
+    assert_clean_failure(run("features", "--data", data, "-o", tmp_path / "f.npz"), "NaN")
+    assert not (tmp_path / "f.npz").exists()
+
+
+def test_python_api_misuse_is_a_clear_error():
+    gen = Generator()
+    with pytest.raises(GenerationError, match="no digits"):
+        gen.sample([])
+    assert gen.sample([np.int64(4)], steps=2, vocode=False).digits == [4]
+    for bad in (4.5, None, {"d": 4}, [[4]], True):
+        with pytest.raises(GenerationError):
+            gen.sample(bad, steps=2)
+
+
+def test_a_bad_calibration_folder_is_one_line(bundle, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "info.json").write_text("[]")
+    (calib / "feeds.npz").write_bytes(b"junk")
+    assert_clean_failure(run("quantize", bundle, "--mode", "int8-static", "--calib", calib, "-o", tmp_path / "q"), str(calib))
+
+
+# ---- 5. no silent wrong results -------------------------------------------------------------------------------------
+
+class ZeroGenerator:
+    """A generator whose eps output is all zeros (its vocoder, opened on the same backend, is left intact)."""
+
+    def __init__(self, path, options):
+        self.inner = open_backend("ort", path, BackendOptions(threads=1))
+        self.input_names, self.output_names = self.inner.input_names, self.inner.output_names
+
+    def metadata(self):
+        return self.inner.metadata()
+
+    def run(self, feeds, outputs=None):
+        out = self.inner.run(feeds, outputs)
+        return out if "mel" in feeds else [np.zeros_like(o) for o in out]
+
+
+def test_a_generator_that_outputs_zeros_is_an_error_not_noise(monkeypatch, tmp_path):
+    monkeypatch.setitem(BACKENDS, "zeros", ZeroGenerator)
+    with pytest.raises(GenerationError, match="all zeros"):
+        Generator(SHIPPED, "zeros").sample("5", steps=2)
+
+
+def test_plot_without_matplotlib_fails_before_anything_is_written(monkeypatch, tmp_path):
+    import c2d.cli as cli
+
+    def no_matplotlib():
+        raise ImportError("plots need matplotlib: pip install matplotlib")
+
+    monkeypatch.setattr(cli, "pyplot", no_matplotlib)
+    res = run("generate", "--digit", "2", "--steps", "2", "--plot", "-o", tmp_path / "two.wav")
+    assert_clean_failure(res, "matplotlib")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_all_never_writes_into_a_bundle_folder_unless_asked(bundle, private_deployment_cache, monkeypatch):
+    res = run("profile", bundle, "--backend", "all", "--threads", "1", "--steps", "2")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in SHIPPED.iterdir() if p.name != "__pycache__")
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)  # a read-only install (root ignores permission bits)
+    assert_clean_failure(run("profile", bundle, "--backend", "all", "--in-bundle", "--steps", "2"), "not writable")
