@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -142,8 +143,10 @@ def load_recording(path: str | Path) -> Recording:
         with np.load(path / FEEDS_FILE) as data:
             feeds = {k: data[k] for k in FEED_NAMES}
             offsets, step = data["offsets"], data["step"]
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CalibrationError(f"{path}: unreadable calibration data ({exc})") from exc
+    if not isinstance(info, dict):
+        raise CalibrationError(f"{path}: {INFO_FILE} is not a recording's description (a JSON object)")
     if offsets[-1] != len(feeds["x"]) or any(len(v) != offsets[-1] for v in feeds.values()):
         raise CalibrationError(f"{path}: feeds and offsets disagree (truncated file?)")
     return Recording(feeds, offsets, step, {**info, "path": str(path)})

@@ -189,7 +189,7 @@ def _decode_field(cls, name: str, value, source: str):
     if name == "default_sampler":
         from c2d.runtime.samplers import SAMPLERS
 
-        _expect(value in SAMPLERS, source, name, value, f"one of {', '.join(SAMPLERS)}")
+        _expect(isinstance(value, str) and value in SAMPLERS, source, name, value, f"one of {', '.join(SAMPLERS)}")
         return value
     if name in _FIELD_CHECKS:
         ok, expected = _FIELD_CHECKS[name]

@@ -7,6 +7,7 @@ t = 1, does not turn a small absolute error into a large relative one).
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def read_reference_arrays(path: Path, names: tuple[str, ...] | None = None) -> d
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{path} is not a readable .npz: {exc}") from exc
     missing = [n for n in names or () if n not in arrays]
     if missing:
@@ -53,7 +54,16 @@ def load_reference(bundle: str | Path) -> list[tuple[dict[str, np.ndarray], dict
     names = tuple(f"c{k}.{n}" for k in range(count) for n in INPUTS + OUTPUTS)
     if not count or len(arrays) != len(names) or set(arrays) != set(names):
         raise BundleError(f"{bundle / name} does not hold whole reference cases (inputs {INPUTS}, outputs {OUTPUTS}); re-export the bundle")
-    return [({n: arrays[f"c{k}.{n}"] for n in INPUTS}, {n: arrays[f"c{k}.{n}"] for n in OUTPUTS}) for k in range(count)]
+    cases = [({n: arrays[f"c{k}.{n}"] for n in INPUTS}, {n: arrays[f"c{k}.{n}"] for n in OUTPUTS}) for k in range(count)]
+    for k, (feeds, outs) in enumerate(cases):
+        x = feeds["x"]
+        b = x.shape[0] if x.ndim == 4 else -1
+        expected = {"t": (b,), "gamma": (b,), "eps": x.shape, "guidance": x.shape, "logits": (b, feeds["y"].shape[-1])}
+        shapes = {**{n: v.shape for n, v in feeds.items()}, **{n: v.shape for n, v in outs.items()}}
+        wrong = [n for n, shape in expected.items() if shapes[n] != shape] + ([] if x.ndim == 4 and feeds["y"].shape[0] == b else ["x/y"])
+        if wrong:
+            raise BundleError(f"{bundle / name}: reference case {k} has inconsistent shapes ({', '.join(wrong)}); the reference is damaged")
+    return cases
 
 
 @dataclass(frozen=True)

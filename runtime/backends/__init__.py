@@ -82,8 +82,12 @@ def open_backend(name: str, path: str | Path, options: BackendOptions | None = N
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
     try:
         return BACKENDS[name](Path(path), options or BackendOptions())
-    except (BackendUnavailable, ImportError, ValueError):
+    except (BackendUnavailable, ImportError):
         raise
+    except ValueError as exc:
+        if not isinstance(exc, UnicodeError):  # our own option checks; ORT fails to decode some damaged files' messages
+            raise
+        raise BundleError(f"{path}: {name} cannot load this model; the file is damaged or not a c2d export") from exc
     except Exception as exc:  # each engine has its own exception types for a file it cannot load
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise BundleError(f"{path}: {name} cannot load this model ({first_line}); the file is damaged or not a c2d export") from exc
