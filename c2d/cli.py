@@ -385,7 +385,7 @@ def spectrogram_figure(log_mels, titles: list[str]):
               help=f"Guidance scale gamma, {limits.REASONS['guidance']} [default: the bundle's, 3].")
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - limits.MAX_SAMPLES), default=0, show_default=True, help="Sample k uses seed + k.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
-              help="[default: the bundle's deployment.json choice for this machine (c2d profile --backend all), else ort]")
+              help="[default: the deployment profile recorded for this bundle's generator on this machine (c2d profile --backend all), else ort]")
 @click.option("--precision", type=click.Choice(["f32", "bf16"]), default=None, help="openvino: inference precision [default: f32].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ort: CPU or CUDA provider.")
 @threads_option()

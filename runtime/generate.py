@@ -239,7 +239,8 @@ def check_io(path: Path, backend, inputs: Sequence[str], outputs: Sequence[str],
 
 def load(bundle: str | Path | None = None, backend: str | None = None, options: BackendOptions | None = None) -> Generator:
     """Open a bundle (default: the one shipped in the package) on a backend ("ort", "openvino", "trt"). backend None:
-    the choice recorded in the bundle's deployment.json for this machine (`c2d profile --backend all`), else "ort".
+    the deployment profile recorded for this generator file on this machine (`c2d profile --backend all`: the per-user
+    cache, or the bundle's own deployment.json), else "ort".
     The generator's `backend_note` says which backend runs and why."""
     from dataclasses import replace
 
