@@ -74,11 +74,25 @@ def os_error_line(exc: OSError) -> str:
     return f"{exc.strerror or exc}: {name}" if name else str(exc.strerror or exc)
 
 
+def restore_signals(previous: dict) -> None:
+    """Put back the handlers a host process had (main() may run inside pytest or another program)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
 class Main(click.Group):
     """Every command: SIGINT/SIGTERM remove temporary files and exit 130/143; c2d's own errors and OS errors (a full
     disk, a read-only folder) end in one line on stderr, exit 1, never a traceback."""
 
     def invoke(self, ctx):
+        import signal
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         raise_on_signals()
         try:
             return super().invoke(ctx)
@@ -89,6 +103,8 @@ class Main(click.Group):
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
             raise click.ClickException(os_error_line(exc)) from exc
+        finally:
+            restore_signals(previous)
 
 
 @click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -48,16 +48,17 @@ def describe_bundle(bundle: str | Path) -> dict:
     for role in ("generator", "vocoder"):
         entry = manifest[role]
         if entry.get("file"):
+            validation = entry.get("validation")
             files[role] = {**describe_model(bundle / entry["file"]), "export_seconds": entry.get("export_seconds"),
-                           "validation": entry.get("validation", {}).get("max_relative_error")}
+                           "validation": validation.get("max_relative_error") if isinstance(validation, dict) else None}
     return {"bundle": str(bundle), "manifest": {k: v for k, v in manifest.items() if k not in ("generator", "vocoder")},
             "vocoder_kind": manifest["vocoder"]["kind"], "files": files}
 
 
 def format_description(desc: dict) -> str:
     m = desc["manifest"]
-    lines = [f"bundle {desc['bundle']}: {m['variant']}, {m['precision']}, format {m['format_version']}, "
-             f"commit {m['source_commit']}, created {m['created']}", f"vocoder: {desc['vocoder_kind']}"]
+    lines = [f"bundle {desc['bundle']}: {m['variant']}, {m.get('precision', '?')}, format {m['format_version']}, "
+             f"commit {m.get('source_commit', '?')}, created {m.get('created', '?')}", f"vocoder: {desc['vocoder_kind']}"]
     for role, f in desc["files"].items():
         lines.append("")
         lines.append(f"{role}: {f['file']}  {f['bytes'] / 1e6:.2f} MB  opset {f['opset']}  {f['nodes']} nodes  "

@@ -80,7 +80,9 @@ def _rebuilds(build):
     def wrapper(ckpt: dict, source: str = "checkpoint"):
         try:
             return build(ckpt, source)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, RuntimeError) as exc:
             what = f"entry {exc}" if isinstance(exc, KeyError) else str(exc)
             raise CheckpointError(f"{source}: incomplete or damaged checkpoint ({what})") from exc
 

@@ -1,7 +1,8 @@
 """Frozen, typed configs. Each checkpoint stores its config so that the file alone rebuilds the model."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from c2d.runtime.audio import MelConfig
@@ -104,17 +105,49 @@ def config_from_dict(cls: type, data: dict) -> Any:
     unknown = set(data) - set(known)
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be stored as a dict, got {type(data).__name__}")
     kwargs = {}
     for name, value in data.items():
         ftype = known[name].type
         sub = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
         if sub is not None:
             kwargs[name] = config_from_dict(sub, value)
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
+            continue
+        value = tuple(value) if isinstance(value, list) else value
+        _check_like_default(cls, known[name], value)
+        kwargs[name] = value
     return cls(**kwargs)
+
+
+MAX_CONFIG_INT = 1 << 16  # no width, count or size in a config is larger; a bigger one would only exhaust memory
+
+
+def _check_like_default(cls: type, f, value) -> None:
+    """A stored value has the default's type (and a tuple its length if the annotation fixes it): a damaged config
+    fails here, with the field named, instead of deep inside the model's forward pass."""
+    default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else None)
+    if default is None:
+        return
+    where = f"{cls.__name__}.{f.name} = {value!r}"
+
+    def int_ok(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_CONFIG_INT
+
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = int_ok(value)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif isinstance(default, tuple):
+        fixed = "..." not in str(f.type)
+        ok = (isinstance(value, tuple) and 1 <= len(value) <= 16 and (not fixed or len(value) == len(default))
+              and all(int_ok(v) and v >= 1 for v in value))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{where} does not fit the field (default {default!r})")
 
 
 _DATACLASSES = {c.__name__: c for c in (MelConfig, SDEConfig, EncoderConfig, ClassifierConfig, SubnetConfig, UNetConfig)}

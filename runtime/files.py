@@ -93,12 +93,17 @@ def output_target(path: str | os.PathLike) -> Path:
     if target.exists() and not target.is_file():
         via = f" (the target of the link {path})" if target != path else ""
         raise OutputError(f"{target}{via} is {describe_kind(target)}, not a regular file; c2d writes only regular files")
+    _check_nearest_parent(target, path)
+    return target
+
+
+def _check_nearest_parent(target: Path, asked: Path) -> None:
+    """The nearest existing ancestor of `target` must be a folder (mkdir creates the rest)."""
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise OutputError(f"cannot write {path}: {parent} is {describe_kind(parent)}, not a folder")
-            break
-    return target
+                raise OutputError(f"cannot write {asked}: {parent} is {describe_kind(parent)}, not a folder")
+            return
 
 
 def temp_path(path: Path, suffix: str = "") -> Path:
@@ -196,11 +201,7 @@ def check_output_dir(out: Path, is_own_kind, what: str) -> None:
         raise OutputError(f"{out} is a symbolic link; give the folder it points to")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is {describe_kind(out)}, not a folder")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"cannot write {out}: {parent} is {describe_kind(parent)}, not a folder")
-            break
+    _check_nearest_parent(out, out)
     if out.is_dir() and any(out.iterdir()):
         reason = is_own_kind(out)
         if reason is not None:

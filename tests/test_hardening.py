@@ -147,30 +147,31 @@ def test_a_failed_rename_restores_the_files_already_replaced(tmp_path, monkeypat
 
 
 def test_a_signal_while_staging_leaves_nothing_and_one_during_the_commit_waits_for_it(tmp_path, monkeypatch):
+    """The installed handler is called directly (a real signal in pytest's process could reach it after the test
+    restored the default action; the subprocess test below sends a real one)."""
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     files.raise_on_signals()
-    try:
-        paths = [tmp_path / f"{k}.txt" for k in range(3)]
-        with pytest.raises(files.Interrupted) as info:
-            with files.atomic_files(paths) as tmps:
-                tmps[0].write_text("half")
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(1)
-        assert info.value.exit_code == 143 and not any(p.exists() for p in paths) and leftovers(tmp_path) == []
-        real_commit = files._commit_all
+    handler = signal.getsignal(signal.SIGTERM)
+    for sig, h in old.items():
+        signal.signal(sig, h)
+    paths = [tmp_path / f"{k}.txt" for k in range(3)]
+    with pytest.raises(files.Interrupted) as info:
+        with files.atomic_files(paths) as tmps:
+            tmps[0].write_text("half")
+            handler(signal.SIGTERM, None)
+    assert info.value.exit_code == 143 and not any(p.exists() for p in paths) and leftovers(tmp_path) == []
+    real_commit = files._commit_all
 
-        def commit_with_signal(tmps, targets):
-            os.kill(os.getpid(), signal.SIGTERM)  # held back until every file is in place
-            real_commit(tmps, targets)
+    def commit_with_signal(tmps, targets):
+        handler(signal.SIGTERM, None)  # held back until every file is in place
+        real_commit(tmps, targets)
 
-        monkeypatch.setattr(files, "_commit_all", commit_with_signal)
-        with pytest.raises(files.Interrupted):
-            with files.atomic_files(paths) as tmps:
-                for tmp in tmps:
-                    tmp.write_text("new")
-        assert [p.read_text() for p in paths] == ["new"] * 3 and leftovers(tmp_path) == []
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(files, "_commit_all", commit_with_signal)
+    with pytest.raises(files.Interrupted):
+        with files.atomic_files(paths) as tmps:
+            for tmp in tmps:
+                tmp.write_text("new")
+    assert [p.read_text() for p in paths] == ["new"] * 3 and leftovers(tmp_path) == []
 
 
 @pytest.mark.slow
