@@ -141,8 +141,14 @@ def main() -> None:
 @click.option("--targets", "vocoder_targets", type=click.Choice(["recordings", "teacher"]), default="recordings", show_default=True,
               help="Vocoder: recordings = magnitudes from FSDD's recordings where a mel has one, phase from HiFi-GAN; "
                    "teacher = everything from HiFi-GAN (plain distillation).")
+@click.option("--train-digits", default=None, metavar="D,D,...",
+              help="Subnet: train on these digits' clips only (e.g. 3,5,7); the classifier stays the full frozen one, and its "
+                   "guidance steers to the other digits (the paper's zero-shot ablation).")
+@click.option("--train-fraction", type=Finite(0, 1, low_open=True), default=None,
+              help="Subnet: train on this fraction of the clips, a subset stratified by digit and speaker, drawn from --seed "
+                   "(the paper's 3 % ablation: 0.03).")
 def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, time_limit, fresh,
-          ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets) -> None:
+          ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets, train_digits, train_fraction) -> None:
     """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, the independent
     evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file), or the
     Fourier vocoder (distilled from HiFi-GAN V1 universal on training-split and generated mels; needs c2d[export])."""
@@ -154,8 +160,9 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         raise click.UsageError("--generated, --bundle and --targets apply to the vocoder")
 
     from c2d.models.checkpoint import atomic_torch_save, release
-    from c2d.models.data import load_features
+    from c2d.models.data import load_features, parse_digit_list, train_subset
     from c2d.models.train import TrainConfig, make_job, train as run_training
+    from c2d.runtime.bundle import describe_subset
     from c2d.runtime.sde import SDEConfig
 
     if device == "cuda":
@@ -172,12 +179,21 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
                       time_limit_s=time_limit * 60 if time_limit else None)
     if gaussian_skip and kind != "subnet":
         raise click.UsageError("--gaussian-skip applies to the subnet")
+    if (train_digits is not None or train_fraction is not None) and kind != "subnet":
+        raise click.UsageError("--train-digits and --train-fraction apply to the subnet (the classifier stays the full one)")
     if kind == "vocoder":
         return train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, vocoder_targets)
     with clear_errors():
         features_train = load_features("train", data, features_file=features)
+        subset = None
+        if train_digits is not None or train_fraction is not None:
+            digits = parse_digit_list(train_digits) if train_digits is not None else None
+            features_train, subset = train_subset(features_train, digits, train_fraction, seed)
+            click.echo(f"training on {describe_subset(subset)}")
         moments = (float(features_train.x.mean()), float(features_train.x.var())) if gaussian_skip else None
         job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed, gaussian_skip=moments)
+        if subset is not None:
+            job.ckpt["train_subset"] = subset
         ckpt = run_training(job, features_train, cfg, out, device=device, fresh=fresh)
     if is_rank0():
         if release_path:

@@ -159,6 +159,7 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
         default_steps=DEFAULT_STEPS, default_guidance=DEFAULT_GUIDANCE, params={"total": sum(parts.values()), **parts},
         macs_per_step=guided_step_macs(model), precision="fp32", source_commit=commit, default_sampler=DEFAULT_SAMPLER,
         gaussian_skip=name == "single-backbone" and model.subnet.cfg.gaussian_skip,
+        train_subset=dict(ckpt.get("train_subset") or {}),
     )
 
 
@@ -264,6 +265,8 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
             "checkpoints": {kind: {"file": Path(p).name, "sha256": file_sha256(Path(p))} for kind, p in checkpoint_paths.items()},
             "generator": generator, "vocoder": vocoder_entry,
         }
+        if meta.train_subset:
+            manifest["train_subset"] = meta.train_subset
         stamp_files(tmp, manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, out)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from c2d.runtime.bundle import BundleError, decode_metadata, read_manifest
+from c2d.runtime.bundle import BundleError, decode_metadata, describe_subset, read_manifest
 
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
            onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
@@ -59,6 +59,9 @@ def format_description(desc: dict) -> str:
     m = desc["manifest"]
     lines = [f"bundle {desc['bundle']}: {m['variant']}, {m.get('precision', '?')}, format {m['format_version']}, "
              f"commit {m.get('source_commit', '?')}, created {m.get('created', '?')}", f"vocoder: {desc['vocoder_kind']}"]
+    generator = desc["files"].get("generator", {}).get("metadata", {})
+    if "train_subset" in generator:
+        lines.append(f"subnet trained on: {describe_subset(generator['train_subset'])}")
     for role, f in desc["files"].items():
         lines.append("")
         lines.append(f"{role}: {f['file']}  {f['bytes'] / 1e6:.2f} MB  opset {f['opset']}  {f['nodes']} nodes  "

@@ -164,3 +164,72 @@ def export_features(out: str | os.PathLike, data_dir: str | os.PathLike | None =
     out = Path(out)
     _atomic_savez(out, _cached_arrays(data_dir, None, DEFAULT_MEL))
     return out
+
+
+N_DIGITS = 10
+
+
+def parse_digit_list(text: str) -> tuple[int, ...]:
+    """"3,5,7" -> (3, 5, 7); DataError naming a value that is not a digit 0-9 (or a repeated one)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise DataError(f"--train-digits {text!r} names no digit; give e.g. 3,5,7")
+    digits = []
+    for part in parts:
+        if not part.isdigit() or not 0 <= int(part) < N_DIGITS:
+            raise DataError(f"--train-digits: {part!r} is not a digit 0-{N_DIGITS - 1}")
+        if int(part) in digits:
+            raise DataError(f"--train-digits: digit {part} is named twice")
+        digits.append(int(part))
+    return tuple(sorted(digits))
+
+
+def _share(sizes: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Split `total` over groups in proportion to `sizes` (largest remainder, ties by rng), at most each size; every
+    group gets at least one while total allows, else `total` groups chosen at random get one each."""
+    if total < len(sizes):
+        counts = np.zeros(len(sizes), int)
+        counts[rng.permutation(len(sizes))[:total]] = 1
+        return counts
+    quota = total * sizes / sizes.sum()
+    counts = np.minimum(sizes, np.maximum(1, np.floor(quota).astype(int)))
+    order = np.lexsort((rng.random(len(sizes)), -(quota - np.floor(quota))))
+    while counts.sum() < total:
+        for k in order:
+            if counts.sum() < total and counts[k] < sizes[k]:
+                counts[k] += 1
+    return counts
+
+
+def _stratified(features: Features, keep: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """round(fraction * n) clips: shared over digits, then within each digit over its speakers."""
+    chosen = np.zeros(len(features), bool)
+    digits = np.unique(features.y[keep])
+    per_digit = _share(np.array([(keep & (features.y == d)).sum() for d in digits]), max(1, int(round(fraction * keep.sum()))), rng)
+    for digit, n_digit in zip(digits, per_digit):
+        in_digit = keep & (features.y == digit)
+        speakers = np.unique(features.speakers[in_digit])
+        groups = [np.flatnonzero(in_digit & (features.speakers == s)) for s in speakers]
+        for group, n in zip(groups, _share(np.array([len(g) for g in groups]), int(n_digit), rng)):
+            chosen[rng.permutation(group)[:n]] = True
+    return chosen
+
+
+def train_subset(features: Features, digits: tuple[int, ...] | None = None, fraction: float | None = None,
+                 seed: int = 0) -> tuple[Features, dict]:
+    """The clips of `digits` only, then a seeded `fraction` of them stratified by digit and speaker: round(fraction *
+    n) clips in all, shared over the digits and then over each digit's speakers in proportion (largest remainder,
+    ties broken by the seed). Returns the subset and a record of it for the checkpoint and the bundle:
+    {"digits", "fraction", "seed", "clips", "of", "per_digit"}."""
+    if fraction is not None and (isinstance(fraction, bool) or not 0 < float(fraction) <= 1):
+        raise DataError(f"--train-fraction must lie in (0, 1], got {fraction}")
+    keep = np.ones(len(features), bool) if digits is None else np.isin(features.y, list(digits))
+    if fraction is not None and float(fraction) < 1:
+        keep = _stratified(features, keep, float(fraction), np.random.default_rng(seed))
+    if not keep.any():
+        raise DataError(f"the training subset is empty: no clips of digits {list(digits or [])} in {len(features)} clips")
+    subset = Features(features.x[keep], features.y[keep], features.speakers[keep])
+    info = {"digits": None if digits is None else [int(d) for d in digits], "fraction": None if fraction is None else float(fraction),
+            "seed": int(seed), "clips": int(keep.sum()), "of": len(features),
+            "per_digit": {str(d): int((subset.y == d).sum()) for d in range(N_DIGITS)}}
+    return subset, info

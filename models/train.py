@@ -35,6 +35,7 @@ from c2d.models.checkpoint import (
 from c2d.models.classifier import NoiseConditionedClassifier
 from c2d.models.config import SIZES, config_to_dict
 from c2d.models.data import Features
+from c2d.runtime.bundle import describe_subset
 from c2d.models.sde import dsm_loss, perturb, sample_t
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.models.unet import UNet
@@ -245,6 +246,9 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
     if ckpt.get("targets") != job.ckpt.get("targets"):  # the vocoder's recipe: resuming must not switch it silently
         raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; "
                               "use --fresh or another --out")
+    if ckpt.get("train_subset") != job.ckpt.get("train_subset"):
+        raise CheckpointError(f"{out} was trained on another subset of the data ({describe_subset(ckpt.get('train_subset'))}, now "
+                              f"{describe_subset(job.ckpt.get('train_subset'))}); use --fresh or another --out")
     job.trainable.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     for k, v in ckpt["ema"].items():
@@ -257,3 +261,4 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
 def _log(out: Path, record: dict) -> None:
     with open(out.with_suffix(out.suffix + ".log"), "a") as f:
         f.write(json.dumps(record) + "\n")
+

@@ -64,6 +64,7 @@ class GeneratorMeta:
     quantization: dict = dataclasses.field(default_factory=dict)  # mode, budget and measured errors, if quantized
     default_sampler: str = "em"  # the sampler every command runs unless asked otherwise (bundles before it: the paper's EM)
     gaussian_skip: bool = False  # eps = Gaussian denoiser + learned residual: the probability-flow ODE samplers work
+    train_subset: dict = dataclasses.field(default_factory=dict)  # the subnet's training clips if not all (train_subset())
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ _FIELD_CHECKS = {
     "output": (lambda v: v == "eps", "'eps'"),
     "quantization": (lambda v: isinstance(v, dict), "an object"),
     "gaussian_skip": (lambda v: isinstance(v, bool), "true or false"),
+    "train_subset": (lambda v: isinstance(v, dict), "an object"),
     "name": (lambda v: isinstance(v, str) and v, "a vocoder name"),
     "hop_length": (lambda v: _is_int(v, 1, 65_536), "an integer >= 1"),
     "sample_rate": (lambda v: _is_int(v, 1000, 384_000), "an integer 1000 to 384000"),
@@ -213,6 +215,18 @@ def _check_consistent(meta, source: str) -> None:
             raise BundleError(f"{source}: metadata sde.beta_max = {meta.sde.beta_max:g} must exceed beta_min = {meta.sde.beta_min:g}")
     elif meta.hop_length != mel.hop_length:
         raise BundleError(f"{source}: metadata hop_length = {meta.hop_length} differs from mel.hop_length = {mel.hop_length}")
+
+
+def describe_subset(info: dict | None) -> str:
+    """"all training clips" or e.g. "digits 3,5,7: 810 of 2700 clips"."""
+    if not info:
+        return "all training clips"
+    parts = []
+    if info.get("digits") is not None:
+        parts.append("digits " + ",".join(map(str, info["digits"])))
+    if info.get("fraction") is not None:
+        parts.append(f"fraction {info['fraction']:g} (seed {info.get('seed', 0)})")
+    return f"{', '.join(parts)}: {info.get('clips')} of {info.get('of')} clips"
 
 
 # ---- manifest ------------------------------------------------------------------------------------------------------
@@ -271,7 +285,7 @@ def check_manifest(manifest, path: Path) -> dict:
     for field in ("precision", "source_commit", "created"):
         if field in manifest and not isinstance(manifest[field], str):
             raise _bad(path, field, manifest[field], "a string")
-    for field in ("checkpoints", "quantization"):
+    for field in ("checkpoints", "quantization", "train_subset"):
         if field in manifest and not isinstance(manifest[field], dict):
             raise _bad(path, field, manifest[field], "an object")
     for role in ("generator", "vocoder"):
