@@ -24,7 +24,7 @@ from c2d.runtime.generate import default_bundle
 
 SHIPPED = default_bundle()
 # Deterministic in CI (the same examples every run); C2D_FUZZ_EXAMPLES=500 C2D_FUZZ_RANDOM=1 explores further.
-PROBE = settings(max_examples=int(os.environ.get("C2D_FUZZ_EXAMPLES", "20")), derandomize="C2D_FUZZ_RANDOM" not in os.environ,
+PROBE = settings(max_examples=int(os.environ.get("C2D_FUZZ_EXAMPLES", "15")), derandomize="C2D_FUZZ_RANDOM" not in os.environ,
                  deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 json_values = st.recursive(
