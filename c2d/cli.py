@@ -667,7 +667,8 @@ def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> N
               help="Gate: mean |log-Mel difference| of final samples from the same noise (nats).")
 @click.option("--max-accuracy-drop", type=Finite(0, 1), default=0.02, show_default=True,
               help="Gate: evaluator digit accuracy, fp32 minus quantized.")
-@click.option("--count", type=click.IntRange(1, limits.MAX_EVAL_COUNT), default=5, show_default=True, help="Gate samples per digit.")
+@click.option("--count", type=click.IntRange(1, limits.MAX_GATE_COUNT), default=5, show_default=True,
+              help="Gate samples per digit (one graph call per step runs all of them).")
 @click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="[default: the shipped models/checkpoints/evaluator.pt]")
 def quantize(bundle, mode, out, calib, method, vocoder_mode, max_step_error, max_mel_distance, max_accuracy_drop, count, evaluator_path) -> None:

@@ -20,7 +20,8 @@ from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, bundle_file, decode_metadata, read_manifest
-from c2d.runtime.limits import MAX_BATCH, MAX_GUIDANCE, MAX_SAMPLES, MAX_SEED, MAX_STEPS, REASONS, check_float, check_int
+from c2d.runtime.limits import (MAX_BATCH, MAX_GUIDANCE, MAX_LOG_MEL_SAMPLES, MAX_SAMPLES, MAX_SEED, MAX_STEPS, REASONS, check_float,
+                                check_int)
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise_per_step, ode_warning, resolve_sampler
 from c2d.runtime.vocoder import GriffinLim, check_log_mel
 
@@ -165,7 +166,7 @@ class Generator:
         default to the bundle's (metadata default_sampler, default_steps).
         vocode=False stops at the log-Mel (audio is then empty [B, 0]). Each waveform is scaled to peak at
         peak_dbfs (None: the level the model produced, clipped to [-1, 1])."""
-        digits, count, seed, steps, guidance, batch_size = self._check_request(digits, count, seed, steps, guidance, batch_size)
+        digits, count, seed, steps, guidance, batch_size = self._check_request(digits, count, seed, steps, guidance, batch_size, vocode)
         sampler, steps = self.sampler_and_steps(sampler, steps)
         spec = SAMPLERS[sampler]
         warning = ode_warning(sampler, self.meta.gaussian_skip)
@@ -192,7 +193,7 @@ class Generator:
         return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
                           guidance, sampling, vocoding)
 
-    def _check_request(self, digits, count, seed, steps, guidance, batch_size):
+    def _check_request(self, digits, count, seed, steps, guidance, batch_size, vocode: bool = True):
         """Types and bounds of a sample() request (runtime/limits.py); GenerationError naming the argument."""
         if isinstance(digits, (str, numbers.Integral)):
             digits = [digits]
@@ -203,9 +204,11 @@ class Generator:
         if not digits:
             raise GenerationError("no digits given: ask for at least one (0-9 or its name)")
         try:
-            count = check_int("count", count, 1, MAX_SAMPLES, REASONS["samples"])
-            if len(digits) * count > MAX_SAMPLES:
-                raise ValueError(f"{len(digits)} digits x count {count} = {len(digits) * count} samples; {REASONS['samples']}")
+            most = MAX_SAMPLES if vocode else MAX_LOG_MEL_SAMPLES
+            reason = REASONS["samples"] if vocode else f"at most {MAX_LOG_MEL_SAMPLES} log-Mel samples per run"
+            count = check_int("count", count, 1, most, reason)
+            if len(digits) * count > most:
+                raise ValueError(f"{len(digits)} digits x count {count} = {len(digits) * count} samples; {reason}")
             seed = check_int("seed", seed, 0, MAX_SEED - len(digits) * count, REASONS["seed"])
             steps = None if steps is None else check_int("steps", steps, 1, MAX_STEPS, REASONS["steps"])
             guidance = self.meta.default_guidance if guidance is None else check_float("guidance", guidance, 0.0, MAX_GUIDANCE, REASONS["guidance"])

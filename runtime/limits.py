@@ -11,6 +11,7 @@ import os
 
 MAX_STEPS = 1000  # sampler steps: 10x the paper's 100-step EM; quality stops improving long before
 MAX_SAMPLES = 1000  # samples in one run (digits x count): every waveform is held in memory until all are written
+MAX_LOG_MEL_SAMPLES = 20_000  # samples of a run that stops at the log-Mel (evaluation, calibration): 28 KB each
 MAX_BATCH = 256  # samples per graph call: the guided graph keeps two backward passes' activations per sample
 MAX_GUIDANCE = 100.0  # guidance scale: the paper uses single digits; far beyond, every step saturates
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192000  # Hz of a resampled WAV: the model's audio has nothing above 4 kHz
@@ -18,7 +19,8 @@ MIN_PEAK_DBFS = -60.0  # quieter than this is silence on any playback chain
 MAX_SEED = 2**32 - 1  # numpy seeds; sample k uses seed + k, so seed + samples must stay below it too
 MAX_VOCODE_FRAMES = 20_000  # frames of one mel handed to `c2d vocode` (about 4 min of audio at hop 256 / 22 kHz)
 MAX_CALIBRATION_SEEDS = 25  # samples per digit and guidance scale: one graph call runs all of them (at most MAX_BATCH)
-MAX_EVAL_COUNT = 10_000  # samples per digit of `c2d evaluate` and of a quantization gate
+MAX_EVAL_COUNT = MAX_LOG_MEL_SAMPLES // 10  # samples per digit of `c2d evaluate`
+MAX_GATE_COUNT = MAX_BATCH // 10  # samples per digit of a quantization gate: one graph call per step runs them all
 MAX_TRAIN_STEPS, MAX_TRAIN_BATCH = 10_000_000, 4096
 
 
