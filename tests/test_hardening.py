@@ -177,11 +177,15 @@ def test_a_signal_while_staging_leaves_nothing_and_one_during_the_commit_waits_f
 @pytest.mark.slow
 def test_sigterm_during_generate_exits_143_and_leaves_no_temporary_files(tmp_path):
     (tmp_path / "x-one-1.wav").write_bytes(b"earlier output")
-    proc = subprocess.Popen([sys.executable, "-m", "c2d", "generate", "--digit", "1", "--count", "4", "--steps", "400", "--quiet",
+    proc = subprocess.Popen([sys.executable, "-m", "c2d", "generate", "--digit", "1", "--count", "4", "--steps", "400",
                              "--threads", "1", "-o", str(tmp_path / "x.wav")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    seen, deadline = "", time.time() + 120
+    while "ancestral" not in seen and time.time() < deadline and proc.poll() is None:  # the progress bar: sampling has begun
+        seen += proc.stderr.read(1)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
+    err = seen + err
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "SIGTERM" in err
     assert (tmp_path / "x-one-1.wav").read_bytes() == b"earlier output"
