@@ -1,6 +1,8 @@
 """Measurement scripts: each writes its numbers under benchmarks/results/ and prints a Markdown table."""
 
 import json
+import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,3 +34,12 @@ def cached_samples(cache: Path, generate: Callable[[], tuple[np.ndarray, np.ndar
     tmp.replace(cache)
     log(f"{label}: {len(x)} samples in {time.time() - start:.0f} s")
     return x, digits
+
+
+def cpu_model() -> str:
+    """The CPU model as lscpu names it (every benchmark result records it)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or platform.machine()

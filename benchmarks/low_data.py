@@ -15,14 +15,12 @@ interrupted run resumes. Writes JSON, Markdown and a per-digit PNG chart.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cached_samples, write_results
+from c2d.benchmarks import cached_samples, cpu_model, write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.checkpoint import load_checkpoint
 from c2d.models.data import load_features
@@ -33,14 +31,6 @@ CKPT = files("c2d.models.checkpoints")
 SUBNETS = {"full data": "subnet-small.pt", "3 % of the data": "subnet-small-frac3.pt",
            "digits 3, 5, 7": "subnet-small-digits357.pt", "digit 4": "subnet-small-digit4.pt"}
 N_DIGITS = 10
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def seen_digits(checkpoint: Path) -> list[int]:

@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
-import subprocess
 import time
 from importlib.resources import files
 from pathlib import Path
 
 
-from c2d.benchmarks import cached_samples, write_results
+from c2d.benchmarks import cached_samples, cpu_model, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
 from c2d.runtime import load
@@ -40,14 +38,6 @@ SWEEP = {  # steps per sampler: the few-step range for the few-step samplers, en
 TABLE1_SEED = 1000  # Table 1's first seed: EM-100 at --final-count 100 is its shipped row
 SWEEP_SEED = 5000  # the sweep's seeds are apart from the operating points'
 REFERENCE = ("em", 100)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def samples(out_dir: Path, bundle: Path, sampler: str, steps: int, guidance: float, count: int, seed: int, threads: int, log):
