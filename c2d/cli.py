@@ -65,7 +65,13 @@ def clear_errors(*extra: type[Exception]):
     try:
         yield
     except (C2DError, ValueError, *extra) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(one_line(str(exc))) from exc
+
+
+def one_line(message: str, limit: int = 600) -> str:
+    """A message folded onto one line (torch's and the engines' errors span several), cut at `limit` characters."""
+    text = "; ".join(part.strip() for part in message.splitlines() if part.strip()) or "unknown error"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def os_error_line(exc: OSError) -> str:
@@ -100,9 +106,9 @@ class Main(click.Group):
             click.echo(f"Error: {exc}; nothing half-written was left behind", err=True)
             ctx.exit(exc.exit_code)
         except C2DError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(one_line(str(exc))) from exc
         except OSError as exc:
-            raise click.ClickException(os_error_line(exc)) from exc
+            raise click.ClickException(one_line(os_error_line(exc))) from exc
         finally:
             restore_signals(previous)
 
@@ -521,7 +527,7 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
         check_outputs(paths)
         audio = gen.vocoder(log_mel)
     except (C2DError, ValueError) as exc:
-        raise click.ClickException(f"{mels}: {exc}") from exc
+        raise click.ClickException(one_line(f"{mels}: {exc}")) from exc
     audio = np.clip(audio if raw_level else normalize_peak(audio, peak_dbfs), -1.0, 1.0)
     write_outputs(paths, audio, gen.sample_rate)
     for p in paths:
@@ -560,7 +566,7 @@ def profile(bundle, backend, in_bundle, device, threads, sampler, steps, batch, 
     try:
         result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
     except (BundleError, BackendUnavailable) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(one_line(str(exc))) from exc
     table = profile_markdown(result)
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:

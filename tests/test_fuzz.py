@@ -42,8 +42,9 @@ def check_outcome(res, out_dir: Path, before: dict[str, bytes]) -> None:
     assert "Traceback" not in res.output
     left = sorted(p.name for p in out_dir.rglob("*") if ".tmp" in p.name or p.name.endswith(".bak"))
     assert not left, left
-    if res.exit_code != 0:
-        assert "Error" in res.output, res.output
+    if res.exit_code != 0:  # one line names the problem, and it is the last thing said
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert lines and lines[-1].startswith("Error:") and sum(line.startswith("Error:") for line in lines) == 1, res.output
         assert {p: (out_dir / p).read_bytes() for p in before} == before
 
 

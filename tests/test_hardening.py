@@ -50,8 +50,8 @@ def assert_clean_failure(res, *words: str, code: int | None = None) -> None:
         assert res.exit_code == code, res.output
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     assert "Traceback" not in res.output
-    last = res.output.strip().splitlines()[-1]
-    assert last.startswith("Error:") or "Error:" in res.output, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:") and sum(line.startswith("Error:") for line in lines) == 1, res.output
     for word in words:
         assert word in res.output, res.output
 
