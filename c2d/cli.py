@@ -287,6 +287,8 @@ def sample(checkpoint, classifier_path, digits, count, sampler, steps, guidance,
             raise click.UsageError(f"{checkpoint} is a {ckpt['kind']} checkpoint; sample from a subnet or unet checkpoint")
     labels = [d for d in digits for _ in range(count)] if digits else None
     seeds = [seed + i for i in range(len(labels) if labels else count)]
+    if len(seeds) > limits.MAX_BATCH:  # the reference sampler runs every sample in one batch
+        raise click.UsageError(f"{len(seeds)} samples; the PyTorch reference sampler runs them in one batch: {limits.REASONS['batch']}")
     sampler, steps = resolve_sampler(sampler, steps, DEFAULT_SAMPLER, DEFAULT_STEPS)
     x0 = reference_sample(model.to(device), sde_from(ckpt), seeds, labels, guidance, steps, device=device, sampler=sampler)
     with atomic_path(out, ".npy") as tmp:
