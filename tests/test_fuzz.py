@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from c2d.cli import main
@@ -187,6 +187,8 @@ def test_mutated_reference_files(kind, index):
 
 @PROBE
 @given(offset=st.integers(0, 10**7), kind=st.sampled_from(["truncate", "flip", "zero"]), restamped=st.booleans())
+@example(offset=84, kind="flip", restamped=True)  # found by a wider run: ORT's error message is not UTF-8
+@example(offset=188, kind="flip", restamped=True)  # found by a wider run: ORT prints its own retry notice on stdout
 def test_corrupted_model_bytes(offset, kind, restamped):
     """The generator's bytes truncated, flipped or zeroed at a random place; with or without re-stamping."""
     with tempfile.TemporaryDirectory() as d:

@@ -2,6 +2,9 @@
 I/O binding so outputs are fetched once per call without extra staging copies."""
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -56,13 +59,24 @@ def session_options(options: BackendOptions) -> ort.SessionOptions:
     return so
 
 
+def quiet_session(path: Path, so: ort.SessionOptions, chain: list) -> ort.InferenceSession:
+    """An InferenceSession without ORT's own prints on stdout ("EP Error ... Falling back ... retrying") when a file
+    does not load: the caller reports that in one line. Anything printed by a session that did load goes to stderr."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        session = ort.InferenceSession(str(path), so, providers=chain)
+    if captured.getvalue().strip():
+        print(captured.getvalue().rstrip(), file=sys.stderr)
+    return session
+
+
 class OrtBackend:
     name = "ort"
 
     def __init__(self, path: Path, options: BackendOptions):
         chain = provider_list(options)
         check_available(chain, ort.get_available_providers())
-        self.session = ort.InferenceSession(str(path), session_options(options), providers=chain)
+        self.session = quiet_session(path, session_options(options), chain)
         self.on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
