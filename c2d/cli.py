@@ -65,7 +65,7 @@ def clear_errors(*extra: type[Exception]):
     try:
         yield
     except (C2DError, ValueError, *extra) as exc:
-        raise click.ClickException(one_line(str(exc))) from exc
+        raise click.ClickException(str(exc)) from exc
 
 
 def one_line(message: str, limit: int = 600) -> str:
@@ -105,6 +105,9 @@ class Main(click.Group):
         except Interrupted as exc:
             click.echo(f"Error: {exc}; nothing half-written was left behind", err=True)
             ctx.exit(exc.exit_code)
+        except click.ClickException as exc:  # every command's error message, folded once here
+            exc.message = one_line(exc.message)
+            raise
         except C2DError as exc:
             raise click.ClickException(one_line(str(exc))) from exc
         except OSError as exc:
@@ -529,7 +532,7 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
         check_outputs(paths)
         audio = gen.vocoder(log_mel)
     except (C2DError, ValueError) as exc:
-        raise click.ClickException(one_line(f"{mels}: {exc}")) from exc
+        raise click.ClickException(f"{mels}: {exc}") from exc
     audio = np.clip(audio if raw_level else normalize_peak(audio, peak_dbfs), -1.0, 1.0)
     write_outputs(paths, audio, gen.sample_rate)
     for p in paths:
@@ -568,7 +571,7 @@ def profile(bundle, backend, in_bundle, device, threads, sampler, steps, batch, 
     try:
         result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
     except (BundleError, BackendUnavailable) as exc:
-        raise click.ClickException(one_line(str(exc))) from exc
+        raise click.ClickException(str(exc)) from exc
     table = profile_markdown(result)
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from c2d.runtime.errors import C2DError
-from c2d.runtime.files import atomic_path
+from c2d.runtime.files import atomic_path, cache_root
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig, clip_features
 
 DATA_ENV = "C2D_DATA"
-CACHE_ENV = "C2D_CACHE"
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
 _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
 TEST_INDICES = range(0, 5)  # the customary FSDD split: takes 0-4 are the test set
@@ -89,7 +88,7 @@ def _cache_key(clips: list[Clip], cfg: MelConfig) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "c2d")
+    return cache_root()
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 
 from c2d.runtime.backends import BackendOptions, BackendUnavailable
 from c2d.runtime.bundle import read_manifest
-from c2d.runtime.files import atomic_write_text
+from c2d.runtime.files import atomic_write_text, cache_root
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
 from c2d.runtime.parity import BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
@@ -78,7 +78,7 @@ def machine_fingerprint() -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("C2D_CACHE") or Path.home() / ".cache" / "c2d") / "deployments"
+    return cache_root() / "deployments"
 
 
 def cached_profile_path(generator_sha256: str) -> Path:

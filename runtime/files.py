@@ -233,6 +233,14 @@ def replace_dir(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+CACHE_ENV = "C2D_CACHE"
+
+
+def cache_root() -> Path:
+    """c2d's per-user cache: $C2D_CACHE, else ~/.cache/c2d (features, distillation sets, deployment profiles)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "c2d")
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend; ImportError names the package to install."""
     try:

@@ -24,6 +24,16 @@ def synthetic_features(n_per_class: int = 8, seed: int = 0) -> Features:
     return Features(np.stack(xs), np.array(ys, np.int64), np.array(["synth"] * len(ys)))
 
 
+def restamp(bundle) -> None:
+    """Record the bundle's changed files in its manifest (size, SHA-256), as a deliberate editor of a bundle would."""
+    import json
+
+    from c2d.runtime.bundle import MANIFEST, stamp_files
+
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    (bundle / MANIFEST).write_text(json.dumps(stamp_files(bundle, manifest)))
+
+
 @pytest.fixture
 def synth() -> Features:
     return synthetic_features()

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from c2d.cli import main
-from c2d.runtime.bundle import MANIFEST, stamp_files
+from conftest import restamp
+from c2d.runtime.bundle import MANIFEST
 from c2d.runtime.generate import default_bundle
 
 SHIPPED = default_bundle()
@@ -52,11 +53,6 @@ def copy_bundle(root: Path) -> Path:
     path = root / "bundle"
     shutil.copytree(SHIPPED, path, ignore=shutil.ignore_patterns("__pycache__", "deployment.json"))
     return path
-
-
-def restamp(bundle: Path) -> None:
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    (bundle / MANIFEST).write_text(json.dumps(stamp_files(bundle, manifest)))
 
 
 OPTIONS = ["--steps", "--count", "--guidance", "--seed", "--threads", "--sample-rate", "--peak-dbfs", "--digit", "--sampler"]

@@ -22,9 +22,10 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from c2d.cli import main
+from conftest import restamp
 from c2d.runtime import files
 from c2d.runtime.backends import BACKENDS, BackendOptions, open_backend
-from c2d.runtime.bundle import MANIFEST, BundleError, read_manifest, stamp_files
+from c2d.runtime.bundle import MANIFEST, BundleError, read_manifest
 from c2d.runtime.generate import GenerationError, Generator, default_bundle
 from c2d.runtime.parity import verify_bundle
 
@@ -54,12 +55,6 @@ def assert_clean_failure(res, *words: str, code: int | None = None) -> None:
     assert lines[-1].startswith("Error:") and sum(line.startswith("Error:") for line in lines) == 1, res.output
     for word in words:
         assert word in res.output, res.output
-
-
-def restamp(bundle: Path) -> None:
-    """What a careless editor of a bundle would also do: update the manifest's hashes to the changed files."""
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    (bundle / MANIFEST).write_text(json.dumps(stamp_files(bundle, manifest)))
 
 
 def edit_manifest(bundle: Path, edit) -> None:
