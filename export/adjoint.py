@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from c2d.models.classifier import NoiseConditionedClassifier
-from c2d.models.nn import ResBlock
+from c2d.models.nn import NormaliseLastDim, ResBlock, normalise_last_dim
 
 
 def _hw(x: torch.Tensor) -> tuple[int, int]:
@@ -61,68 +61,76 @@ def conv_adjoint(conv: nn.Conv2d, g: torch.Tensor, in_hw: tuple[int, int], as_co
     return F.conv_transpose2d(g, conv.weight, stride=conv.stride, padding=conv.padding, output_padding=out_pad)
 
 
+def _copies(g: torch.Tensor, n: int) -> torch.Tensor:
+    """split_copies, skipped for one cotangent (one Reshape node fewer per use in the graph)."""
+    return g if n == 1 else split_copies(g, n)
+
+
+def _merged(g: torch.Tensor, n: int) -> torch.Tensor:
+    return g if n == 1 else merge_copies(g)
+
+
 @dataclass
-class GroupNormSaved:
-    """What GroupNorm's adjoint needs: normalised input per group [B, G, C/G*H*W] and 1/std [B, G, 1]."""
+class NormSiLUSaved:
+    """What the adjoint of silu(GroupNorm(x)) needs, computed once in the forward pass and shared by every cotangent:
+    x_hat, the normalised input per group [B, G, C/G*H*W], and scale = silu'(a) w rstd [B, C, H, W]
+    (a = GroupNorm(x); w the norm's per-channel weight; rstd its per-(sample, group) 1/std)."""
 
     x_hat: torch.Tensor
-    rstd: torch.Tensor
+    scale: torch.Tensor
 
 
-def group_norm_forward(norm: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, GroupNormSaved]:
-    """y = (x - mean) / sqrt(var + eps) * w + b per (sample, group); same maths as F.group_norm."""
+def norm_silu_forward(norm: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, NormSiLUSaved]:
+    """silu(GroupNorm(x)) [B, C, H, W]; the norm is the same maths as F.group_norm."""
     _, c, h, w = _static(x.shape)
-    xg = x.reshape(-1, norm.num_groups, (c // norm.num_groups) * h * w)  # [B, G, C/G*H*W]
-    mean = xg.mean(dim=2, keepdim=True)
-    centred = xg - mean
-    rstd = torch.rsqrt(centred.pow(2).mean(dim=2, keepdim=True) + norm.eps)
-    x_hat = centred * rstd
-    y = x_hat.reshape(-1, c, h, w) * norm.weight.view(1, c, 1, 1) + norm.bias.view(1, c, 1, 1)
-    return y, GroupNormSaved(x_hat, rstd)
-
-
-def group_norm_adjoint(norm: nn.GroupNorm, saved: GroupNormSaved, g: torch.Tensor, n: int) -> torch.Tensor:
-    """dx = rstd (gy - mean(gy) - x_hat mean(gy x_hat)), gy = g w, per group; g [n B, C, H, W]."""
-    _, c, h, w = _static(g.shape)
-    gy = split_copies(g * norm.weight.view(1, c, 1, 1), n).reshape(n, -1, norm.num_groups, int(saved.x_hat.shape[2]))
-    dx = saved.rstd * (gy - gy.mean(dim=3, keepdim=True) - saved.x_hat * (gy * saved.x_hat).mean(dim=3, keepdim=True))
-    return merge_copies(dx).reshape(-1, c, h, w)
-
-
-def silu_derivative(a: torch.Tensor) -> torch.Tensor:
-    """d silu(a) / da = s (1 + a (1 - s)), s = sigmoid(a)."""
+    groups = norm.num_groups
+    xg = x.reshape(-1, groups, (c // groups) * h * w)  # [B, G, C/G*H*W]
+    if torch.onnx.is_in_onnx_export():
+        x_hat, rstd = NormaliseLastDim.apply(xg, float(norm.eps), int(xg.shape[-1]))
+    else:
+        x_hat, rstd = normalise_last_dim(xg, norm.eps)
+    a = x_hat.reshape(-1, c, h, w) * norm.weight.view(1, c, 1, 1) + norm.bias.view(1, c, 1, 1)
     s = torch.sigmoid(a)
-    return s * (1.0 + a * (1.0 - s))
+    rstd_c = rstd.reshape(-1, groups, 1, 1).expand(-1, groups, c // groups, 1).reshape(-1, c, 1, 1)  # [B, C, 1, 1]
+    scale = s * (1.0 + a * (1.0 - s)) * (norm.weight.view(1, c, 1, 1) * rstd_c)  # silu'(a) = s (1 + a (1 - s))
+    return a * s, NormSiLUSaved(x_hat, scale)
 
 
-def _scale(g: torch.Tensor, d: torch.Tensor, n: int) -> torch.Tensor:
-    """Elementwise g * d with g [n B, ...] and d [B, ...]."""
-    return merge_copies(split_copies(g, n) * d)
+def norm_silu_adjoint(saved: NormSiLUSaved, g: torch.Tensor, n: int) -> torch.Tensor:
+    """d/dx of silu(GroupNorm(x)) applied to g [n B, C, H, W].
+
+    With gy = g silu'(a) w: dx = rstd (gy - mean(gy) - x_hat mean(gy x_hat)) per group. rstd is constant within a
+    group, so with gy' = rstd gy = g scale this is gy' - mean(gy') - x_hat mean(gy' x_hat): no separate rstd or w.
+    """
+    _, c, h, w = _static(saved.scale.shape)  # g may be [n B, C, 1, 1] (the mean-pool adjoint, broadcast here)
+    groups, length = _static(saved.x_hat.shape[1:])
+    gy = _copies(g, n) * saved.scale
+    gy = gy.reshape((-1, groups, length) if n == 1 else (n, -1, groups, length))
+    dx = gy - gy.mean(dim=-1, keepdim=True) - saved.x_hat * (gy * saved.x_hat).mean(dim=-1, keepdim=True)
+    return _merged(dx.reshape((-1, c, h, w) if n == 1 else (n, -1, c, h, w)), n)
 
 
 @dataclass
 class ResBlockSaved:
     in_hw: tuple[int, int]
-    norm1: GroupNormSaved
-    dsilu1: torch.Tensor  # silu'(norm1(x)) [B, C_in, H, W]
-    norm2: GroupNormSaved
-    dsilu2: torch.Tensor  # silu'(norm2(h)) [B, C_out, H, W]
+    norm1: NormSiLUSaved
+    norm2: NormSiLUSaved
 
 
 def resblock_forward(block: ResBlock, x: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ResBlockSaved]:
     """models.nn.ResBlock.forward in eval mode (dropout is identity), keeping what the adjoint needs."""
-    a1, n1 = group_norm_forward(block.norm1, x)
-    h = block.conv1(F.silu(a1)) + block.time(F.silu(temb))[:, :, None, None]
-    a2, n2 = group_norm_forward(block.norm2, h)
-    out = block.conv2(F.silu(a2)) + block.skip(x)
-    return out, ResBlockSaved(_hw(x), n1, silu_derivative(a1), n2, silu_derivative(a2))
+    a1, n1 = norm_silu_forward(block.norm1, x)
+    h = block.conv1(a1) + block.time(F.silu(temb))[:, :, None, None]
+    a2, n2 = norm_silu_forward(block.norm2, h)
+    out = block.conv2(a2) + block.skip(x)
+    return out, ResBlockSaved(_hw(x), n1, n2)
 
 
 def resblock_adjoint(block: ResBlock, saved: ResBlockSaved, g: torch.Tensor, n: int, as_conv: bool = True) -> torch.Tensor:
     """d/dx of a ResBlock (the time path carries no x gradient). g [n B, C_out, H, W] -> [n B, C_in, H, W]."""
     hw = saved.in_hw
-    gh = group_norm_adjoint(block.norm2, saved.norm2, _scale(conv_adjoint(block.conv2, g, hw, as_conv), saved.dsilu2, n), n)
-    gx = group_norm_adjoint(block.norm1, saved.norm1, _scale(conv_adjoint(block.conv1, gh, hw, as_conv), saved.dsilu1, n), n)
+    gh = norm_silu_adjoint(saved.norm2, conv_adjoint(block.conv2, g, hw, as_conv), n)
+    gx = norm_silu_adjoint(saved.norm1, conv_adjoint(block.conv1, gh, hw, as_conv), n)
     skip = g if isinstance(block.skip, nn.Identity) else conv_adjoint(block.skip, g, hw, as_conv)
     return gx + skip
 
@@ -135,8 +143,7 @@ class ClassifierSaved:
     level_blocks: list[list[ResBlockSaved]]
     level_hw: list[tuple[int, int]]
     bottleneck: list[ResBlockSaved]
-    head_norm: GroupNormSaved
-    head_dsilu: torch.Tensor  # [B, C, h, w]
+    head: NormSiLUSaved
 
 
 class ClassifierAdjoint(nn.Module):
@@ -168,9 +175,9 @@ class ClassifierAdjoint(nn.Module):
             h, s = resblock_forward(block, h, temb)
             bottleneck.append(s)
         taps.append(h)
-        a, head_norm = group_norm_forward(self.classifier.head_norm, h)
-        logits = self.classifier.head(F.silu(a).mean(dim=(2, 3)))  # [B, K]
-        saved = ClassifierSaved(_hw(x), level_saved, level_hw, bottleneck, head_norm, silu_derivative(a))
+        a, head = norm_silu_forward(self.classifier.head_norm, h)
+        logits = self.classifier.head(a.mean(dim=(2, 3)))  # [B, K]
+        saved = ClassifierSaved(_hw(x), level_saved, level_hw, bottleneck, head)
         return logits, taps, saved
 
     def backward(self, saved: ClassifierSaved, cotangent: torch.Tensor, n: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -178,11 +185,10 @@ class ClassifierAdjoint(nn.Module):
 
         Returns (gradients at every tap, same order as the taps, each [n B, C_k, H_k, W_k]; gradient at x [n B, 1, H, W]).
         """
-        enc, head_dsilu = self.classifier.encoder, saved.head_dsilu
-        h, w = _hw(head_dsilu)
+        enc = self.classifier.encoder
+        h, w = _hw(saved.head.scale)
         g = (cotangent @ self.classifier.head.weight)[:, :, None, None] / float(h * w)  # [n B, C, 1, 1]
-        g = _scale(g, head_dsilu, n)  # mean-pool adjoint broadcasts to [n B, C, h, w], times silu'
-        g = group_norm_adjoint(self.classifier.head_norm, saved.head_norm, g, n)
+        g = norm_silu_adjoint(saved.head, g, n)  # the mean-pool adjoint broadcasts g to [n B, C, h, w]
         bottleneck_grad = g
         for block, s in zip(reversed(enc.bottleneck), reversed(saved.bottleneck)):
             g = resblock_adjoint(block, s, g, n, self.as_conv)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from c2d.models.config import ClassifierConfig
-from c2d.models.nn import Encoder
+from c2d.models.nn import Encoder, GroupNorm
 
 
 class NoiseConditionedClassifier(nn.Module):
@@ -17,7 +17,7 @@ class NoiseConditionedClassifier(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg.encoder)
         c = self.encoder.tap_channels[-1]
-        self.head_norm = nn.GroupNorm(min(cfg.encoder.groups, c), c)
+        self.head_norm = GroupNorm(min(cfg.encoder.groups, c), c)
         self.head = nn.Linear(c, cfg.n_classes)
 
     @property

@@ -8,6 +8,46 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def normalise_last_dim(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_hat, rstd): x normalised over its last dim, and 1 / sqrt(var + eps) [..., 1]."""
+    mean = x.mean(dim=-1, keepdim=True)
+    centred = x - mean
+    rstd = torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return centred * rstd, rstd
+
+
+class NormaliseLastDim(torch.autograd.Function):
+    """normalise_last_dim, exported as ONE LayerNormalization node whose optional InvStdDev output is rstd.
+
+    Written out, the statistics are eight elementwise and reduction nodes per GroupNorm; ONNX Runtime and OpenVINO
+    both run LayerNormalization (opset 17, with its Mean and InvStdDev outputs) as one fused kernel. The scale of
+    ones is an Expand of a scalar, which the engines fold at load, so the file does not grow.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float, size: int):
+        return normalise_last_dim(x, eps)
+
+    @staticmethod
+    def symbolic(g, x, eps: float, size: int):
+        ones = g.op("Expand", g.op("Constant", value_t=torch.ones(1)), g.op("Constant", value_t=torch.tensor([size])))
+        x_hat, _, rstd = g.op("LayerNormalization", x, ones, axis_i=-1, epsilon_f=eps, outputs=3)
+        return x_hat, rstd
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm whose ONNX export is one LayerNormalization over [B, G, C/G*H*W] and the affine, with static
+    sizes: torch's own export is InstanceNormalization between Shape/Gather/Concat-computed reshapes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        _, c, h, w = (int(s) for s in x.shape)
+        length = (c // self.num_groups) * h * w
+        x_hat, _ = NormaliseLastDim.apply(x.reshape(-1, self.num_groups, length), float(self.eps), length)
+        return x_hat.reshape(-1, c, h, w) * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+
+
 class TimeEmbedding(nn.Module):
     """Sinusoidal embedding of 1000 t followed by an MLP (the DDPM U-Net's time embedding): [B] -> [B, dim]."""
 
@@ -29,10 +69,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, time_dim: int, groups: int, dropout: float = 0.0):
         super().__init__()
-        self.norm1 = nn.GroupNorm(min(groups, c_in), c_in)
+        self.norm1 = GroupNorm(min(groups, c_in), c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.time = nn.Linear(time_dim, c_out)
-        self.norm2 = nn.GroupNorm(min(groups, c_out), c_out)
+        self.norm2 = GroupNorm(min(groups, c_out), c_out)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -75,7 +115,19 @@ class ChannelRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps) * self.gain
+        return self.normalise(x) * self.gain
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """x / rms over channels, without the gain."""
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+
+
+def rms_then_project(norm: ChannelRMSNorm, proj: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """proj(norm(x)) for a 1x1 convolution. In an ONNX export the norm's gain is folded into the convolution's weight
+    (one full-size Mul fewer; the folded weight becomes a constant of the graph)."""
+    if not torch.onnx.is_in_onnx_export():
+        return proj(norm(x))
+    return F.conv2d(norm.normalise(x), proj.weight * norm.gain.view(1, -1, 1, 1), proj.bias)
 
 
 class CrossAttention(nn.Module):
@@ -92,13 +144,31 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(channels, channels)
 
     def forward(self, q_map: torch.Tensor, kv_map: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = q_map.shape
-        q_tok = q_map.flatten(2).transpose(1, 2)  # [B, HW, C]
-        kv_tok = kv_map.flatten(2).transpose(1, 2)  # [B, hw, C]
-        split = lambda z: z.unflatten(2, (self.heads, c // self.heads)).transpose(1, 2)  # [B, heads, N, C/heads]
-        attn = F.scaled_dot_product_attention(split(self.to_q(q_tok)), split(self.to_k(kv_tok)), split(self.to_v(kv_tok)))
-        out = self.out(attn.transpose(1, 2).flatten(2))  # [B, HW, C]
-        return out.transpose(1, 2).reshape(b, c, h, w)
+        if torch.onnx.is_in_onnx_export():
+            return self.channels_first(q_map, kv_map)
+        # Sizes as Python ints (batch -1): a traced graph gets constants instead of Shape/Gather/Concat chains.
+        _, c, h, w = (int(s) for s in q_map.shape)
+        d = c // self.heads
+        q_tok = q_map.reshape(-1, c, h * w).transpose(1, 2)  # [B, HW, C]
+        kv_tok = kv_map.reshape(-1, c, int(kv_map.shape[2]) * int(kv_map.shape[3])).transpose(1, 2)  # [B, hw, C]
+        split = lambda z: z.reshape(-1, int(z.shape[1]), self.heads, d).transpose(1, 2)  # [B, heads, N, C/heads]
+        attn = F.scaled_dot_product_attention(split(self.to_q(q_tok)), split(self.to_k(kv_tok)), split(self.to_v(kv_tok)),
+                                              scale=1.0 / math.sqrt(d))
+        out = self.out(attn.transpose(1, 2).reshape(-1, h * w, c))  # [B, HW, C]
+        return out.transpose(1, 2).reshape(-1, c, h, w)
+
+    def channels_first(self, q_map: torch.Tensor, kv_map: torch.Tensor) -> torch.Tensor:
+        """The same attention on [B, C, N] tokens, as exported: projections as weight @ tokens, so the graph has no
+        token transposes (the two left in the score products fold into MatMul), and 1/sqrt(d) folded into W_q."""
+        _, c, h, w = (int(s) for s in q_map.shape)
+        d = c // self.heads
+        q_tok, kv_tok = q_map.reshape(-1, c, h * w), kv_map.reshape(-1, c, int(kv_map.shape[2]) * int(kv_map.shape[3]))
+        heads = lambda z: z.reshape(-1, self.heads, d, int(z.shape[2]))  # [B, C, N] -> [B, heads, d, N]
+        q = heads(torch.matmul(self.to_q.weight / math.sqrt(d), q_tok))
+        k, v = heads(torch.matmul(self.to_k.weight, kv_tok)), heads(torch.matmul(self.to_v.weight, kv_tok))
+        attn = torch.softmax(torch.matmul(q.transpose(2, 3), k), dim=-1)  # [B, heads, N, M]
+        out = torch.matmul(v, attn.transpose(2, 3)).reshape(-1, c, h * w)  # [B, C, N]
+        return (torch.matmul(self.out.weight, out) + self.out.bias.view(1, c, 1)).reshape(-1, c, h, w)
 
 
 class Encoder(nn.Module):

@@ -9,22 +9,28 @@ from torch import nn
 
 from c2d.models.classifier import NoiseConditionedClassifier, freeze
 from c2d.models.config import SubnetConfig
-from c2d.models.nn import ChannelRMSNorm, CrossAttention, ResBlock, TimeEmbedding, Upsample
+from c2d.models.nn import ChannelRMSNorm, CrossAttention, GroupNorm, ResBlock, TimeEmbedding, Upsample, rms_then_project
 from c2d.models.sde import alpha_sigma
 from c2d.runtime.sde import SDEConfig
 
 
-def positional_map(channels: int, h: int, w: int, device, dtype) -> torch.Tensor:
-    """Fixed 2-D sinusoidal positions, half the channels for rows and half for columns: [1, C, H, W]."""
+def positional_terms(channels: int, h: int, w: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed 2-D sinusoidal positions, half the channels for rows and half for columns, as two broadcast terms:
+    rows [1, C, H, 1] (zero outside the first C/2 channels) and cols [1, C, 1, W] (zero outside the next C/2).
+
+    Their sum is the positional map [1, C, H, W]; each channel gets exactly one non-zero term, so z + rows + cols
+    equals z + map bit for bit, and a traced graph stores C (H + W) constants instead of C H W.
+    """
     quarter = channels // 4
     freqs = torch.exp(-math.log(100.0) * torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1))
     rows = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs  # [H, C/4]
     cols = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs  # [W, C/4]
-    row_enc = torch.cat([rows.sin(), rows.cos()], 1).T[:, :, None].expand(-1, h, w)
-    col_enc = torch.cat([cols.sin(), cols.cos()], 1).T[:, None, :].expand(-1, h, w)
-    pos = torch.cat([row_enc, col_enc], 0)
-    pos = F.pad(pos, (0, 0, 0, 0, 0, channels - pos.shape[0]))
-    return pos[None].to(dtype)
+    row_enc = torch.cat([rows.sin(), rows.cos()], 1).T  # [C/4 * 2, H]
+    col_enc = torch.cat([cols.sin(), cols.cos()], 1).T  # [C/4 * 2, W]
+    half = row_enc.shape[0]
+    row_term = F.pad(row_enc, (0, 0, 0, channels - half))  # [C, H]
+    col_term = F.pad(col_enc, (0, 0, half, channels - 2 * half))  # [C, W]
+    return row_term[None, :, :, None].to(dtype), col_term[None, :, None, :].to(dtype)
 
 
 class TapFusion(nn.Module):
@@ -48,19 +54,22 @@ class TapFusion(nn.Module):
             self.attn = CrossAttention(width, heads)
 
     def forward(self, h: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-        q = self.proj_h(self.norm_h(h))  # [B, width, H, W]
+        q = rms_then_project(self.norm_h, self.proj_h, h)  # [B, width, H, W]
         if not self.use_grad:
             return q
-        gp = self.proj_g(self.norm_g(g))
-        _, c, hh, ww = q.shape
-        # int(): the pooling kernel is a static hyperparameter per resolution, also when an exporter traces sizes
-        kernel = (max(1, int(hh) // self.kv_grid[0]), max(1, int(ww) // self.kv_grid[1]))
+        gp = rms_then_project(self.norm_g, self.proj_g, g)
+        _, c, hh, ww = (int(s) for s in q.shape)
+        # ints: the pooling kernel is a static hyperparameter per resolution, also when an exporter traces sizes
+        kernel = (max(1, hh // self.kv_grid[0]), max(1, ww // self.kv_grid[1]))
         pool = (lambda z: F.avg_pool2d(z, kernel)) if kernel != (1, 1) else (lambda z: z)
         q_c, g_c = pool(q), pool(gp)  # [B, width, <=20, <=22]
-        pos = positional_map(c, q_c.shape[2], q_c.shape[3], q.device, q.dtype)
-        fused = self.attn(q_c + pos, g_c + pos)
+        rows, cols = positional_terms(int(c), int(q_c.shape[2]), int(q_c.shape[3]), q.device, q.dtype)  # constants when traced
+        fused = self.attn(q_c + rows + cols, g_c + rows + cols)
         if kernel != (1, 1):
-            fused = F.interpolate(fused, size=(hh, ww), mode="nearest")  # back to [B, width, H, W]
+            exact = tuple(int(n) * k for n, k in zip(q_c.shape[2:], kernel)) == (hh, ww)
+            # an integer scale factor resizes exactly like size=(hh, ww), and traces without Shape nodes
+            fused = (F.interpolate(fused, scale_factor=kernel, mode="nearest") if exact
+                     else F.interpolate(fused, size=(hh, ww), mode="nearest"))  # back to [B, width, H, W]
         return q + gp + fused
 
 
@@ -86,7 +95,7 @@ class ScoreSubnet(nn.Module):
             nn.ModuleList(ResBlock(w, w, cfg.time_dim, cfg.groups, cfg.dropout) for _ in range(cfg.blocks_per_stage)) for w in widths
         )
         self.ups = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(n_levels - 1))
-        self.head_norm = nn.GroupNorm(min(cfg.groups, widths[0]), widths[0])
+        self.head_norm = GroupNorm(min(cfg.groups, widths[0]), widths[0])
         self.head = nn.Conv2d(widths[0], out_channels, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

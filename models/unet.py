@@ -7,7 +7,7 @@ from torch import nn
 
 from c2d.models.classifier import NoiseConditionedClassifier, freeze
 from c2d.models.config import UNetConfig
-from c2d.models.nn import Encoder, ResBlock, Upsample
+from c2d.models.nn import Encoder, GroupNorm, ResBlock, Upsample
 from c2d.models.subnet import classifier_pass, guide_eps
 from c2d.runtime.sde import SDEConfig
 
@@ -28,7 +28,7 @@ class UNet(nn.Module):
                       for j in range(cfg.decoder_blocks_per_level)]
             self.stages.append(nn.ModuleList(blocks))
         self.ups = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(len(widths) - 1))
-        self.head_norm = nn.GroupNorm(min(enc.groups, widths[0]), widths[0])
+        self.head_norm = GroupNorm(min(enc.groups, widths[0]), widths[0])
         self.head = nn.Conv2d(widths[0], out_channels, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

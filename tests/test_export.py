@@ -2,6 +2,7 @@
 are shared, bundles are self-describing, and failures leave nothing behind."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib.util
 import json
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from c2d.cli import main
 from c2d.export import exporter
 from c2d.export.adjoint import ClassifierAdjoint, guidance_cotangent
-from c2d.export.exporter import GENERATOR_TARGETS, VOCODER_TARGETS, ExportError, export_bundle
+from c2d.export.exporter import GENERATOR_TARGETS, VOCODER_TARGETS, ExportError, export_bundle, load_generator
 from c2d.export.graphs import sigma_t
 from c2d.export.inspect import describe_bundle, format_description
 from c2d.export.validate import ExportValidationError
@@ -166,6 +167,46 @@ def test_single_backbone_graph_shares_the_classifier_features(tmp_path):
     # the guidance pass crosses every layer; the taps pass stops at the finest tap h_0 (the rest is pruned)
     n_adjoint_convs = len(stride1) + sum(not n.startswith(("encoder.input", "encoder.levels.0.")) for n in stride1)
     assert sum(n.op_type == "Conv" for n in model.graph.node) == len(convs) + n_subnet_convs + n_adjoint_convs
+
+
+@pytest.mark.parametrize("target", ["single-backbone", "two-model"])
+def test_generator_graph_has_static_sizes_and_fused_norms(tmp_path, target):
+    """Every size except the batch is a constant of the graph (no Shape/Gather chains), each GroupNorm is one
+    LayerNormalization, and the subnet's positional maps are stored as row and column terms, not as full maps."""
+    out, checkpoints = tmp_path / "bundle", TINY_CHECKPOINTS[target](tmp_path)
+    export_bundle(checkpoints, out, vocoder="griffin-lim")
+    model, torch_model = onnx.load(str(out / "generator.onnx")), load_generator(checkpoints)[1]
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert ops["Shape"] == ops["Gather"] == ops["InstanceNormalization"] == 0, ops
+    assert ops["LayerNormalization"] == sum(isinstance(m, torch.nn.GroupNorm) for m in torch_model.modules())
+    largest_const = max((np.prod(i.dims) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT), default=0)
+    largest_weight = max(p.numel() for p in torch_model.parameters())
+    assert largest_const <= largest_weight  # nothing bigger than a weight was folded in (e.g. a [C, H, W] map)
+
+
+def test_export_only_code_paths_equal_the_eager_ones():
+    """The attention, RMS norm + projection and GroupNorm forms taken under ONNX export compute the eager maths."""
+    from c2d.models.nn import ChannelRMSNorm, CrossAttention, GroupNorm, rms_then_project
+    from c2d.models.subnet import positional_terms
+
+    torch.manual_seed(0)
+    attn = CrossAttention(32, 4).eval()
+    q, kv = torch.randn(2, 32, 6, 7), torch.randn(2, 32, 3, 5)
+    torch.testing.assert_close(attn.channels_first(q, kv), attn(q, kv), rtol=1e-5, atol=1e-6)
+    norm, proj = ChannelRMSNorm(32), torch.nn.Conv2d(32, 16, 1)
+    torch.nn.init.normal_(norm.gain)
+    torch.testing.assert_close(torch.nn.functional.conv2d(norm.normalise(q), proj.weight * norm.gain.view(1, -1, 1, 1), proj.bias),
+                               rms_then_project(norm, proj, q), rtol=1e-5, atol=1e-6)
+    gn = GroupNorm(8, 32)
+    torch.nn.init.normal_(gn.weight), torch.nn.init.normal_(gn.bias)
+    torch.testing.assert_close(gn(q * 3 + 1), torch.nn.functional.group_norm(q * 3 + 1, 8, gn.weight, gn.bias, gn.eps))
+    for c, h, w in [(16, 5, 7), (30, 4, 3)]:  # 30: the channels left over after the row and column halves stay zero
+        rows, cols = positional_terms(c, h, w, "cpu", torch.float32)
+        full = rows + cols  # [1, C, H, W]
+        half = 2 * (c // 4)
+        assert torch.equal(full[0, :half], rows[0, :half].expand(-1, h, w)) and not rows[0, half:].any()
+        assert torch.equal(full[0, half:2 * half], cols[0, half:2 * half].expand(-1, h, w)) and not cols[0, :half].any()
+        assert not full[0, 2 * half:].any() and torch.equal(full[0, :half, :, 0], full[0, :half, :, -1])
 
 
 def test_ablation_without_gradient_taps_exports_with_its_own_variant(tmp_path):
