@@ -44,6 +44,7 @@ MODES = ("int8-static", "int8-dynamic", "fp16", "mixed")
 VOCODER_MODES = ("keep", "fp16", "int8-dynamic")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+CALIBRATION_CHUNK = 16  # recorded calls per calibration pass (memory: every activation of each call is kept)
 SWEEP_CALLS = 8  # recorded calls (spread over the trajectory) that score each block in the sensitivity sweep
 
 
@@ -136,7 +137,18 @@ def quantize_int8_static(model: Path, out: Path, recording: Recording | None, me
                     op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, nodes_to_quantize=only, nodes_to_exclude=exclude,
                     calibrate_method=_calibration_method(method), calibration_cache_path=str(cache),
-                    extra_options={"CalibMaxIntermediateOutputs": 16, "CalibPercentile": 99.99})
+                    extra_options={"CalibStridedMinMax": calibration_stride(recording.calls if recording else 1), "CalibPercentile": 99.99})
+
+
+def calibration_stride(calls: int, most: int = CALIBRATION_CHUNK) -> int:
+    """Calls per calibration pass: the largest divisor of `calls` up to `most` (ORT requires a divisor).
+
+    Each pass keeps every intermediate output of its calls in memory, so passes are bounded; ORT merges the ranges of
+    successive passes. Not CalibMaxIntermediateOutputs: ORT 1.32's MinMax calibrator discards the outputs it has
+    collected each time that many accumulate, without taking their ranges, so only the last (calls mod that many)
+    calls were calibrated (and none when it divides the count: "No data is collected").
+    """
+    return max(d for d in range(1, min(calls, most) + 1) if calls % d == 0)
 
 
 def quantize_int8_dynamic(model: Path, out: Path, exclude: list[str], op_types=("Conv", "MatMul")) -> None:
@@ -147,11 +159,32 @@ def quantize_int8_dynamic(model: Path, out: Path, exclude: list[str], op_types=(
 
 
 def convert_fp16(model: Path, out: Path, exclude: list[str]) -> None:
-    """float16 inside, float32 at the inputs and outputs; the float-only arithmetic stays float32."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    """float16 inside, float32 at the inputs and outputs; the float-only arithmetic stays float32, and so does
+    LayerNormalization: its InvStdDev output (the adjoint's rstd) is float32 whatever its input (stash_type), which
+    the converter does not know. The converter appends the Casts it inserts, so the nodes are sorted again."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    converted = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True, node_block_list=exclude)
+    converted = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True, node_block_list=exclude,
+                                         op_block_list=DEFAULT_OP_BLOCK_LIST + ["LayerNormalization"])
+    sort_nodes(converted.graph)
     onnx.save(converted, str(out))
+
+
+def sort_nodes(graph: onnx.GraphProto) -> None:
+    """Reorder graph.node topologically, wave by wave (ONNX requires the order; ORT refuses a graph without it)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise QuantizationError(f"the converted graph has a cycle or a missing input at {pending[0].name}")
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        for n in ready:
+            available.update(n.output)
+        ordered += ready
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 # --- measuring ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Calibration recording and quantization (tiny random models: fast, and a real test of the plumbing and the gate)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -10,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from c2d.calibration.reader import RecordingReader
-from c2d.calibration.record import CalibrationError, check_matches, load_recording, record
+from c2d.calibration.record import CalibrationError, check_matches, load_recording, record, stack_calls
 from c2d.cli import main
 from c2d.export.exporter import export_bundle
-from c2d.export.quantize import Budget, QuantizationError, float_only_nodes, quantize_bundle, quantize_int8_static
+from c2d.export.quantize import (Budget, QuantizationError, calibration_stride, float_only_nodes, prepare, quantize_bundle,
+                                 quantize_int8_static)
 from c2d.runtime.onnx_edit import unshare_initializers
 from c2d.runtime import load
 from c2d.runtime.bundle import GENERATOR_FILE, read_manifest
@@ -94,6 +96,30 @@ def test_quantized_bundle_loads_passes_its_gate_and_records_it(tiny, tmp_path, m
     if mode == "mixed":
         assert set(q["sensitivity"]) and isinstance(q["float_blocks"], list)
     assert read_manifest(out)["generator"]["bytes"] == (out / GENERATOR_FILE).stat().st_size
+
+
+def test_calibrated_ranges_cover_every_recorded_call(tiny, tmp_path):
+    """The range of the graph input x spans x over all recorded calls. (ORT's CalibMaxIntermediateOutputs, used
+    before, dropped all but the last calls mod 16: here 18 calls, so only the last two.)"""
+    bundle, _ = tiny
+    record(bundle, tmp_path / "calib", digits=[0, 3], seeds=1, guidances=[3.0, 0.0], steps=9)
+    recording = load_recording(tmp_path / "calib")
+    assert recording.calls == 18
+    # the random tiny model's x grows along each trajectory: put its largest calls first
+    calls = [recording.call(i) for i in reversed(range(recording.calls))]
+    feeds, offsets, step = stack_calls(calls, 9)
+    recording = dataclasses.replace(recording, feeds=feeds, offsets=offsets, step=step)
+    prepared, cache = tmp_path / "prepared.onnx", tmp_path / "ranges.json"
+    prepare(bundle / GENERATOR_FILE, prepared)
+    quantize_int8_static(prepared, tmp_path / "q.onnx", recording, "minmax", cache, [])
+    x_range = json.loads(cache.read_text())["data"]["x"]
+    x = recording.feeds["x"]
+    assert x_range["lowest"]["data"][0] == pytest.approx(float(x.min()), rel=1e-6)
+    assert x_range["highest"]["data"][0] == pytest.approx(float(x.max()), rel=1e-6)
+
+
+def test_calibration_passes_divide_the_recording():
+    assert [calibration_stride(n) for n in (1, 8, 16, 18, 200, 17, 640)] == [1, 8, 16, 9, 10, 1, 16]
 
 
 def test_int8_file_is_smaller_and_noise_level_arithmetic_stays_float(tiny, tmp_path):
