@@ -44,7 +44,8 @@ MODES = ("int8-static", "int8-dynamic", "fp16", "mixed")
 VOCODER_MODES = ("keep", "fp16", "int8-dynamic")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-CALIBRATION_CHUNK = 16  # recorded calls per calibration pass (memory: every activation of each call is kept)
+CALIBRATION_CHUNK = 16  # recorded calls per MinMax calibration pass
+HISTOGRAM_ROWS = 4  # rows per pass of the histogram calibrators (entropy, percentile), which keep every activation
 SWEEP_CALLS = 8  # recorded calls (spread over the trajectory) that score each block in the sensitivity sweep
 
 
@@ -133,20 +134,22 @@ def quantize_int8_static(model: Path, out: Path, recording: Recording | None, me
 
     from c2d.calibration.reader import RecordingReader
 
-    quantize_static(str(model), str(out), RecordingReader(recording) if recording is not None else None, quant_format=QuantFormat.QDQ,
+    # MinMax keeps two numbers per tensor and call; the histogram methods keep whole activations: small passes
+    reader = None if recording is None else RecordingReader(recording, None if method == "minmax" else HISTOGRAM_ROWS)
+    stride = 1 if reader is None else calibration_stride(len(reader), CALIBRATION_CHUNK if method == "minmax" else 1)
+    quantize_static(str(model), str(out), reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, nodes_to_quantize=only, nodes_to_exclude=exclude,
                     calibrate_method=_calibration_method(method), calibration_cache_path=str(cache),
-                    extra_options={"CalibStridedMinMax": calibration_stride(recording.calls if recording else 1), "CalibPercentile": 99.99})
+                    extra_options={"CalibStridedMinMax": stride, "CalibPercentile": 99.99})
 
 
 def calibration_stride(calls: int, most: int = CALIBRATION_CHUNK) -> int:
-    """Calls per calibration pass: the largest divisor of `calls` up to `most` (ORT requires a divisor).
+    """Reader items per calibration pass: the largest divisor of `calls` up to `most` (ORT requires a divisor).
 
-    Each pass keeps every intermediate output of its calls in memory, so passes are bounded; ORT merges the ranges of
-    successive passes. Not CalibMaxIntermediateOutputs: ORT 1.32's MinMax calibrator discards the outputs it has
-    collected each time that many accumulate, without taking their ranges, so only the last (calls mod that many)
-    calls were calibrated (and none when it divides the count: "No data is collected").
+    ORT merges the ranges of successive passes. Not CalibMaxIntermediateOutputs: ORT 1.32's MinMax calibrator
+    discards the outputs it has collected each time that many accumulate, without taking their ranges, so only the
+    last (calls mod that many) calls were calibrated (and none when it divides the count: "No data is collected").
     """
     return max(d for d in range(1, min(calls, most) + 1) if calls % d == 0)
 

@@ -67,6 +67,9 @@ def test_recording_holds_every_step_and_the_reader_yields_exactly_those_feeds(ti
     np.testing.assert_array_equal(reader.get_next()["x"], got[0]["x"])
     reader.set_range(2, 3)
     assert [f["t"][0] for f in iter(reader.get_next, None)] == [got[2]["t"][0]]
+    sliced = list(iter(RecordingReader(rec, max_rows=4).get_next, None))  # 6 rows per call -> 4 + 2
+    assert [len(f["x"]) for f in sliced] == [4, 2] * rec.calls
+    np.testing.assert_array_equal(np.concatenate([f["x"] for f in sliced]), rec.feeds["x"])
 
 
 def test_recording_summarises_activation_ranges_by_noise_level(tiny):
@@ -207,17 +210,14 @@ def test_shared_conv_and_transposed_weights_are_unshared_for_per_channel_qdq(tmp
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
 
-    class Rec:  # a minimal recording: two calls
-        calls = 2
-        feeds = {"x": np.random.default_rng(1).standard_normal((2, 1, 4, 8, 8)).astype(np.float32)}
-
-        def call(self, i):
-            return {"x": self.feeds["x"][i]}
+    class Rec:  # a minimal recording: two calls of one row
+        calls, offsets = 2, np.array([0, 1, 2])
+        feeds = {"x": np.random.default_rng(1).standard_normal((2, 4, 8, 8)).astype(np.float32)}
 
     quantize_int8_static(path, tmp_path / "q.onnx", Rec(), "minmax", tmp_path / "cache.json", [])
     import onnxruntime as ort
 
-    ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": Rec.feeds["x"][0]})
+    ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": Rec.feeds["x"][:1]})
 
 
 def test_calibrate_and_quantize_through_the_cli(tiny, tmp_path):
