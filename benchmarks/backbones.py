@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import statistics
-import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from c2d.benchmarks import cpu_model, write_results
+from c2d.benchmarks import cpu_model, ort_kernel_times, write_results
 from c2d.export.exporter import export_bundle
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
 from c2d.runtime.backends.ort import session_options
@@ -89,19 +87,10 @@ def part_of(node_name: str) -> str:
 
 def kernel_split(path: str, feeds, threads: int) -> dict[str, float]:
     """ORT profiler: kernel ms per step, per graph part x (conv | other)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        so = session_options(BackendOptions(threads=threads))
-        so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "p")
-        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        for f in feeds:
-            s.run(["eps"], f)
-        events = json.loads(Path(s.end_profiling()).read_text())
     split = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            op = e["args"]["op_name"]
-            kind = "conv" if op in ("Conv", "ConvTranspose", "FusedConv") else "other"
-            split[f"{part_of(e['name'])} {kind}"] += e["dur"] / 1e3 / len(feeds)
+    for op, node, ms in ort_kernel_times(Path(path), feeds, threads):
+        kind = "conv" if op in ("Conv", "ConvTranspose", "FusedConv") else "other"
+        split[f"{part_of(node)} {kind}"] += ms
     return {k: round(v, 2) for k, v in sorted(split.items())}
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import statistics
 import tempfile
 import time
@@ -24,13 +23,11 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from c2d.benchmarks import write_results
+from c2d.benchmarks import ort_kernel_times, write_results
 from c2d.calibration.record import load_recording, record
 from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
 from c2d.runtime.backends import BackendOptions, open_backend
-from c2d.runtime.backends.ort import session_options
 from c2d.runtime.bundle import read_manifest
 from c2d.runtime.deployment import interleaved_rounds
 from c2d.runtime.generate import default_bundle
@@ -54,12 +51,6 @@ def make_variant(bundle: Path, out: Path, mode: str, method: str, calib: Path, c
     return read_manifest(out)
 
 
-def session(path: Path, threads: int, profile: str) -> ort.InferenceSession:
-    so = session_options(BackendOptions(threads=threads))
-    so.enable_profiling, so.profile_file_prefix = True, profile
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def step_feeds(calib: Path, n: int) -> list[dict[str, np.ndarray]]:
     """n recorded batch-1 inputs spread over the trajectory (real x_t at real noise levels)."""
     rec = load_recording(calib)
@@ -75,16 +66,10 @@ def latency(paths: dict[str, Path], feeds, threads: int, rounds: int) -> dict[st
 
 def op_profile(path: Path, feeds, threads: int) -> dict[str, float]:
     """Kernel milliseconds per operator type per step, from ORT's own profiler."""
-    with tempfile.TemporaryDirectory() as tmp:
-        s = session(path, threads, str(Path(tmp) / "p"))
-        for f in feeds:
-            s.run(["eps"], f)
-        events = json.loads(Path(s.end_profiling()).read_text())
     per_op = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            per_op[e["args"]["op_name"]] += e["dur"] / 1e3
-    return {op: round(ms / len(feeds), 3) for op, ms in per_op.most_common()}
+    for op, _, ms in ort_kernel_times(path, feeds, threads):
+        per_op[op] += ms
+    return {op: round(ms, 3) for op, ms in per_op.most_common()}
 
 
 def passes(measured: dict, budget: Budget) -> list[str]:
