@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from c2d.models.classifier import NoiseConditionedClassifier
-from c2d.models.nn import NormaliseLastDim, ResBlock, normalise_last_dim
+from c2d.models.nn import GroupNorm, ResBlock
 
 
 def _hw(x: torch.Tensor) -> tuple[int, int]:
@@ -82,14 +82,9 @@ class NormSiLUSaved:
 
 def norm_silu_forward(norm: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, NormSiLUSaved]:
     """silu(GroupNorm(x)) [B, C, H, W]; the norm is the same maths as F.group_norm."""
-    _, c, h, w = _static(x.shape)
+    _, c, _, _ = _static(x.shape)
     groups = norm.num_groups
-    xg = x.reshape(-1, groups, (c // groups) * h * w)  # [B, G, C/G*H*W]
-    if torch.onnx.is_in_onnx_export():
-        x_hat, rstd = NormaliseLastDim.apply(xg, float(norm.eps), int(xg.shape[-1]))
-    else:
-        x_hat, rstd = normalise_last_dim(xg, norm.eps)
-    a = x_hat.reshape(-1, c, h, w) * norm.weight.view(1, c, 1, 1) + norm.bias.view(1, c, 1, 1)
+    a, x_hat, rstd = GroupNorm.with_stats(norm, x)  # [B, C, H, W], [B, G, C/G*H*W], [B, G, 1]
     s = torch.sigmoid(a)
     rstd_c = rstd.reshape(-1, groups, 1, 1).expand(-1, groups, c // groups, 1).reshape(-1, c, 1, 1)  # [B, C, 1, 1]
     scale = s * (1.0 + a * (1.0 - s)) * (norm.weight.view(1, c, 1, 1) * rstd_c)  # silu'(a) = s (1 + a (1 - s))

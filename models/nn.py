@@ -42,10 +42,19 @@ class GroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.onnx.is_in_onnx_export():
             return super().forward(x)
+        return GroupNorm.with_stats(self, x)[0]
+
+    def with_stats(self: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(y [B, C, H, W], x_hat [B, G, C/G*H*W], rstd [B, G, 1]); the maths of F.group_norm. Works on any
+        nn.GroupNorm (the classifier's adjoint calls it as GroupNorm.with_stats(norm, x))."""
         _, c, h, w = (int(s) for s in x.shape)
         length = (c // self.num_groups) * h * w
-        x_hat, _ = NormaliseLastDim.apply(x.reshape(-1, self.num_groups, length), float(self.eps), length)
-        return x_hat.reshape(-1, c, h, w) * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        xg = x.reshape(-1, self.num_groups, length)
+        if torch.onnx.is_in_onnx_export():
+            x_hat, rstd = NormaliseLastDim.apply(xg, float(self.eps), length)
+        else:
+            x_hat, rstd = normalise_last_dim(xg, self.eps)
+        return x_hat.reshape(-1, c, h, w) * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1), x_hat, rstd
 
 
 class TimeEmbedding(nn.Module):
