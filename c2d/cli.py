@@ -136,6 +136,8 @@ def main() -> None:
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=0, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fp32", is_flag=True, help="Disable bf16 autocast.")
+@click.option("--channels-last", is_flag=True,
+              help="NHWC memory format for the model and batches: the same training, often faster convolutions on a CPU.")
 @click.option("--time-limit", type=Finite(0, 60 * 24 * 365, low_open=True), default=None,
               help="Wall-clock budget in minutes; the step count shrinks to fit it (the LR schedule still completes).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
@@ -156,7 +158,7 @@ def main() -> None:
 @click.option("--train-fraction", type=Finite(0, 1, low_open=True), default=None,
               help="Subnet: train on this fraction of the clips, a subset stratified by digit and speaker, drawn from --seed "
                    "(the paper's 3 % ablation: 0.03).")
-def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, time_limit, fresh,
+def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, channels_last, time_limit, fresh,
           ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets, train_digits, train_fraction) -> None:
     """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, the independent
     evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file), or the
@@ -185,7 +187,7 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         raise click.UsageError("training the subnet needs --classifier CHECKPOINT (the frozen backbone)")
     lr = lr or {"classifier": 5e-4, "vocoder": 5e-4}.get(kind, 3e-4)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, bf16=not fp32, ckpt_every=ckpt_every,
-                      time_limit_s=time_limit * 60 if time_limit else None)
+                      channels_last=channels_last, time_limit_s=time_limit * 60 if time_limit else None)
     if gaussian_skip and kind != "subnet":
         raise click.UsageError("--gaussian-skip applies to the subnet")
     if (train_digits is not None or train_fraction is not None) and kind != "subnet":

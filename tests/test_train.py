@@ -146,3 +146,16 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(tmp_path, synth
     atomic_torch_save(release(resumed), tmp_path / "r.pt")
     with pytest.raises(CheckpointError, match="released"):
         train(make_job("classifier", "tiny", SDE), synth, quick(12), tmp_path / "r.pt", progress=False)
+
+
+def test_channels_last_training_is_the_same_training(tmp_path, synth, classifier_ckpt):
+    """--channels-last changes the memory layout only: a few subnet steps give the same weights as the default."""
+    weights = {}
+    for channels_last in (False, True):
+        job = make_job("subnet", "tiny", SDE, classifier_path=classifier_ckpt)
+        out = tmp_path / f"subnet-{channels_last}.pt"
+        train(job, synth, quick(5, channels_last=channels_last), out, progress=False)
+        weights[channels_last] = load_checkpoint(out)["model"]
+    assert weights[True].keys() == weights[False].keys()
+    for k, v in weights[False].items():
+        torch.testing.assert_close(weights[True][k], v, rtol=1e-4, atol=1e-5, msg=k)
