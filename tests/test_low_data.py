@@ -81,3 +81,24 @@ def test_subset_training_is_recorded_exported_and_inspected(tmp_path, features_f
 def test_subset_options_are_checked(tmp_path, args, word):
     res = CliRunner().invoke(main, ["train", *args, "--classifier", "x.pt", "-o", str(tmp_path / "o.pt")])
     assert res.exit_code == 2 and word in res.output, res.output
+
+
+RECIPE = ("steps", "batch_size", "lr", "warmup", "ema_decay", "grad_clip", "seed")
+
+
+@pytest.mark.parametrize("name, digits, fraction", [("subnet-small-digits357.pt", [3, 5, 7], None),
+                                                    ("subnet-small-digit4.pt", [4], None),
+                                                    ("subnet-small-frac3.pt", None, 0.03)])
+def test_shipped_low_data_subnets_record_their_subset_and_the_reference_recipe(name, digits, fraction):
+    """The three ablations are released files trained on what their names say, with the full-data reference's
+    budget and recipe (the paper's equal-budget comparison) on the same frozen classifier."""
+    from importlib.resources import files
+
+    folder = files("c2d.models.checkpoints")
+    ckpt, reference = load_checkpoint(folder / name, "subnet"), load_checkpoint(folder / "subnet-small.pt", "subnet")
+    assert ckpt["released"] and ckpt["step"] == reference["step"] == 4000
+    assert ckpt["train_subset"]["digits"] == digits and ckpt["train_subset"]["fraction"] == fraction
+    assert {k: ckpt["train"][k] for k in RECIPE} == {k: reference["train"][k] for k in RECIPE}
+    assert {k: ckpt["config"][k] for k in reference["config"]} == reference["config"]  # same architecture
+    assert not ckpt["config"]["gaussian_skip"]  # (a field newer than the reference file, off there)
+    assert ckpt["classifier"]["sha256"] == reference["classifier"]["sha256"]  # the same frozen classifier
