@@ -98,9 +98,18 @@ def unseen_table(result: dict) -> list[str]:
             rows.append(f"| {name} | {d} | " + " | ".join(_pct(acc[g]) for g in gammas) + f" | {best} | {ref} |")
     if not rows:
         return []
+    unguided = [f"- {name}: at gamma 0, {_pct(seen_share(sub['gammas']['0'], sub['seen']))} of all samples are labelled one of its "
+                f"training digits ({', '.join(map(str, sub['seen']))})" for name, sub in result["subnets"].items()
+                if len(sub["seen"]) < N_DIGITS and "0" in sub["gammas"]]
     return (["How often guidance produces each unseen digit (evaluator accuracy on the samples asked for that digit):", "",
              "| subnet | unseen digit | " + " | ".join(f"gamma {g}" for g in gammas) + " | best gamma | full data, same gamma |",
-             "|---|---|" + "---|" * (len(gammas) + 2)] + rows)
+             "|---|---|" + "---|" * (len(gammas) + 2)] + rows + [""] + unguided)
+
+
+def seen_share(row: dict, seen: list[int]) -> float:
+    """Share of all the samples of one gamma (every digit asked for) that the evaluator labels a seen digit."""
+    predicted = np.sum([m["predicted"] for m in row["per_digit"].values()], axis=0)
+    return float(predicted[seen].sum() / predicted.sum())
 
 
 def plot(result: dict, path: Path) -> None:

@@ -3,7 +3,14 @@ from c2d.benchmarks.low_data import N_DIGITS, markdown, seen_digits, summarise, 
 
 
 def per_digit(acc: dict[int, float]) -> dict:
-    return {str(d): {"accuracy": acc.get(d, 0.5), "fid": 10.0 + d, "predicted": [0] * N_DIGITS} for d in range(N_DIGITS)}
+    """100 samples a digit; those not labelled the digit asked for are labelled 4."""
+    def predicted(d, a):
+        counts = [0] * N_DIGITS
+        counts[d] += round(100 * a)
+        counts[4] += 100 - round(100 * a)
+        return counts
+
+    return {str(d): {"accuracy": acc.get(d, 0.5), "fid": 10.0 + d, "predicted": predicted(d, acc.get(d, 0.5))} for d in range(N_DIGITS)}
 
 
 def subnet(subset, accs: dict[str, dict[int, float]]) -> dict:
@@ -37,3 +44,5 @@ def test_unseen_table_names_the_best_gamma_and_the_reference_at_it():
     assert len([r for r in rows if r.startswith("| digit 4 |")]) == 9  # every digit but 4
     assert not any(r.startswith("| full data |") for r in rows)  # the reference saw every digit
     assert "best gamma" in markdown(result())
+    # gamma 0 of the digit-4 subnet: asked for 0, all 100 labelled 4; asked for 4, all 100; the 8 others, 50 each
+    assert rows[-1] == "- digit 4: at gamma 0, 60.0 % of all samples are labelled one of its training digits (4)"
