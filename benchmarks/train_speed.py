@@ -21,7 +21,7 @@ from c2d.models.train import make_job
 from c2d.runtime.sde import SDEConfig
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "classifier-small.pt"
-MODELS = [("classifier", "classifier", True), ("subnet", "subnet", True), ("subnet, no taps", "subnet", False), ("unet", "unet", True)]
+MODELS = [("classifier", "classifier", True), ("subnet", "subnet", True), ("subnet (no taps)", "subnet", False), ("unet", "unet", True)]
 VARIANTS = {"fp32": (False, False), "fp32 channels-last": (False, True), "bf16": (True, False), "bf16 channels-last": (True, True)}
 
 
