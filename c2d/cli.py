@@ -165,6 +165,8 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
     Fourier vocoder (distilled from HiFi-GAN V1 universal on training-split and generated mels; needs c2d[export])."""
     import torch
 
+    if channels_last and kind in ("evaluator", "vocoder"):
+        raise click.UsageError("--channels-last applies to the 2-D models (classifier, subnet, unet)")
     if kind == "evaluator":
         return train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features)
     if (generated != 1200 or generator_bundle or vocoder_targets != "recordings") and kind != "vocoder":

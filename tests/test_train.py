@@ -161,3 +161,14 @@ def test_channels_last_training_is_the_same_training(tmp_path, synth):
     assert weights[True].keys() == weights[False].keys()
     for k, v in weights[False].items():
         torch.testing.assert_close(weights[True][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("kind", ["evaluator", "vocoder"])
+def test_channels_last_is_refused_where_it_does_not_apply(tmp_path, kind):
+    from click.testing import CliRunner
+
+    from c2d.cli import main
+
+    res = CliRunner().invoke(main, ["train", kind, "--channels-last", "-o", str(tmp_path / "o.pt")])
+    assert res.exit_code == 2 and "--channels-last applies to" in res.output, res.output
+    assert not (tmp_path / "o.pt").exists()
