@@ -152,9 +152,6 @@ def main() -> None:
 @click.option("--targets", "vocoder_targets", type=click.Choice(["recordings", "teacher"]), default="recordings", show_default=True,
               help="Vocoder: recordings = magnitudes from FSDD's recordings where a mel has one, phase from HiFi-GAN; "
                    "teacher = everything from HiFi-GAN (plain distillation).")
-@click.option("--phase-loss", "phase_weight", type=Finite(0, 1000), default=0.0, show_default=True,
-              help="Vocoder: weight of the phase-difference loss (instantaneous frequency and group delay against the "
-                   "teacher's phase; README \"Vocoder\"). 0: the complex loss alone teaches the phase.")
 @click.option("--train-digits", default=None, metavar="D,D,...",
               help="Subnet: train on these digits' clips only (e.g. 3,5,7); the classifier stays the full frozen one, and its "
                    "guidance steers to the other digits (the paper's zero-shot ablation).")
@@ -162,7 +159,7 @@ def main() -> None:
               help="Subnet: train on this fraction of the clips, a subset stratified by digit and speaker, drawn from --seed "
                    "(the paper's 3 % ablation: 0.03).")
 def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, channels_last, time_limit, fresh,
-          ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets, phase_weight, train_digits, train_fraction) -> None:
+          ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets, train_digits, train_fraction) -> None:
     """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, the independent
     evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file), or the
     Fourier vocoder (distilled from HiFi-GAN V1 universal on training-split and generated mels; needs c2d[export])."""
@@ -172,8 +169,8 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         raise click.UsageError("--channels-last applies to the 2-D models (classifier, subnet, unet)")
     if kind == "evaluator":
         return train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features)
-    if (generated != 1200 or generator_bundle or vocoder_targets != "recordings" or phase_weight) and kind != "vocoder":
-        raise click.UsageError("--generated, --bundle, --targets and --phase-loss apply to the vocoder")
+    if (generated != 1200 or generator_bundle or vocoder_targets != "recordings") and kind != "vocoder":
+        raise click.UsageError("--generated, --bundle and --targets apply to the vocoder")
 
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.data import load_features, parse_digit_list, train_subset
@@ -198,8 +195,7 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
     if (train_digits is not None or train_fraction is not None) and kind != "subnet":
         raise click.UsageError("--train-digits and --train-fraction apply to the subnet (the classifier stays the full one)")
     if kind == "vocoder":
-        return train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, vocoder_targets,
-                                 phase_weight)
+        return train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, vocoder_targets)
     with clear_errors():
         features_train = load_features("train", data, features_file=features)
         subset = None
@@ -218,7 +214,7 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         click.echo(f"wrote {out} (step {ckpt['step']})")
 
 
-def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, targets, phase_weight) -> None:
+def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, targets) -> None:
     from c2d.export.hifigan import VocoderUnavailable
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.train import train as run_training
@@ -233,7 +229,7 @@ def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, genera
         teacher_data = {"clips": sources}
         if generated:
             teacher_data["generator_sha256"] = file_sha256(Path(bundle) / read_manifest(bundle)["generator"]["file"])
-        job = make_vocoder_job(seed=cfg.seed, data=teacher_data, targets=targets, phase_weight=phase_weight)
+        job = make_vocoder_job(seed=cfg.seed, data=teacher_data, targets=targets)
         ckpt = run_training(job, pairs.as_features(targets), cfg, out, device=device, fresh=fresh)
     if release_path:
         atomic_torch_save(release(ckpt), release_path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -193,29 +192,7 @@ def _log_mel(magnitude: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
     return torch.log(torch.clamp(fb @ magnitude, min=cfg.log_floor))
 
 
-def compressed(spec: torch.Tensor, power: float = COMPRESSION) -> torch.Tensor:
-    """spec * |spec|^(power - 1): the phase kept, the magnitude compressed to |spec|^power."""
-    return spec * (spec.abs() + 1e-7) ** (power - 1)
-
-
-def phase_difference_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """How far pred's phase *differences* are from target's, between neighbouring frames (instantaneous frequency)
-    and neighbouring bins (group delay), both complex [B, bins, T].
-
-    The products S[k, t+1] conj(S[k, t]) and S[k+1, t] conj(S[k, t]) carry those differences as their angle, so
-    comparing them as compressed complex numbers is anti-wrapped and weighted by magnitude: silent bins, whose phase
-    nobody hears, count for little. The plain complex loss compares absolute phase, which a student can match on
-    average while its harmonics still drift from frame to frame (heard as roughness)."""
-    def distance(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # products of two bins: compress by half as much
-        return (compressed(p, COMPRESSION / 2) - compressed(t, COMPRESSION / 2)).abs().pow(2).mean()
-
-    along_frames = distance(pred[..., 1:] * pred[..., :-1].conj(), target[..., 1:] * target[..., :-1].conj())
-    along_bins = distance(pred[..., 1:, :] * pred[..., :-1, :].conj(), target[..., 1:, :] * target[..., :-1, :].conj())
-    return along_frames + along_bins
-
-
-def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0, mel_weight: float = 1.0,
-                      phase_weight: float = 0.0) -> Callable:
+def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0, mel_weight: float = 1.0) -> Callable:
     """loss(model, log_mel [B, n_mels, T], target, gen) -> scalar; train()'s LossFn.
 
     target [B, L]: the teacher's waveform, which every term compares with ("teacher" targets).
@@ -247,26 +224,21 @@ def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0
         else:
             total = total + mel_weight * F.l1_loss(p_mel[..., : mel_target.shape[-1]], mel_target)
         t_spec = r_spec if reference is teacher else _stft(teacher, cfg.n_fft, cfg.hop_length)
-        target_spec = r_spec.abs() * t_spec / (t_spec.abs() + 1e-7)  # the reference's magnitude, the teacher's phase
-        total = total + complex_weight * (compressed(p_spec) - compressed(target_spec)).abs().pow(2).mean()
-        if phase_weight:
-            total = total + phase_weight * phase_difference_loss(p_spec, target_spec)
-        return total
+        target_spec = r_spec.abs() ** COMPRESSION * t_spec / (t_spec.abs() + 1e-7)  # reference magnitude^c, teacher phase
+        compressed = p_spec * (p_spec.abs() + 1e-7) ** (COMPRESSION - 1)
+        return total + complex_weight * (compressed - target_spec).abs().pow(2).mean()
 
     return loss
 
 
 def make_vocoder_job(cfg: VocoderConfig = VocoderConfig(), mel: MelConfig = DEFAULT_MEL, seed: int = 0, teacher: str = "hifigan-v1-universal",
-                     data: dict | None = None, targets: str = TARGETS[0], phase_weight: float = 0.0) -> Job:
+                     data: dict | None = None, targets: str = TARGETS[0]) -> Job:
     if targets not in TARGETS:
         raise ValueError(f"unknown vocoder targets {targets!r}; choose one of {TARGETS}")
-    if not (math.isfinite(phase_weight) and phase_weight >= 0):
-        raise ValueError(f"the phase-difference loss weight must be a finite number >= 0, not {phase_weight!r}")
     torch.manual_seed(seed)
     model = FourierVocoder(cfg)
     header = new_checkpoint("vocoder", "small", cfg, SDEConfig(), mel)
     header["teacher"] = teacher
     header["targets"] = targets
     header["data"] = data or {}
-    header["phase_weight"] = phase_weight
-    return Job(model, model, distillation_loss(mel, phase_weight=phase_weight), header)
+    return Job(model, model, distillation_loss(mel), header)

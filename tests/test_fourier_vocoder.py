@@ -1,7 +1,6 @@
 """The Fourier vocoder: its inverse STFT (torch and ONNX) against numpy, its export, its trainer, bad input."""
 import dataclasses
 import json
-import math
 
 import numpy as np
 import onnx
@@ -270,43 +269,6 @@ def test_recordings_targets_take_magnitudes_from_the_recording_and_teacher_targe
         generated = torch.from_numpy(np.stack([teacher, np.zeros_like(recording)], axis=1))  # no recording: the teacher's
         gen_t = float(loss(FixedOutput(teacher), torch.from_numpy(log_mel(teacher[0])[None, :, :FRAMES]), generated, None))
     assert rec_r < 0.05 < rec_t and tea_t < 0.05 < tea_r and gen_t < 0.05
-
-
-def _voiced_spectrum(jitter: float, seed: int = 0) -> torch.Tensor:
-    """The vocoder-framing STFT of a 220 Hz tone with harmonics, its phase jittered by `jitter` rad per frame (the
-    same jitter in every bin of a frame, as a student whose harmonics drift would have), [1, bins, frames]."""
-    from c2d.models.vocoder_train import _stft
-
-    t = torch.arange(FRAMES * 256, dtype=torch.float64) / 22050
-    wave = sum(torch.sin(2 * math.pi * 220 * h * t) / h for h in range(1, 6))[None].float()
-    spec = _stft(wave, 1024, 256)
-    drift = torch.from_numpy(np.random.default_rng(seed).uniform(-jitter, jitter, spec.shape[-1])).float()
-    return spec * torch.polar(torch.ones_like(drift), drift)
-
-
-def test_phase_difference_loss_hears_frame_to_frame_drift_not_a_constant_rotation():
-    from c2d.models.vocoder_train import phase_difference_loss
-
-    clean = _voiced_spectrum(0.0)
-    rotated = clean * torch.polar(torch.tensor(1.0), torch.tensor(2.0))  # one phase offset everywhere: inaudible
-    assert float(phase_difference_loss(clean, clean)) == 0.0
-    assert float(phase_difference_loss(rotated, clean)) < 1e-6
-    slight, strong = (float(phase_difference_loss(_voiced_spectrum(j), clean)) for j in (0.3, 1.5))
-    assert 1e-4 < slight < strong
-    # the gradient is finite where the prediction is silent (products of zero bins)
-    silent = torch.zeros_like(clean, requires_grad=True)
-    phase_difference_loss(silent, clean).backward()
-    assert torch.isfinite(silent.grad).all()
-
-
-def test_phase_loss_weight_is_recorded_and_checked():
-    job = make_vocoder_job(TINY, phase_weight=5.0)
-    assert job.ckpt["phase_weight"] == 5.0 and make_vocoder_job(TINY).ckpt["phase_weight"] == 0.0
-    for bad in (-1.0, float("nan")):
-        with pytest.raises(ValueError, match="phase-difference loss weight"):
-            make_vocoder_job(TINY, phase_weight=bad)
-    refused = CliRunner().invoke(main, ["train", "subnet", "-o", "x.pt", "--phase-loss", "5"])
-    assert refused.exit_code == 2 and "--phase-loss apply to the vocoder" in refused.output
 
 
 def test_recordings_targets_need_recordings():
