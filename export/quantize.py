@@ -223,22 +223,49 @@ def sensitivity_sweep(model: onnx.ModelProto, prepared: Path, fp32_path: Path, r
 
 def choose_float_blocks(model, prepared, fp32_path, recording, method, cache, exclude, scores: dict[str, float], target: float, work: Path,
                         log) -> tuple[list[str], float]:
-    """Keep the worst blocks float, 0, 1, 2, 4, ... of them, until the all-but-those int8 model meets `target`."""
+    """The fewest of the worst blocks kept float with which the rest, in int8, meets `target` (fewest_float_blocks)."""
     blocks = quantizable_blocks(model, set(exclude))
     ranked = list(scores)
     calls = sweep_calls(recording)
     ref = reference_eps(session_eps(cpu_session(fp32_path)), calls)
-    n, error = 0, float("inf")
-    while True:
-        kept = ranked[:n]
-        extra = [name for b in kept for name in blocks[b]]
+
+    def error_with_float(n: int) -> float:
+        extra = [name for b in ranked[:n] for name in blocks[b]]
         path = work / "mixed-trial.onnx"
         quantize_int8_static(prepared, path, recording, method, cache, exclude + extra)
         error = float(np.max(replay_errors(ref, session_eps(cpu_session(path)), calls)))
         log(f"  {n} block(s) float: error {error:.4f}")
-        if error <= target or n >= len(ranked):
-            return kept, error
-        n = 1 if n == 0 else min(2 * n, len(ranked))
+        return error
+
+    n, error = fewest_float_blocks(error_with_float, len(ranked), target)
+    return ranked[:n], error
+
+
+def fewest_float_blocks(error_with_float: Callable[[int], float], total: int, target: float) -> tuple[int, float]:
+    """(n, its error): the smallest n of the ranked blocks to keep float so that error_with_float(n) <= target, or
+    (total, its error) if none meets it. Doubling 0, 1, 2, 4, ... brackets it, then bisection between the last n
+    that missed and the first that met the target (the error falls roughly monotonically as blocks stay float;
+    doubling alone can keep up to twice the blocks needed)."""
+    errors: dict[int, float] = {}
+
+    def measured(n: int) -> float:
+        if n not in errors:
+            errors[n] = error_with_float(n)
+        return errors[n]
+
+    missed, n = -1, 0
+    while measured(n) > target:
+        if n >= total:
+            return total, errors[total]
+        missed, n = n, 1 if n == 0 else min(2 * n, total)
+    met = n
+    while met - missed > 1:
+        middle = (missed + met) // 2
+        if measured(middle) <= target:
+            met = middle
+        else:
+            missed = middle
+    return met, errors[met]
 
 
 def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluator) -> float:

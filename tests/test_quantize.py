@@ -247,3 +247,24 @@ def test_vocoder_gets_its_own_precision_and_its_own_check(tmp_path):
     with pytest.raises(QuantizationError, match="vocoder fp16: log-Mel distance"):
         quantize_bundle(bundle, tmp_path / "q2", "int8-dynamic", budget=Budget(mel_distance=1e-9, steps=STEPS), vocoder_mode="fp16")
     assert not (tmp_path / "q2").exists()
+
+
+@pytest.mark.parametrize("needed,total", [(0, 28), (1, 28), (5, 28), (11, 28), (16, 28), (28, 28), (3, 3)])
+def test_mixed_mode_keeps_the_fewest_blocks_float_that_meet_the_target(needed, total):
+    from c2d.export.quantize import fewest_float_blocks
+
+    tried = []
+
+    def error_with_float(n):  # falls as more blocks stay float; meets 0.05 from `needed` on
+        tried.append(n)
+        return 0.04 if n >= needed else 0.3 - 0.005 * n
+
+    n, error = fewest_float_blocks(error_with_float, total, 0.05)
+    assert (n, error) == (needed, 0.04)
+    assert len(tried) == len(set(tried)) <= 2 * (total.bit_length() + 1)  # each trial (a quantization) runs once
+
+
+def test_mixed_mode_reports_when_no_number_of_float_blocks_meets_the_target():
+    from c2d.export.quantize import fewest_float_blocks
+
+    assert fewest_float_blocks(lambda n: 1.0 - 0.01 * n, 6, 0.05) == (6, 0.94)
