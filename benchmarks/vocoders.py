@@ -107,14 +107,16 @@ def evaluator_accuracy(vocoder, log_mels: np.ndarray, digits: np.ndarray, evalua
 
 
 def interleaved_speed(vocoders: dict, mels: np.ndarray, batch: int, rounds: int, calls: int) -> dict[str, float]:
-    """Median over rounds of ms per second of audio; every round runs every vocoder once, in turn."""
+    """Median over rounds of ms per second of audio; every round runs every vocoder in turn, each after one untimed
+    call. Without it, in one run the same Fourier graph measured 4.0 ms per audio s timed after Griffin-Lim and 8.5-8.9
+    ms timed after HiFi-GAN (whose 56 MB of weights evict a small model's from the caches): the order, not the model,
+    set the figure."""
     feed = mels[:batch]
     audio_s = batch * feed.shape[-1] * DEFAULT_MEL.hop_length / DEFAULT_MEL.sample_rate
     times = {name: [] for name in vocoders}
-    for v in vocoders.values():
-        v(feed)  # warm-up
     for _ in range(rounds):
         for name, v in vocoders.items():
+            v(feed)  # warm-up, untimed
             start = time.perf_counter()
             for _ in range(calls):
                 v(feed)
