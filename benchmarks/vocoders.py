@@ -108,9 +108,10 @@ def evaluator_accuracy(vocoder, log_mels: np.ndarray, digits: np.ndarray, evalua
 
 def interleaved_speed(vocoders: dict, mels: np.ndarray, batch: int, rounds: int, calls: int) -> dict[str, float]:
     """Median over rounds of ms per second of audio; every round runs every vocoder in turn, each after one untimed
-    call. Without it, in one run the same Fourier graph measured 4.0 ms per audio s timed after Griffin-Lim and 8.5-8.9
-    ms timed after HiFi-GAN (whose 56 MB of weights evict a small model's from the caches): the order, not the model,
-    set the figure."""
+    call. Caveat: at batch 1 a small ONNX vocoder timed right after another ONNX Runtime session measures up to 2x
+    slower than the same graph timed after Griffin-Lim (3.7 against 6.6-7.9 ms per audio s for identical Fourier
+    graphs in one run, with this warm-up; 4.0 against 8.5-8.9 without it). The previous session's spinning worker
+    threads are the likely cause (not verified); compare extras with each other, not with the first Fourier column."""
     feed = mels[:batch]
     audio_s = batch * feed.shape[-1] * DEFAULT_MEL.hop_length / DEFAULT_MEL.sample_rate
     times = {name: [] for name in vocoders}
