@@ -246,26 +246,22 @@ def fewest_float_blocks(error_with_float: Callable[[int], float], total: int, ta
     (total, its error) if none meets it. Doubling 0, 1, 2, 4, ... brackets it, then bisection between the last n
     that missed and the first that met the target (the error falls roughly monotonically as blocks stay float;
     doubling alone can keep up to twice the blocks needed)."""
-    errors: dict[int, float] = {}
-
-    def measured(n: int) -> float:
-        if n not in errors:
-            errors[n] = error_with_float(n)
-        return errors[n]
-
-    missed, n = -1, 0
-    while measured(n) > target:
+    missed, n = -1, 0  # every n below is measured once: doubling's n are distinct, bisection's lie strictly between
+    error = error_with_float(n)
+    while error > target:
         if n >= total:
-            return total, errors[total]
+            return total, error
         missed, n = n, 1 if n == 0 else min(2 * n, total)
-    met = n
+        error = error_with_float(n)
+    met, met_error = n, error
     while met - missed > 1:
         middle = (missed + met) // 2
-        if measured(middle) <= target:
-            met = middle
+        error = error_with_float(middle)
+        if error <= target:
+            met, met_error = middle, error
         else:
             missed = middle
-    return met, errors[met]
+    return met, met_error
 
 
 def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluator) -> float:
