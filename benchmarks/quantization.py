@@ -1,16 +1,23 @@
 """Every quantization mode of the shipped generator against fp32, side by side in one run on this machine.
 
 python -m c2d.benchmarks.quantization [--bundle DIR] [--calib DIR] [--out-dir runs/quantization] [--count 10]
+                                      [--variants ...] [--latency-only ...] [--threads 2] [--rounds 7]
 
-1. Calibration: `c2d calibrate` on the bundle (EM, 100 steps, every digit, gamma 3 and 0), reused if present.
+1. Calibration: `c2d calibrate` on the bundle (the deployed sampler, every digit, its guidance scale and 0), reused
+   if present (record it with --seeds 4 for the mixed variants: `c2d calibrate BUNDLE -o DIR --seeds 4`).
 2. Each variant is made by `c2d quantize`'s code path with the gate's limits lifted (so failing variants are still
-   measured), on count x 10 held-out samples: worst per-step eps error, final log-Mel distance, evaluator digit
-   accuracy of the quantized and the fp32 samples (same noise). Bundles are kept in --out-dir and reused.
-3. Per-step latency, batch 1, ORT CPU, 2 threads: fp32 and every variant interleaved in rounds on recorded
-   sampler inputs; median over rounds and the ratio to fp32.
-4. Operator-level profile (ORT's profiler) of fp32 and each int8 variant: kernel time per operator type per step,
+   measured), on count x 10 held-out samples on ORT: worst per-step eps error, final log-Mel distance, evaluator
+   digit accuracy of the quantized and the fp32 samples (same noise). Bundles are kept in --out-dir and reused.
+3. Per-step latency, batch 1, 2 threads, on every engine: ORT CPU, OpenVINO f32 and OpenVINO bf16 (for a QDQ
+   graph OpenVINO runs the quantized operators in int8 and the rest in the precision named). fp32 and every variant
+   on every engine interleaved in rounds on recorded sampler inputs; median over rounds, the ratio to ORT fp32 and
+   to the best float path (the fastest of fp32 on the three engines), and the achieved GMAC/s (the bundle's MACs
+   per step / time).
+4. This CPU's GEMM peaks in the same run (benchmarks/peaks.py: fp32, bf16, int8 per engine), which the achieved
+   GMAC/s is read against.
+5. Operator-level profile (ORT's profiler) of fp32 and each int8 variant: kernel time per operator type per step,
    which says where int8 wins or loses time.
-The verdict: the fastest variant that passes the default gate, or fp32 if none is faster.
+The verdict: the fastest (variant, engine) that passes the default gate, against the best float path.
 """
 from __future__ import annotations
 
@@ -24,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import ort_kernel_times, write_results
+from c2d.benchmarks import cpu_model, ort_kernel_times, write_results
+from c2d.benchmarks.peaks import gemm_peaks
 from c2d.calibration.record import load_recording, record
 from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
-from c2d.runtime.backends import BackendOptions, open_backend
-from c2d.runtime.bundle import read_manifest
+from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
+from c2d.runtime.bundle import BundleError, decode_metadata, read_manifest
 from c2d.runtime.deployment import interleaved_rounds
 from c2d.runtime.generate import default_bundle
 
@@ -38,7 +46,10 @@ VARIANTS = {  # name: (mode, calibration method)
     "int8-dynamic": ("int8-dynamic", "minmax"),
     "fp16": ("fp16", "minmax"),
     "int8-static percentile": ("int8-static", "percentile"),
+    "mixed percentile": ("mixed", "percentile"),
 }
+ENGINES = (("ORT", "ort", None), ("OpenVINO f32", "openvino", "f32"), ("OpenVINO bf16", "openvino", "bf16"))  # label, backend, precision
+ORT_ONLY = ("int8-dynamic", "fp16")  # integer-input operators and float16 graphs: not OpenVINO CPU formats
 LIFTED = dict(step_error=1e9, mel_distance=1e9, accuracy_drop=1e9)
 
 
@@ -58,10 +69,22 @@ def step_feeds(calib: Path, n: int) -> list[dict[str, np.ndarray]]:
     return [{k: v[r : r + 1] for k, v in rec.feeds.items()} for r in rows]
 
 
-def latency(paths: dict[str, Path], feeds, threads: int, rounds: int) -> dict[str, dict]:
-    backends = {name: open_backend("ort", p, BackendOptions(threads=threads)) for name, p in paths.items()}
+def latency(paths: dict[str, Path], feeds, threads: int, rounds: int, log) -> dict[str, dict[str, dict]]:
+    """variant -> engine -> {step_ms, rounds_ms}: every variant on every engine that opens it, interleaved."""
+    backends = {}
+    for name, p in paths.items():
+        for engine, backend, precision in ENGINES:
+            if backend != "ort" and name in ORT_ONLY:
+                continue
+            try:
+                backends[(name, engine)] = open_backend(backend, p, BackendOptions(threads=threads, precision=precision))
+            except (BackendUnavailable, BundleError) as exc:
+                log(f"{name} on {engine}: skipped ({exc})")
     per_round = interleaved_rounds(backends, feeds, rounds, calls=len(feeds), warmup=3)
-    return {name: {"step_ms": statistics.median(v), "rounds_ms": [round(x, 2) for x in v]} for name, v in per_round.items()}
+    out: dict[str, dict[str, dict]] = collections.defaultdict(dict)
+    for (name, engine), v in per_round.items():
+        out[name][engine] = {"step_ms": statistics.median(v), "rounds_ms": [round(x, 2) for x in v]}
+    return dict(out)
 
 
 def op_profile(path: Path, feeds, threads: int) -> dict[str, float]:
@@ -85,22 +108,54 @@ def passes(measured: dict, budget: Budget) -> list[str]:
 
 def markdown(result: dict) -> str:
     b = result["default_budget"]
-    lines = [f"per-step latency: batch 1, ORT CPU, {result['threads']} threads, median of {result['rounds']} interleaved rounds; "
-             f"quality on {result['samples']} held-out samples (same noise as fp32); default gate: step error <= {b['step_error']}, "
-             f"log-Mel distance <= {b['mel_distance']}, accuracy drop <= {b['accuracy_drop']:.0%}", "",
-             "| variant | file MB | % of fp32 | ms/step | ratio to fp32 | worst step error | log-Mel distance | accuracy (fp32) | gate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    engines = [e for e, _, _ in ENGINES]
+    lines = [f"{result['cpu']}, {result['threads']} threads; per-step latency at batch 1, median of {result['rounds']} interleaved "
+             f"rounds; quality on {result['samples']} held-out samples on ORT (same noise as fp32); default gate: step error <= "
+             f"{b['step_error']}, log-Mel distance <= {b['mel_distance']}, accuracy drop <= {b['accuracy_drop']:.0%}", "",
+             "| variant | file MB | % of fp32 | worst step error | log-Mel distance | accuracy (fp32) | gate | "
+             + " | ".join(f"{e} ms/step" for e in engines) + " | best / best float | GMAC/s (best) |",
+             "|---|---|---|---|---|---|---|" + "---|" * (len(engines) + 2)]
     for name, r in result["variants"].items():
         m = r.get("measured")
         quality = (f"{m['max_step_error']:.4f} | {m['mel_distance']:.3f} | {m['accuracy'] * 100:.0f} % ({m['accuracy_fp32'] * 100:.0f} %)"
                    if m else "- | - | -")
-        gate = "-" if m is None else ("pass" if not r["fails"] else "fail: " + ", ".join(r["fails"]))
-        lines.append(f"| {name} | {r['bytes'] / 1e6:.2f} | {r['size_ratio'] * 100:.0f} % | {r['step_ms']:.2f} | {r['latency_ratio']:.2f} | {quality} | {gate} |")
-    lines += ["", f"verdict: {result['verdict']}", "", "kernel ms per step by operator type (ORT profiler; top 8):", ""]
+        gate = "-" if name == "fp32" else ("not measured" if m is None else ("pass" if not r["fails"] else "fail: " + ", ".join(r["fails"])))
+        times = " | ".join(f"{r['engines'][e]['step_ms']:.2f}" if e in r["engines"] else "-" for e in engines)
+        lines.append(f"| {name} | {r['bytes'] / 1e6:.2f} | {r['size_ratio'] * 100:.0f} % | {quality} | {gate} | {times} | "
+                     f"{r['best_ratio_to_best_float']:.2f} ({r['best_engine']}) | {r['best_gmacs']:.0f} |")
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_peaks_gmacs"].items())
+    lines += ["", f"GEMM peaks in the same run (1024^3, GMAC/s; benchmarks/peaks.py): {peaks}.",
+              f"Best float path: {result['best_float']['engine']} fp32 graph, {result['best_float']['step_ms']:.2f} ms/step.",
+              "", f"verdict: {result['verdict']}", "", "kernel ms per step by operator type (ORT profiler; top 8):", ""]
     for name, ops in result["op_profile"].items():
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(ops.items())[:8])
         lines.append(f"- {name} (total {sum(ops.values()):.2f}): {top}")
     return "\n".join(lines) + "\n"
+
+
+def latency_only_variant(fp32_file: Path, out_dir: Path, name: str, calib: Path, log) -> Path:
+    """The variant's generator graph without the quality run (made once, kept in out_dir)."""
+    mode, method = VARIANTS[name]
+    path = out_dir / (name.replace(" ", "-") + "-latency-only") / "generator.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recording = load_recording(calib) if mode in ("int8-static", "mixed") else None
+        with tempfile.TemporaryDirectory() as work:
+            quantize_generator_file(fp32_file, path, mode, recording, method, Budget().step_error / 2, Path(work), log)
+    return path
+
+
+def verdict(variants: dict, best_float: dict) -> tuple[str, str | None]:
+    """(sentence, the fastest passing quantized variant or None)."""
+    passing = [n for n, v in variants.items() if n != "fp32" and v["measured"] is not None and not v["fails"]]
+    if not passing:
+        return "no quantized variant passes the default gate: fp32 stays the shipped precision", None
+    best = min(passing, key=lambda n: variants[n]["best_ms"])
+    v = variants[best]
+    faster = v["best_ms"] < best_float["step_ms"]
+    return (f"{best} on {v['best_engine']} is the fastest variant that passes the default gate: {v['best_ms']:.2f} ms/step, "
+            f"{v['best_ratio_to_best_float']:.2f}x the best float path ({best_float['engine']} fp32), file {v['size_ratio']:.2f}x fp32"
+            + ("" if faster else "; it is not faster, so fp32 stays the shipped precision"), best if faster else None)
 
 
 def main() -> None:
@@ -120,7 +175,7 @@ def main() -> None:
     if not (args.calib / "calibration.json").is_file():
         record(args.bundle, args.calib, log=log)
     fp32_file = args.bundle / read_manifest(args.bundle)["generator"]["file"]
-    paths, variants = {"fp32": fp32_file}, {"fp32": {"bytes": fp32_file.stat().st_size}}
+    paths, variants = {"fp32": fp32_file}, {"fp32": {"bytes": fp32_file.stat().st_size, "measured": None, "fails": []}}
     for name in args.variants:
         mode, method = VARIANTS[name]
         out = args.out_dir / name.replace(" ", "-")
@@ -130,30 +185,29 @@ def main() -> None:
         variants[name] = {"bytes": manifest["generator"]["bytes"], "measured": measured, "fails": passes(measured, Budget()),
                           "quantization": {k: v for k, v in manifest["quantization"].items() if k not in ("budget", "measured")}}
     for name in args.latency_only:
-        mode, method = VARIANTS[name]
-        path = args.out_dir / (name.replace(" ", "-") + "-latency-only") / "generator.onnx"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory() as work:
-                quantize_generator_file(fp32_file, path, mode, None, method, 0.0, Path(work), log)
-        paths[name] = path
-        variants[name] = {"bytes": path.stat().st_size, "measured": None, "fails": ["not measured"]}
-    log("latency (interleaved rounds)")
+        paths[name] = latency_only_variant(fp32_file, args.out_dir, name, args.calib, log)
+        variants[name] = {"bytes": paths[name].stat().st_size, "measured": None, "fails": ["not measured"]}
+    log("latency (interleaved rounds, every variant on every engine)")
     feeds = step_feeds(args.calib, 20)
-    lat = latency(paths, feeds, args.threads, args.rounds)
+    lat = latency(paths, feeds, args.threads, args.rounds, log)
+    log("GEMM peaks")
+    peaks = gemm_peaks(args.threads)
+    macs = decode_metadata(open_backend("ort", fp32_file).metadata(), str(fp32_file)).macs_per_step
+    float_engine = min(lat["fp32"], key=lambda e: lat["fp32"][e]["step_ms"])
+    best_float = {"engine": float_engine, "step_ms": lat["fp32"][float_engine]["step_ms"]}
     for name, v in variants.items():
-        v.update(step_ms=lat[name]["step_ms"], rounds_ms=lat[name]["rounds_ms"], latency_ratio=lat[name]["step_ms"] / lat["fp32"]["step_ms"],
-                 size_ratio=v["bytes"] / variants["fp32"]["bytes"])
+        engine = min(lat[name], key=lambda e: lat[name][e]["step_ms"])
+        v.update(engines=lat[name], size_ratio=v["bytes"] / variants["fp32"]["bytes"], best_engine=engine, best_ms=lat[name][engine]["step_ms"],
+                 best_ratio_to_best_float=lat[name][engine]["step_ms"] / best_float["step_ms"],
+                 best_gmacs=macs / lat[name][engine]["step_ms"] / 1e6)
     log("operator profiles")
     profiled = ["fp32"] + [n for n in variants if "int8" in n or "mixed" in n]
     ops = {name: op_profile(paths[name], feeds, args.threads) for name in profiled}
-    passing = [n for n, v in variants.items() if n != "fp32" and not v["fails"] and v["latency_ratio"] < 1.0]
-    best = min(passing, key=lambda n: variants[n]["step_ms"]) if passing else None
-    verdict = (f"{best} is the fastest variant that passes the default gate ({variants[best]['latency_ratio']:.2f}x fp32 per step)"
-               if best else "no quantized variant is both faster than fp32 and within the default gate: fp32 stays the shipped precision")
-    result = {"command": "python -m c2d.benchmarks.quantization", "date": time.strftime("%Y-%m-%d"), "bundle": str(args.bundle),
-              "threads": args.threads, "rounds": args.rounds, "samples": args.count * 10, "default_budget": Budget().__dict__,
-              "variants": variants, "op_profile": ops, "verdict": verdict, "recommended": best or "fp32"}
+    sentence, best = verdict(variants, best_float)
+    result = {"command": "python -m c2d.benchmarks.quantization", "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(),
+              "bundle": str(args.bundle), "threads": args.threads, "rounds": args.rounds, "samples": args.count * 10,
+              "default_budget": Budget().__dict__, "macs_per_step": macs, "gemm_peaks_gmacs": peaks, "best_float": best_float,
+              "variants": variants, "op_profile": ops, "verdict": sentence, "recommended": best or "fp32"}
     write_results(args.results, result, markdown(result))
 
 

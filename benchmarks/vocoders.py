@@ -11,10 +11,12 @@ python -m c2d.benchmarks.vocoders [--fourier BUNDLE|VOCODER.onnx|CHECKPOINT.pt] 
 3. Copy synthesis of FSDD's 300 test clips (never trained on): the clip's log-Mel in, the waveform compared with the
    original recording (both 1 s at 22,050 Hz): log-Mel L1, multi-resolution STFT distance (spectral convergence +
    log-magnitude L1 at n_fft 512/1024/2048), PESQ wide band per clip and STOI per 10 clips joined, at 16 kHz
-   (`pesq`, `pystoi`).
+   (`pesq`, `pystoi`), and DNSMOS P.835 SIG and OVRL per clip (benchmarks/dnsmos.py; no reference needed, so the
+   recordings themselves are scored too).
 4. Generated mels: gen-count samples per digit from the shipped generator (its default sampler, seeds 20,000 + k,
-   apart from the vocoder's training seeds), vocoded and re-analysed with the front end; the independent evaluator's
-   accuracy on that audio (with its binomial standard error) beside its accuracy on the mels themselves.
+   apart from the vocoder's training seeds), vocoded; the independent evaluator's accuracy on that audio re-analysed
+   with the front end (with its binomial standard error) beside its accuracy on the mels themselves, and DNSMOS of
+   the audio (what a listener of `c2d generate` gets).
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cached_samples, write_results
-from c2d.benchmarks import cpu_model
+from c2d.benchmarks import cached_samples, cpu_model, write_results
+from c2d.benchmarks.dnsmos import DNSMOS
 from c2d.runtime.audio import DEFAULT_MEL, clip_features, denormalize, fit_clip, log_mel, resample, stft
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import decode_metadata, read_manifest
@@ -79,8 +81,17 @@ def vocode_clips(vocoder, mels: np.ndarray, batch: int = 8) -> np.ndarray:
     return np.concatenate([vocoder(mels[i : i + batch]) for i in range(0, len(mels), batch)])[:, :CLIP]
 
 
-def copy_synthesis(vocoder, mels: np.ndarray, originals: np.ndarray) -> dict:
-    """Metrics of vocoder(mels) against the original recordings [N, CLIP]."""
+def mean_and_sem(rows: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {k: {"mean": float(np.nanmean(v)), "sem": float(np.nanstd(v) / math.sqrt(np.sum(np.isfinite(v))))} for k, v in rows.items()}
+
+
+def dnsmos_rows(waves: np.ndarray, dnsmos: DNSMOS) -> dict[str, list[float]]:
+    scores = [dnsmos(w, DEFAULT_MEL.sample_rate) for w in waves]
+    return {f"dnsmos_{k}": [s[k] for s in scores] for k in ("sig", "ovrl")}
+
+
+def copy_synthesis(vocoder, mels: np.ndarray, originals: np.ndarray, dnsmos: DNSMOS) -> dict:
+    """Metrics of vocoder(mels) against the original recordings [N, CLIP], and their DNSMOS."""
     waves = vocode_clips(vocoder, mels)
     rows = {"log_mel_l1": [], "mr_stft": [], "pesq": [], "stoi": []}
     for out, ref in zip(waves, originals):
@@ -89,21 +100,24 @@ def copy_synthesis(vocoder, mels: np.ndarray, originals: np.ndarray) -> dict:
         rows["pesq"].append(pesq_wb(out, ref))
     for i in range(0, len(waves), STOI_GROUP):
         rows["stoi"].append(stoi_of_group(waves[i : i + STOI_GROUP], originals[i : i + STOI_GROUP]))
-    return {k: {"mean": float(np.nanmean(v)), "sem": float(np.nanstd(v) / math.sqrt(np.sum(np.isfinite(v))))} for k, v in rows.items()}
+    return mean_and_sem(rows | dnsmos_rows(waves, dnsmos))
 
 
-def evaluator_accuracy(vocoder, log_mels: np.ndarray, digits: np.ndarray, evaluator) -> dict:
-    """The evaluator's accuracy on vocoded, re-analysed audio (None: on the mels themselves)."""
+def generated_audio(vocoder, log_mels: np.ndarray, digits: np.ndarray, evaluator, dnsmos: DNSMOS) -> dict:
+    """The evaluator's accuracy on vocoded, re-analysed audio and its DNSMOS (vocoder None: the mels themselves)."""
     from c2d.models.evaluator import classify
     from c2d.runtime.audio import normalize
 
+    quality = {}
     if vocoder is None:
         x = normalize(log_mels, DEFAULT_MEL)[:, None]
     else:
-        x = np.stack([clip_features(w) for w in vocode_clips(vocoder, log_mels)])[:, None]  # [N, 1, n_mels, n_frames]
+        waves = vocode_clips(vocoder, log_mels)
+        x = np.stack([clip_features(w) for w in waves])[:, None]  # [N, 1, n_mels, n_frames]
+        quality = mean_and_sem(dnsmos_rows(waves, dnsmos))
     correct = classify(evaluator, x)[0].argmax(1) == digits
     p = float(correct.mean())
-    return {"accuracy": p, "sem": math.sqrt(p * (1 - p) / len(digits)), "n": int(len(digits))}
+    return {"accuracy": p, "sem": math.sqrt(p * (1 - p) / len(digits)), "n": int(len(digits)), **quality}
 
 
 def interleaved_speed(vocoders: dict, mels: np.ndarray, batch: int, rounds: int, calls: int) -> dict[str, float]:
@@ -196,11 +210,15 @@ def markdown(result: dict) -> str:
     for b in result["batches"]:
         row(f"ms per audio s, batch {b}", lambda r, b=b: f"{r['speed'][str(b)]:.1f}")
     for key, label in (("log_mel_l1", "log-Mel L1 (lower is better)"), ("mr_stft", "MR-STFT distance (lower)"),
-                       ("pesq", "PESQ wide band (higher)"), ("stoi", "STOI (higher)")):
+                       ("pesq", "PESQ wide band (higher)"), ("stoi", "STOI (higher)"),
+                       ("dnsmos_sig", "DNSMOS SIG (higher)"), ("dnsmos_ovrl", "DNSMOS OVRL (higher)")):
         row(label, lambda r, key=key: f"{r['copy'][key]['mean']:.3f} ± {r['copy'][key]['sem']:.3f}")
     row("evaluator accuracy on generated audio", lambda r: f"{r['generated']['accuracy'] * 100:.1f} ± {r['generated']['sem'] * 100:.1f} %")
-    g = result["generated"]
-    lines += ["", f"The evaluator on the generated mels themselves (no vocoder): {g['accuracy'] * 100:.1f} ± {g['sem'] * 100:.1f} %."]
+    for key, label in (("dnsmos_sig", "DNSMOS SIG, generated audio"), ("dnsmos_ovrl", "DNSMOS OVRL, generated audio")):
+        row(label, lambda r, key=key: f"{r['generated'][key]['mean']:.3f} ± {r['generated'][key]['sem']:.3f}")
+    g, rec = result["generated"], result["recordings_dnsmos"]
+    lines += ["", f"The evaluator on the generated mels themselves (no vocoder): {g['accuracy'] * 100:.1f} ± {g['sem'] * 100:.1f} %. "
+              f"DNSMOS of the 300 test recordings themselves: SIG {rec['dnsmos_sig']['mean']:.3f}, OVRL {rec['dnsmos_ovrl']['mean']:.3f}."]
     ratios = result["ratios"]
     lines += ["", "Speed ratios (same run): " + "; ".join(f"{k} {x:.1f}x" for k, x in ratios.items()) + "."]
     return "\n".join(lines) + "\n"
@@ -236,6 +254,7 @@ def main() -> None:
         paths[name] = fourier_onnx(Path(source), args.out_dir)
     vocoders = {"griffin-lim": GriffinLim(), **{name: onnx_vocoder(p, args.threads) for name, p in paths.items()}}
     mels, originals = test_set()
+    dnsmos = DNSMOS(args.threads)
     print(f"speed: {args.rounds} interleaved rounds x {args.calls} calls, batches {args.batches}")
     speed = {b: interleaved_speed(vocoders, mels, b, args.rounds, args.calls) for b in args.batches}
     evaluator = load_evaluator(args.evaluator or Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "evaluator.pt")
@@ -244,7 +263,8 @@ def main() -> None:
                                                                      threads=args.threads), "generated", print)
     gen_mels = denormalize(x[:, 0])
     result = {"cpu": cpu_model(), "threads": args.threads, "rounds": args.rounds, "batches": args.batches, "vocoders": {},
-              "generated": evaluator_accuracy(None, gen_mels, digits, evaluator)}
+              "generated": generated_audio(None, gen_mels, digits, evaluator, dnsmos),
+              "recordings_dnsmos": mean_and_sem(dnsmos_rows(originals, dnsmos))}
     for name, v in vocoders.items():
         start = time.time()
         path = paths.get(name)
@@ -252,8 +272,8 @@ def main() -> None:
             "bytes": path.stat().st_size if path else 0,
             "params": v.meta.params if hasattr(v, "meta") else 0,
             "speed": {str(b): speed[b][name] for b in args.batches},
-            "copy": copy_synthesis(v, mels, originals),
-            "generated": evaluator_accuracy(v, gen_mels, digits, evaluator),
+            "copy": copy_synthesis(v, mels, originals, dnsmos),
+            "generated": generated_audio(v, gen_mels, digits, evaluator, dnsmos),
         }
         print(f"{name}: quality measured in {time.time() - start:.0f} s")
     result["ratios"] = {f"fourier vs {other}, batch {b}": speed[b][other] / speed[b]["fourier"]
