@@ -551,6 +551,9 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
                    "generator file and machine in the per-user cache (~/.cache/c2d/deployments), where `c2d generate` finds it.")
 @click.option("--in-bundle", is_flag=True, help="With --backend all: write the profile to BUNDLE/deployment.json instead "
               "(read before the cache; the bundle folder must be writable).")
+@click.option("--also", "also", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="With --backend all: a quantized bundle made from BUNDLE (`c2d quantize`) whose candidates are measured and "
+                   "gated beside BUNDLE's; if one is the fastest passing choice, `c2d generate` on BUNDLE runs it. Repeatable.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @threads_option()
 @sampler_option()
@@ -560,7 +563,7 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG chart here.")
-def profile(bundle, backend, in_bundle, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
+def profile(bundle, backend, in_bundle, also, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
     """Latency (per step and end to end), real-time factor, vocoder share, memory, load time, sizes, GMAC/s."""
     import json
 
@@ -570,8 +573,10 @@ def profile(bundle, backend, in_bundle, device, threads, sampler, steps, batch, 
 
     if in_bundle and backend != "all":
         raise click.UsageError("--in-bundle applies to --backend all")
+    if also and backend != "all":
+        raise click.UsageError("--also applies to --backend all")
     if backend == "all":
-        return choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle)
+        return choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle, also)
     try:
         result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
     except (BundleError, BackendUnavailable) as exc:
@@ -588,7 +593,7 @@ def profile(bundle, backend, in_bundle, device, threads, sampler, steps, batch, 
     click.echo(table)
 
 
-def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle: bool) -> None:
+def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle: bool, also=()) -> None:
     import json
 
     import os
@@ -603,7 +608,8 @@ def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bu
         raise click.ClickException(f"--in-bundle: {bundle} is not writable here (an installed package?); leave --in-bundle off "
                                    "to record the profile in the per-user cache")
     check_outputs([p for p in (out, json_path, md_path) if p])
-    result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), sampler=sampler, log=click.echo, out=out)
+    with clear_errors():
+        result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), sampler=sampler, log=click.echo, out=out, also=also)
     table = deployment_markdown(result)
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:

@@ -7,6 +7,11 @@ core count and engine versions): ~/.cache/c2d/deployments/<sha>-<machine>.json (
 carry its own deployment.json instead (`c2d profile --backend all --in-bundle`), which is read first. `c2d generate`
 uses the choice when no --backend is given, only if it was measured for this generator file on this machine, its
 backend is installed here and its precision is one that backend runs; otherwise it says why and runs ONNX Runtime fp32.
+
+Quantized bundles made from this generator (`c2d quantize BUNDLE ... -o OUT`, then `c2d profile BUNDLE --backend all
+--also OUT`) are candidates too, gated against the same fp32 reference run: when one of them is the fastest passing
+choice, the profile names its folder and generator SHA-256, and `c2d generate` on BUNDLE runs that bundle instead,
+as long as its generator file is still the one measured.
 """
 from __future__ import annotations
 
@@ -19,12 +24,12 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from c2d.runtime.backends import BackendOptions, BackendUnavailable
-from c2d.runtime.bundle import read_manifest
+from c2d.runtime.bundle import BundleError, file_sha256, read_manifest
 from c2d.runtime.files import atomic_write_text, cache_root
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
@@ -113,39 +118,50 @@ def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: 
     return {name: statistics.median(v) for name, v in interleaved_rounds(backends, feeds, rounds, calls).items()}
 
 
+def generator_sha256(bundle: Path) -> str:
+    return file_sha256(bundle / read_manifest(bundle)["generator"]["file"])
+
+
+def check_quantized_from(quantized: Path, bundle: Path) -> None:
+    """BundleError unless `quantized` is a `c2d quantize` output of `bundle`'s generator file."""
+    source = (read_manifest(quantized).get("quantization") or {}).get("source_sha256")
+    if source != generator_sha256(bundle):
+        raise BundleError(f"{quantized} is not a quantized bundle made from {bundle}'s generator (`c2d quantize {bundle} ... -o OUT` "
+                          "makes one), so it cannot stand in for it")
+
+
 def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, calls: int = 20, gate_budget: Budget = Budget(count=1),
            candidates: list[Candidate] | None = None, sampler: str | None = None, log: Callable[[str], None] = lambda _: None,
-           out: str | Path | None = None) -> dict:
-    """Measure and gate every candidate; write the profile (atomically) to `out`, default the per-user cache
-    (cached_profile_path); return its contents with "path" added. The quality gate runs `sampler` (default: the
+           out: str | Path | None = None, also: Sequence[str | Path] = ()) -> dict:
+    """Measure and gate every candidate, on `bundle` and on each quantized bundle in `also` (made from it); write the
+    profile (atomically) to `out`, default the per-user cache (cached_profile_path); return its contents with "path"
+    added. The quality gate compares every candidate with one ORT fp32 run of `bundle`, with `sampler` (default: the
     bundle's) for gate_budget.steps (default: the bundle's)."""
     from c2d.runtime.generate import Generator
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
+    sources = [(bundle, "")] + [(Path(q), f" [{Path(q).name}]") for q in also]  # (bundle, label suffix)
+    for q, _ in sources[1:]:
+        check_quantized_from(q, bundle)
     reference = Generator(bundle, "ort", BackendOptions(threads=threads))
-    meta = reference.meta
     run = reference_run(reference, gate_budget, sampler=sampler)  # sampled once; every candidate is compared with it
     results, opened = {}, {}
-    for cand in candidates or available_candidates():
-        try:
-            gen = Generator(bundle, cand.backend, cand.options(threads))
-        except (BackendUnavailable, ImportError) as exc:
-            results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": False, "reason": str(exc)}
-            continue
-        parity = check_parity(gen.model, bundle, budget_for(cand.precision, meta.precision, meta.quantization))
-        vocoder_budget = BUDGETS[cand.precision]
-        vocoder_error = check_vocoder_parity(gen.vocoder.backend, bundle, vocoder_budget) if hasattr(gen.vocoder, "backend") else None
-        vocoder_ok = vocoder_error is None or vocoder_error <= vocoder_budget
-        gate = compare(run, gen, gate_budget)
-        passed = parity.passed and vocoder_ok and not gate.failures
-        results[cand.label] = {"backend": cand.backend, "precision": cand.precision, "available": True, "parity": parity.errors,
-                               "parity_budget": parity.budget, "vocoder_parity": vocoder_error, "vocoder_parity_budget": vocoder_budget,
-                               "gate": gate.summary(), "gate_failures": gate.failures, "passed": passed}
-        vocoder_note = "" if vocoder_error is None else f", vocoder parity {'pass' if vocoder_ok else 'FAIL'} ({vocoder_error:.2e})"
-        log(f"{cand.label}: parity {'pass' if parity.passed else 'FAIL'} (worst {max(parity.errors.values()):.2e}){vocoder_note}, "
-            f"gate {'pass' if not gate.failures else 'FAIL: ' + '; '.join(gate.failures)}")
-        opened[cand.label] = gen.model
+    for source, suffix in sources:
+        where = {} if source == bundle else {"bundle": str(source.resolve()), "generator_sha256": generator_sha256(source)}
+        for cand in candidates or available_candidates():
+            label = cand.label + suffix
+            try:
+                gen = Generator(source, cand.backend, cand.options(threads))
+            except (BackendUnavailable, ImportError) as exc:
+                results[label] = {"backend": cand.backend, "precision": cand.precision, **where, "available": False, "reason": str(exc)}
+                continue
+            results[label] = {"backend": cand.backend, "precision": cand.precision, **where, **gated(gen, source, cand, run, gate_budget)}
+            r = results[label]
+            vocoder_note = "" if r["vocoder_parity"] is None else f", vocoder parity {r['vocoder_parity']:.2e}"
+            log(f"{label}: parity worst {max(r['parity'].values()):.2e}{vocoder_note}, "
+                f"gate {'pass' if not r['gate_failures'] else 'FAIL: ' + '; '.join(r['gate_failures'])}; {'passed' if r['passed'] else 'FAILED'}")
+            opened[label] = gen.model
     log(f"latency: {rounds} interleaved rounds x {calls} calls, batch 1")
     for label, ms in interleaved_latency(opened, step_feeds(bundle), rounds, calls).items():
         results[label]["step_ms"] = ms
@@ -153,11 +169,28 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
     profile = {"format": DEPLOYMENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
                "threads": threads, "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits)},
                "generator_sha256": manifest["generator"].get("sha256"),
-               "choice": None if chosen is None else {k: results[chosen][k] for k in ("backend", "precision", "step_ms")},
+               "choice": None if chosen is None else {k: results[chosen][k] for k in CHOICE_KEYS if k in results[chosen]},
                "candidates": results}
     path = Path(out) if out is not None else cached_profile_path(manifest["generator"]["sha256"])
     atomic_write_text(path, json.dumps(profile, indent=2) + "\n")
     return {**profile, "path": str(path)}
+
+
+CHOICE_KEYS = ("backend", "precision", "step_ms", "bundle", "generator_sha256")
+
+
+def gated(gen, source: Path, cand: Candidate, run, gate_budget: Budget) -> dict:
+    """Parity of an open generator with its own bundle's reference cases (and its vocoder's), and the quality gate
+    against the reference run."""
+    meta = gen.meta
+    parity = check_parity(gen.model, source, budget_for(cand.precision, meta.precision, meta.quantization))
+    vocoder_budget = BUDGETS[cand.precision]
+    vocoder_error = check_vocoder_parity(gen.vocoder.backend, source, vocoder_budget) if hasattr(gen.vocoder, "backend") else None
+    vocoder_ok = vocoder_error is None or vocoder_error <= vocoder_budget
+    gate = compare(run, gen, gate_budget)
+    return {"available": True, "parity": parity.errors, "parity_budget": parity.budget, "vocoder_parity": vocoder_error,
+            "vocoder_parity_budget": vocoder_budget, "gate": gate.summary(), "gate_failures": gate.failures,
+            "passed": parity.passed and vocoder_ok and not gate.failures}
 
 
 def fastest_passing(results: dict[str, dict]) -> str | None:
@@ -171,6 +204,7 @@ class Choice:
     candidate: Candidate
     threads: int | None  # the thread count it was measured with (None: the engine's default)
     step_ms: float
+    bundle: Path | None = None  # a quantized bundle that runs in place of the profiled one (None: the profiled one)
 
 
 def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
@@ -190,8 +224,17 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
     if problem:
         return None, f"{path} {problem}; ignored"
     c = profile["choice"]
-    choice = Choice(Candidate(c["backend"], c["precision"]), profile.get("threads"), float(c["step_ms"]))
-    return choice, f"{path.name}: fastest passing choice here, {choice.step_ms:.2f} ms/step"
+    stand_in = Path(c["bundle"]) if "bundle" in c else None
+    if stand_in is not None:
+        try:
+            found = generator_sha256(stand_in)
+        except (BundleError, OSError) as exc:
+            return None, f"{path} chose the quantized bundle {stand_in}, which cannot be read now ({exc}); ignored"
+        if found != c.get("generator_sha256"):
+            return None, f"{path} chose the quantized bundle {stand_in}, whose generator file has changed since; ignored"
+    choice = Choice(Candidate(c["backend"], c["precision"]), profile.get("threads"), float(c["step_ms"]), stand_in)
+    where = "" if stand_in is None else f", the quantized bundle {stand_in}"
+    return choice, f"{path.name}: fastest passing choice here{where}, {choice.step_ms:.2f} ms/step"
 
 
 def profile_problem(profile, generator_sha256: str) -> str | None:
@@ -208,6 +251,8 @@ def profile_problem(profile, generator_sha256: str) -> str | None:
         return f"names precision {precision!r} for {backend}, which runs {', '.join(PRECISIONS[backend])}"
     if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0:
         return f"records step_ms {ms!r}, not a positive number"
+    if "bundle" in c and not (isinstance(c["bundle"], str) and isinstance(c.get("generator_sha256"), str)):
+        return "names a quantized bundle without its folder and generator SHA-256 as strings"
     threads = profile.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads()):
         return f"records threads {threads!r}, not 1 to the {max_threads()} cores here"
@@ -221,15 +266,21 @@ def profile_problem(profile, generator_sha256: str) -> str | None:
 
 
 def deployment_markdown(profile: dict) -> str:
-    lines = ["| backend | precision | ms/step | parity (worst rel. error / budget) | vocoder parity | gate | chosen |",
-             "|---|---|---|---|---|---|---|"]
-    chosen = profile["choice"] and (profile["choice"]["backend"], profile["choice"]["precision"])
-    for r in profile["candidates"].values():
+    """One row per candidate; a generator column when quantized bundles were candidates too."""
+    rows = profile["candidates"].values()
+    several = any("bundle" in r for r in rows)
+    extra_head, extra_rule = (" generator |", "---|") if several else ("", "")
+    lines = ["| backend | precision | ms/step | parity (worst rel. error / budget) | vocoder parity | gate | chosen |" + extra_head,
+             "|---|---|---|---|---|---|---|" + extra_rule]
+    key = lambda r: (r["backend"], r["precision"], r.get("bundle"))
+    chosen = profile["choice"] and key(profile["choice"])
+    for r in rows:
+        generator = f" {Path(r['bundle']).name} |" if "bundle" in r else (" this bundle |" if several else "")
         if not r["available"]:
-            lines.append(f"| {r['backend']} | {r['precision']} | - | unavailable: {r['reason']} | - | - | |")
+            lines.append(f"| {r['backend']} | {r['precision']} | - | unavailable: {r['reason']} | - | - | |" + generator)
             continue
         gate = "pass" if not r["gate_failures"] else "fail: " + "; ".join(r["gate_failures"])
         vocoder = "-" if r.get("vocoder_parity") is None else f"{r['vocoder_parity']:.1e} / {r['vocoder_parity_budget']:.0e}"
         lines.append(f"| {r['backend']} | {r['precision']} | {r['step_ms']:.2f} | {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {vocoder} | {gate} | "
-                     f"{'**yes**' if chosen == (r['backend'], r['precision']) else ''} |")
+                     f"{'**yes**' if chosen == key(r) else ''} |" + generator)
     return "\n".join(lines) + "\n"

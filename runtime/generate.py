@@ -243,7 +243,8 @@ def check_io(path: Path, backend, inputs: Sequence[str], outputs: Sequence[str],
 def load(bundle: str | Path | None = None, backend: str | None = None, options: BackendOptions | None = None) -> Generator:
     """Open a bundle (default: the one shipped in the package) on a backend ("ort", "openvino", "trt"). backend None:
     the deployment profile recorded for this generator file on this machine (`c2d profile --backend all`: the per-user
-    cache, or the bundle's own deployment.json), else "ort".
+    cache, or the bundle's own deployment.json), else "ort"; where that profile chose a quantized bundle made from
+    this one (`--also`), that bundle runs instead.
     The generator's `backend_note` says which backend runs and why."""
     from dataclasses import replace
 
@@ -258,6 +259,7 @@ def load(bundle: str | Path | None = None, backend: str | None = None, options: 
             backend, note = "ort", f"ort fp32 ({why})"
         else:
             backend, note = choice.candidate.backend, f"{choice.candidate.label} ({why})"
+            bundle = choice.bundle or bundle
             options = replace(options, precision=None if backend == "ort" else choice.candidate.precision,
                               threads=options.threads or choice.threads)
     gen = Generator(bundle, backend, options)

@@ -150,6 +150,49 @@ def test_deployment_profile_round_trips_and_is_used_only_where_it_was_measured(b
     assert choice is None and "no deployment profile" in why  # another machine's fingerprint: another file
 
 
+@pytest.fixture
+def fp16_of_copy(bundle_copy, tmp_path):
+    """A quantized bundle made from bundle_copy (fp16: no calibration needed), gated on a short run."""
+    from c2d.export.quantize import quantize_bundle
+
+    out = tmp_path / "fp16"
+    quantize_bundle(bundle_copy, out, "fp16", budget=deployment.Budget(count=1, steps=2))
+    return out
+
+
+def test_a_quantized_bundle_is_a_candidate_and_runs_in_place_of_the_profiled_one(bundle_copy, fp16_of_copy, monkeypatch,
+                                                                                  private_deployment_cache):
+    faster_quantized = lambda opened, *args: {label: 1.0 if label.endswith("[fp16]") else 2.0 for label in opened}
+    monkeypatch.setattr(deployment, "interleaved_latency", faster_quantized)
+    profile = choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")],
+                     gate_budget=deployment.Budget(count=1, steps=2), also=[fp16_of_copy])
+    assert set(profile["candidates"]) == {"ort fp32", "ort fp32 [fp16]"}
+    assert all(r["passed"] for r in profile["candidates"].values())
+    assert profile["choice"]["bundle"] == str(fp16_of_copy.resolve())
+    assert "| fp16 |" in deployment.deployment_markdown(profile)
+    gen = load(bundle_copy)
+    assert gen.bundle == fp16_of_copy.resolve() and "the quantized bundle" in gen.backend_note
+    assert gen.meta.precision == "fp16"
+    # once that bundle's generator changes, the choice no longer holds and the profiled bundle runs
+    data = bytearray((fp16_of_copy / "generator.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (fp16_of_copy / "generator.onnx").write_bytes(bytes(data))
+    gen = load(bundle_copy)
+    assert gen.bundle == bundle_copy and gen.meta.precision == "fp32"
+    assert "chose the quantized bundle" in gen.backend_note and "ignored" in gen.backend_note
+
+
+def test_profile_also_refuses_a_bundle_not_made_from_the_profiled_one(bundle_copy, tmp_path):
+    from click.testing import CliRunner
+
+    from c2d.cli import main
+
+    res = CliRunner().invoke(main, ["profile", str(bundle_copy), "--backend", "all", "--also", str(SHIPPED), "--threads", "1"])
+    assert res.exit_code == 1 and "is not a quantized bundle made from" in res.output, res.output
+    res = CliRunner().invoke(main, ["profile", str(bundle_copy), "--also", str(SHIPPED)])
+    assert res.exit_code == 2 and "--also applies to --backend all" in res.output
+
+
 def rewrite_profile(bundle, **changes):
     """Edit the cached profile of `bundle` in place; returns its path."""
     from c2d.runtime.bundle import read_manifest
