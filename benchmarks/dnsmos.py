@@ -38,9 +38,10 @@ class DNSMOS:
     def __call__(self, wave: np.ndarray, rate: int) -> dict[str, float]:
         from c2d.runtime.audio import resample
 
-        audio = resample(np.asarray(wave, np.float64), rate, RATE).astype(np.float32)
-        if not np.all(np.isfinite(audio)) or audio.size == 0:
-            raise ValueError("DNSMOS needs a non-empty, finite waveform")
+        wave = np.asarray(wave, np.float64)
+        if wave.ndim != 1 or wave.size == 0 or not np.all(np.isfinite(wave)):
+            raise ValueError(f"DNSMOS needs a non-empty, finite 1-D waveform, got shape {wave.shape}")
+        audio = resample(wave, rate, RATE).astype(np.float32)
         need = int(INPUT_SECONDS * RATE)
         audio = np.tile(audio, -(-need // audio.size))[:need]  # repeated to the model's input length
         raw = self.session.run(None, {"input_1": audio[None]})[0][0]
