@@ -7,8 +7,8 @@ Each generator graph (the shipped single-backbone bundle, a two-model bundle exp
 classifier, and any --also bundles, e.g. the same checkpoints exported by an older commit) runs on ORT fp32 and,
 where installed, OpenVINO f32 and bf16. Batch 1; ten inputs with x ~ N(0, 1) at t spread over [0.02, 1], digit 3,
 gamma 3; every graph and engine interleaved in rounds, median over rounds. Beside the latency ratio: the parameter and
-MAC ratios from the bundles' metadata, the achieved GMAC/s, and this CPU's fp32 GEMM rate measured in the same run
-(ORT MatMul, 1024 x 1024 x 1024). ORT's profiler then splits each graph's kernel time per step into convolutions
+MAC ratios from the bundles' metadata, the achieved GMAC/s, and this CPU's GEMM rates measured in the same run
+(1024 x 1024 x 1024 on each engine: fp32, bf16 and int8; benchmarks/peaks.py). ORT's profiler then splits each graph's kernel time per step into convolutions
 and everything else, per part of the graph (classifier forward and backward passes, subnet, U-Net).
 """
 from __future__ import annotations
@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from c2d.benchmarks import cpu_model, ort_kernel_times, write_results
+from c2d.benchmarks.peaks import gemm_peaks
 from c2d.export.exporter import export_bundle
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
-from c2d.runtime.backends.ort import session_options
 from c2d.runtime.bundle import decode_metadata, read_manifest
 from c2d.runtime.deployment import interleaved_rounds
 from c2d.runtime.generate import default_bundle
@@ -56,24 +55,6 @@ def graph_facts(bundle: Path) -> dict:
     params = meta.params["total"] if isinstance(meta.params, dict) else meta.params
     return {"file": str(path), "variant": meta.variant, "params": params, "macs_per_step": meta.macs_per_step,
             "nodes": len(model.graph.node)}
-
-
-def gemm_gmacs(threads: int, n: int = 1024, calls: int = 20) -> float:
-    """fp32 GMAC/s of ORT's MatMul on an n x n x n product: this CPU's practical fp32 rate with these threads."""
-    from onnx import TensorProto, helper
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    s = ort.InferenceSession(model.SerializeToString(), session_options(BackendOptions(threads=threads)), providers=["CPUExecutionProvider"])
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    s.run(None, {"a": a, "b": a})
-    best = float("inf")
-    for _ in range(calls):
-        start = time.perf_counter()
-        s.run(None, {"a": a, "b": a})
-        best = min(best, time.perf_counter() - start)
-    return n**3 / best / 1e9
 
 
 def part_of(node_name: str) -> str:
@@ -125,13 +106,14 @@ def main() -> None:
                     print(f"{engine}: skipped ({exc})")
                     break
         per_round = interleaved_rounds({f"{e} | {g}": b for (e, g), b in opened.items()}, feeds, args.rounds, args.calls, warmup=3)
-        peak = gemm_gmacs(threads)
+        peaks = gemm_peaks(threads)
         ms = {key: statistics.median(v) for key, v in per_round.items()}
-        run = {"fp32_gemm_gmacs": round(peak, 1), "step_ms": {k: round(v, 2) for k, v in ms.items()},
+        run = {"gemm_peaks_gmacs": {k: round(v, 1) for k, v in peaks.items()}, "step_ms": {k: round(v, 2) for k, v in ms.items()},
                "rounds_ms": {k: [round(x, 2) for x in v] for k, v in per_round.items()},
                "kernel_ms": {label: kernel_split(facts[label]["file"], feeds, threads) for label in graphs}}
         result["runs"][str(threads)] = run
-        lines += [f"### {threads} thread{'s' if threads > 1 else ''} (ORT fp32 MatMul 1024^3: {peak:.0f} GMAC/s)", "",
+        peak_line = ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+        lines += [f"### {threads} thread{'s' if threads > 1 else ''} (GEMM 1024^3 in GMAC/s: {peak_line})", "",
                   "| engine | graph | ms/step | ratio to two-model | GMAC/s |", "|---|---|---|---|---|"]
         for engine, _, _ in ENGINES:
             base = ms.get(f"{engine} | two-model")
