@@ -219,7 +219,7 @@ def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, genera
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.train import train as run_training
     from c2d.models.vocoder_train import distillation_set, make_vocoder_job
-    from c2d.runtime.bundle import BundleError, file_sha256, read_manifest
+    from c2d.runtime.bundle import BundleError, generator_sha256
     from c2d.runtime.generate import default_bundle
 
     bundle = generator_bundle or default_bundle()
@@ -228,7 +228,7 @@ def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, genera
         sources = {str(s): int((pairs.source == s).sum()) for s in sorted(set(pairs.source.tolist()))}
         teacher_data = {"clips": sources}
         if generated:
-            teacher_data["generator_sha256"] = file_sha256(Path(bundle) / read_manifest(bundle)["generator"]["file"])
+            teacher_data["generator_sha256"] = generator_sha256(bundle)
         job = make_vocoder_job(seed=cfg.seed, data=teacher_data, targets=targets)
         ckpt = run_training(job, pairs.as_features(targets), cfg, out, device=device, fresh=fresh)
     if release_path:

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from c2d.runtime.errors import C2DError
-from c2d.runtime.bundle import file_sha256, read_manifest
+from c2d.runtime.bundle import generator_sha256, read_manifest
 from c2d.runtime.files import OutputError, atomic_path, check_output_dir, replace_dir, staging_dir
 from c2d.runtime.gate import RecordingBackend
 from c2d.runtime.limits import MAX_BATCH, MAX_CALIBRATION_SEEDS
@@ -95,7 +95,7 @@ def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(ra
     feeds, offsets, step = stack_calls(recorder.calls, steps)
     generator_file = bundle / read_manifest(bundle)["generator"]["file"]
     info = {
-        "bundle": str(bundle), "generator_sha256": file_sha256(generator_file), "sampler": sampler, "steps": steps,
+        "bundle": str(bundle), "generator_sha256": generator_sha256(bundle), "sampler": sampler, "steps": steps,
         "digits": list(map(int, digits)), "seeds": seeds, "first_seed": seed, "guidances": guidances, "calls": len(offsets) - 1,
         "rows": int(offsets[-1]), "seconds": round(time.perf_counter() - start, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -156,6 +156,6 @@ def check_matches(recording: Recording, bundle: str | Path) -> None:
     """A recording calibrates only the generator file it was recorded from."""
     bundle = Path(bundle)
     generator_file = bundle / read_manifest(bundle)["generator"]["file"]
-    if recording.info.get("generator_sha256") != file_sha256(generator_file):
+    if recording.info.get("generator_sha256") != generator_sha256(bundle):
         raise CalibrationError(f"the calibration data was recorded from {recording.info.get('bundle')!r}, whose generator "
                                f"differs from {generator_file}; record it again with `c2d calibrate {bundle} -o CALIB`")

@@ -372,6 +372,12 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
     return manifest
 
 
+def generator_sha256(bundle: str | Path) -> str:
+    """SHA-256 of the bundle's generator file as it is on disk now (what calibrations and profiles are keyed to)."""
+    bundle = Path(bundle)
+    return file_sha256(bundle / read_manifest(bundle)["generator"]["file"])
+
+
 def stamp_files(folder: str | Path, manifest: dict) -> dict:
     """Record the size and SHA-256 of every file the manifest lists (after writing or editing them); returns it."""
     folder = Path(folder)

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from c2d.runtime.backends import BackendOptions, BackendUnavailable
-from c2d.runtime.bundle import BundleError, file_sha256, read_manifest
+from c2d.runtime.bundle import BundleError, generator_sha256, read_manifest
 from c2d.runtime.files import atomic_write_text, cache_root
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
@@ -116,10 +116,6 @@ def interleaved_rounds(backends: dict[str, object], feeds, rounds: int, calls: i
 def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: int) -> dict[str, float]:
     """Median over rounds of interleaved_rounds: one ms figure per backend."""
     return {name: statistics.median(v) for name, v in interleaved_rounds(backends, feeds, rounds, calls).items()}
-
-
-def generator_sha256(bundle: Path) -> str:
-    return file_sha256(bundle / read_manifest(bundle)["generator"]["file"])
 
 
 def check_quantized_from(quantized: Path, bundle: Path) -> None:
