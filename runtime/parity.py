@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from c2d.runtime.bundle import BundleError, read_manifest
+from c2d.runtime.gate import Budget
 
 REFERENCE_FILE = "reference.npz"
 INPUTS = ("x", "t", "y", "gamma")
@@ -77,10 +78,13 @@ class ParityResult:
 
 
 def budget_for(precision: str, bundle_precision: str, quantization: dict) -> float:
-    """The arithmetic's budget; a quantized bundle adds the per-step error its quantization gate allowed."""
+    """The arithmetic's budget; a quantized bundle adds twice the per-step error its quantization gate allowed, at
+    most twice the default gate's: a bundle quantized with a looser (or lifted) gate gets no looser parity check."""
     budget = BUDGETS[precision]
     if bundle_precision != "fp32":
-        budget += float(quantization.get("budget", {}).get("step_error", 0.05)) * 2
+        default = Budget().step_error
+        recorded = float(quantization.get("budget", {}).get("step_error", default))
+        budget += 2 * min(recorded, default) if np.isfinite(recorded) else 2 * default
     return budget
 
 

@@ -17,7 +17,8 @@ from c2d.runtime import deployment
 from c2d.runtime.backends import BACKENDS, BackendOptions, open_backend
 from c2d.runtime.deployment import Candidate, choose, read_choice
 from c2d.runtime.generate import default_bundle, load
-from c2d.runtime.parity import BUDGETS, check_parity, load_reference
+from c2d.runtime.gate import Budget
+from c2d.runtime.parity import BUDGETS, budget_for, check_parity, load_reference
 
 SHIPPED = default_bundle()
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -90,6 +91,13 @@ def test_reference_cases_are_pytorch_outputs_that_ort_reproduces():
     assert len(cases) == 4 and sorted(round(float(f["t"][0]), 6) for f, _ in cases) == [0.001, 0.1, 0.5, 1.0]
     result = check_parity(open_backend("ort", SHIPPED / "generator.onnx"), SHIPPED, BUDGETS["fp32"])
     assert result.passed and max(result.errors.values()) < 1e-5
+
+
+@pytest.mark.parametrize("recorded", [0.01, 0.05, 1e9, float("inf")])
+def test_a_quantized_bundle_s_parity_budget_never_exceeds_the_default_gate_s(recorded):
+    budget = budget_for("fp32", "int8-static", {"budget": {"step_error": recorded}})
+    assert budget == pytest.approx(BUDGETS["fp32"] + 2 * min(recorded, Budget().step_error))
+    assert budget_for("fp32", "fp32", {"budget": {"step_error": 1e9}}) == BUDGETS["fp32"]
 
 
 class NegatedGuidance:
