@@ -9,7 +9,7 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Sequence
@@ -95,7 +95,10 @@ class OnnxVocoder:
 
 
 class Generator:
-    def __init__(self, bundle: str | Path | None = None, backend: str = "ort", options: BackendOptions | None = None):
+    def __init__(self, bundle: str | Path | None = None, backend: str = "ort", options: BackendOptions | None = None,
+                 vocoder_precision: str | None = None):
+        """vocoder_precision: the vocoder's own precision on this backend [default: options.precision] (a deployment
+        profile runs it at full precision where it missed its parity budget at the generator's)."""
         self.bundle = Path(bundle) if bundle is not None else default_bundle()
         self.manifest = read_manifest(self.bundle)
         self.backend_name = backend
@@ -108,6 +111,8 @@ class Generator:
         check_io(path, self.model, GENERATOR_INPUTS, (GENERATOR_OUTPUT,),
                  {"x": [1, meta.mel.n_mels, meta.n_frames], "y": [len(meta.labels)]})
         self.meta: GeneratorMeta = meta
+        if vocoder_precision is not None:
+            options = replace(options or BackendOptions(), precision=vocoder_precision)
         self.vocoder = self._load_vocoder(backend, options)
 
     def _load_vocoder(self, backend: str, options: BackendOptions | None):
@@ -246,10 +251,8 @@ def load(bundle: str | Path | None = None, backend: str | None = None, options: 
     cache, or the bundle's own deployment.json), else "ort"; where that profile chose a quantized bundle made from
     this one (`--also`), that bundle runs instead.
     The generator's `backend_note` says which backend runs and why."""
-    from dataclasses import replace
-
     bundle = Path(bundle) if bundle is not None else default_bundle()
-    note = f"{backend} (asked for)"
+    note, vocoder_precision = f"{backend} (asked for)", None
     if backend is None:
         from c2d.runtime.deployment import read_choice
 
@@ -259,9 +262,11 @@ def load(bundle: str | Path | None = None, backend: str | None = None, options: 
             backend, note = "ort", f"ort fp32 ({why})"
         else:
             backend, note = choice.candidate.backend, f"{choice.candidate.label} ({why})"
+            if choice.vocoder_precision not in (None, choice.candidate.precision):
+                vocoder_precision, note = choice.vocoder_precision, f"{choice.candidate.label}, vocoder {choice.vocoder_precision} ({why})"
             bundle = choice.bundle or bundle
             options = replace(options, precision=None if backend == "ort" else choice.candidate.precision,
                               threads=options.threads or choice.threads)
-    gen = Generator(bundle, backend, options)
+    gen = Generator(bundle, backend, options, vocoder_precision)
     gen.backend_note = note
     return gen

@@ -208,7 +208,7 @@ def rewrite_profile(bundle, **changes):
     path = deployment.cached_profile_path(read_manifest(bundle)["generator"]["sha256"])
     profile = json.loads(path.read_text())
     for key, value in changes.items():
-        if key in ("backend", "precision", "step_ms"):
+        if key in ("backend", "precision", "vocoder_precision", "step_ms"):
             profile["choice"][key] = value
         else:
             profile[key] = value
@@ -221,6 +221,7 @@ PROFILE_DAMAGE = [
     ({"machine": {"cpu": "elsewhere"}}, "another machine"),
     ({"backend": "openvino", "precision": "int4"}, "precision 'int4'"),
     ({"backend": "nonesuch"}, "backend 'nonesuch'"),
+    ({"backend": "openvino", "precision": "bf16", "vocoder_precision": "int4"}, "vocoder precision 'int4'"),
     ({"threads": "many"}, "threads 'many'"),
     ({"step_ms": float("nan")}, "step_ms"),
     ({"format": 7}, "format 1"),
@@ -242,10 +243,36 @@ def test_a_deployment_profile_that_does_not_hold_here_is_ignored(bundle_copy):
 
 def test_a_profile_naming_an_engine_not_installed_here_falls_back_to_ort(bundle_copy, monkeypatch):
     choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
-    rewrite_profile(bundle_copy, backend="openvino", precision="f32")
+    rewrite_profile(bundle_copy, backend="openvino", precision="f32", vocoder_precision="f32")
     monkeypatch.setitem(deployment.BACKEND_PACKAGES, "openvino", "openvino_not_installed_here")
     gen = load(bundle_copy)
     assert gen.backend_name == "ort" and "not installed here" in gen.backend_note
+
+
+@needs_openvino
+def test_a_vocoder_over_its_budget_at_bf16_runs_at_f32_where_that_passes(monkeypatch):
+    from c2d.runtime import parity
+    from c2d.runtime.generate import Generator
+
+    gen, bf16 = Generator(SHIPPED, "openvino", BackendOptions(threads=1, precision="bf16")), Candidate("openvino", "bf16")
+    monkeypatch.setitem(parity.VOCODER_BUDGETS, "bf16", 1e-12)  # every bf16 vocoder misses this
+    result = deployment.vocoder_parity(gen, SHIPPED, bf16)
+    assert result["vocoder_parity"] > 1e-12 and result["vocoder_precision"] == "f32"
+    assert result["vocoder_parity_fallback"] < 1e-4 and result["vocoder_ok"]
+    monkeypatch.setitem(parity.VOCODER_BUDGETS, "f32", 1e-12)  # and where full precision misses too, it fails
+    assert not deployment.vocoder_parity(gen, SHIPPED, bf16)["vocoder_ok"]
+    monkeypatch.setitem(parity.VOCODER_BUDGETS, "fp32", 1e-12)  # ORT has nothing to fall back to
+    result = deployment.vocoder_parity(Generator(SHIPPED, "ort", BackendOptions(threads=1)), SHIPPED, Candidate("ort", "fp32"))
+    assert not result["vocoder_ok"] and "vocoder_parity_fallback" not in result
+
+
+@needs_openvino
+def test_a_profile_that_runs_the_vocoder_at_f32_opens_it_so(bundle_copy, private_deployment_cache):
+    choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
+    rewrite_profile(bundle_copy, backend="openvino", precision="bf16", vocoder_precision="f32")
+    gen = load(bundle_copy)
+    assert gen.model.precision == "bf16" and gen.vocoder.backend.precision == "f32" and "vocoder f32" in gen.backend_note
+    assert gen.sample([3], steps=2).audio.shape[0] == 1
 
 
 def test_an_unreadable_profile_is_ignored(bundle_copy):
