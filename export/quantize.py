@@ -10,7 +10,8 @@ Modes (ONNX Runtime's quantization tools do the graph rewriting):
 Traps handled here (DESIGN.md): a weight shared by a Conv and its transposed twin is duplicated before
 per-channel QDQ; every node that does not depend on x (noise-level, time-embedding and guidance-scale
 arithmetic) stays float: int8 modes quantize only Conv/ConvTranspose/MatMul/Gemm (elementwise QDQ pairs would only
-add work), so the noise-level arithmetic, all elementwise, is never quantized; fp16 keeps every node that does not
+add work), so the noise-level arithmetic, all elementwise, is never quantized, and of the MatMuls only those with a
+weight (attention's products of two activations stay float: activation_products); fp16 keeps every node that does not
 depend on x in float32.
 """
 from __future__ import annotations
@@ -109,6 +110,14 @@ def block_of(node: onnx.NodeProto) -> str:
     if len(parts) == 1:
         return "classifier-backward." + re.sub(r"_\d+$", "", parts[0])
     return "classifier." + re.sub(r"_\d+$", "", parts[0])
+
+
+def activation_products(model: onnx.ModelProto) -> list[str]:
+    """MatMuls of two activations (attention's scores and its weighted sum of values): kept float. Quantized, they
+    make ONNX Runtime run the softmax between them as QLinearSoftmax and OpenVINO run them in f32 rather than bf16,
+    so the step got slower, not faster (benchmarks/quantization.py); the projections (weight @ tokens) still quantize."""
+    weights = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
 
 
 def quantizable_blocks(model: onnx.ModelProto, exclude: set[str]) -> dict[str, list[str]]:
@@ -279,7 +288,8 @@ def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recordin
     """Write the quantized generator graph to dst; returns what was done (for the metadata)."""
     prepared = work / "prepared.onnx"
     model = prepare(src, prepared)
-    exclude: list[str] = []  # int8: quantized op types are never noise-level arithmetic (module docstring)
+    # int8: quantized op types are never noise-level arithmetic (module docstring); products of two activations stay float
+    exclude: list[str] = activation_products(model)
     info: dict = {"mode": mode}
     if mode in ("int8-static", "mixed"):
         if recording is None:

@@ -143,6 +143,14 @@ def test_int8_file_is_smaller_and_noise_level_arithmetic_stays_float(tiny, tmp_p
         dq = producers[conv.input[1]]
         assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].data_type == onnx.TensorProto.INT8, conv.name
     assert len(convs) > 10
+    # attention: the projections (weight @ tokens) are int8, the products of two activations around the softmax are not
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and "/attn/" in n.name]
+    fed_by_dq = lambda n: [producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input]
+    products = [n for n in matmuls if not any(i in inits or (producers.get(i) and producers[i].op_type == "DequantizeLinear"
+                                                             and producers[i].input[0] in inits) for i in n.input)]
+    assert len(products) == 2 * sum(1 for n in model.graph.node if n.op_type == "Softmax" and "/attn/" in n.name) > 0
+    assert not any(any(fed_by_dq(n)) for n in products)
+    assert any(all(fed_by_dq(n)) for n in matmuls if n not in products)
 
 
 def test_fp16_keeps_float32_io_and_float32_noise_level_arithmetic(tiny, tmp_path):
