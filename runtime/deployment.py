@@ -168,7 +168,7 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
     chosen = fastest_passing(results)
     profile = {"format": DEPLOYMENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
                "threads": threads, "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits)},
-               "generator_sha256": manifest["generator"].get("sha256"),
+               "generator_sha256": manifest["generator"].get("sha256"), "vocoder_sha256": manifest["vocoder"].get("sha256"),
                "choice": None if chosen is None else {k: results[chosen][k] for k in CHOICE_KEYS if k in results[chosen]},
                "candidates": results}
     path = Path(out) if out is not None else cached_profile_path(manifest["generator"]["sha256"])
@@ -232,7 +232,8 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
     """(the recorded choice, why) from the bundle's own deployment.json, else the per-user cache, if it is for this
     generator file and this machine and names an installed backend and a precision it runs; else (None, why not)."""
     bundle = Path(bundle)
-    sha = read_manifest(bundle)["generator"]["sha256"]
+    manifest = read_manifest(bundle)
+    sha = manifest["generator"]["sha256"]
     local, cached = bundle / DEPLOYMENT_FILE, cached_profile_path(sha)
     path = local if local.exists() else cached
     if not path.exists():
@@ -241,7 +242,7 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
         profile = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, f"{path} is unreadable ({exc}); ignored"
-    problem = profile_problem(profile, sha)
+    problem = profile_problem(profile, sha, manifest["vocoder"].get("sha256"))
     if problem:
         return None, f"{path} {problem}; ignored"
     c = profile["choice"]
@@ -259,7 +260,7 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
     return choice, f"{path.name}: fastest passing choice here{where}, {choice.step_ms:.2f} ms/step"
 
 
-def profile_problem(profile, generator_sha256: str) -> str | None:
+def profile_problem(profile, generator_sha256: str, vocoder_sha256: str | None = None) -> str | None:
     """Why a deployment profile cannot be used here, or None."""
     if not isinstance(profile, dict) or profile.get("format") != DEPLOYMENT_FORMAT:
         return f"is not a deployment profile of format {DEPLOYMENT_FORMAT}"
@@ -282,6 +283,10 @@ def profile_problem(profile, generator_sha256: str) -> str | None:
         return f"records threads {threads!r}, not 1 to the {max_threads()} cores here"
     if profile.get("generator_sha256") != generator_sha256:
         return "was measured for another generator file"
+    if "vocoder_sha256" not in profile:
+        return "does not name the vocoder file it measured (an older c2d wrote it); profile again"
+    if profile.get("vocoder_sha256") != vocoder_sha256:  # its vocoder parity (and vocoder_precision) were measured too
+        return "was measured with another vocoder file (`c2d export --vocoder-only` replaced it?)"
     if profile.get("machine") != machine():
         return "was measured on another machine or engine version"
     if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:

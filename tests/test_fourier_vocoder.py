@@ -313,3 +313,65 @@ def test_vocoder_precisions_keep_the_basis_computed_in_float32_in_the_graph(tmp_
     info = quantize_vocoder_file(src, tmp_path / "q.onnx", mode, DEFAULT_MEL, Budget())
     assert info["mel_distance"] < 0.05
     assert not any(np.prod(i.dims) > 1e5 for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer)
+
+
+def _tree_digest(folder):
+    """{file name: SHA-256} of a folder, to tell whether anything in it changed."""
+    from c2d.runtime.bundle import file_sha256
+
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir())}
+
+
+def test_vocoder_only_export_keeps_the_generator_file_and_invalidates_the_profile(tmp_path, vocoder_ckpt):
+    import shutil
+
+    from c2d.runtime import deployment
+    from c2d.runtime.deployment import Candidate, choose, read_choice
+    from c2d.runtime.generate import Generator, default_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle(), bundle)
+    generator_bytes = (bundle / "generator.onnx").read_bytes()
+    choose(bundle, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
+    assert read_choice(bundle)[0] is not None
+    result = CliRunner().invoke(main, ["export", "--vocoder-only", "-o", str(bundle), "--vocoder-checkpoint", str(vocoder_ckpt)])
+    assert result.exit_code == 0, result.output
+    assert "generator file unchanged" in result.output and (bundle / "generator.onnx").read_bytes() == generator_bytes
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["checkpoints"]["vocoder"]["file"] == "voc.pt" and manifest["vocoder"]["validation"]["max_relative_error"] < 1e-4
+    choice, why = read_choice(bundle)  # the profile measured the old vocoder's parity: not used for the new one
+    assert choice is None and "another vocoder file" in why
+    assert Generator(bundle).sample([3], steps=2).audio.shape == (1, DEFAULT_MEL.clip_samples)
+    result = CliRunner().invoke(main, ["export", "--vocoder-only", "-o", str(bundle), "--vocoder", "griffin-lim"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in bundle.iterdir()) == ["generator.onnx", "manifest.json", "reference.npz"]
+    assert "vocoder" not in json.loads((bundle / "manifest.json").read_text())["checkpoints"]
+    assert Generator(bundle).vocoder.name == "griffin-lim"
+
+
+def test_vocoder_only_export_refuses_bad_requests_and_changes_nothing(tmp_path, vocoder_ckpt):
+    import shutil
+
+    from c2d.runtime.generate import default_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle(), bundle)
+    before = _tree_digest(bundle)
+    cases = [
+        (["export", "--vocoder-only", "-o", str(bundle), str(vocoder_ckpt)], "takes no CHECKPOINTS"),
+        (["export", "-o", str(bundle)], "give the checkpoints"),
+        (["export", "--vocoder-only", "-o", str(bundle), "--vocoder", "griffin-lim", "--vocoder-checkpoint", str(vocoder_ckpt)],
+         "applies to --vocoder fourier"),
+        (["export", "--vocoder-only", "-o", str(tmp_path / "nowhere")], "nowhere"),
+        # a checkpoint that is not a vocoder fails while exporting: the bundle must be as it was
+        (["export", "--vocoder-only", "-o", str(bundle), "--vocoder-checkpoint", str(default_bundle() / "manifest.json")], ""),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output, (args, result.output)
+        assert _tree_digest(bundle) == before, args
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["precision"], manifest["quantization"] = "int8-static", {"mode": "int8-static"}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["export", "--vocoder-only", "-o", str(bundle)])
+    assert result.exit_code != 0 and "quantized bundle" in result.output
