@@ -30,6 +30,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from c2d.benchmarks import cpu_model, ort_kernel_times, write_results
 from c2d.benchmarks.peaks import gemm_peaks
@@ -192,7 +193,7 @@ def main() -> None:
     lat = latency(paths, feeds, args.threads, args.rounds, log)
     log("GEMM peaks")
     peaks = gemm_peaks(args.threads)
-    macs = decode_metadata(open_backend("ort", fp32_file).metadata(), str(fp32_file)).macs_per_step
+    macs = decode_metadata({p.key: p.value for p in onnx.load(str(fp32_file)).metadata_props}, str(fp32_file)).macs_per_step
     float_engine = min(lat["fp32"], key=lambda e: lat["fp32"][e]["step_ms"])
     best_float = {"engine": float_engine, "step_ms": lat["fp32"][float_engine]["step_ms"]}
     for name, v in variants.items():

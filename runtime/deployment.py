@@ -119,10 +119,11 @@ def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: 
     return {name: statistics.median(v) for name, v in interleaved_rounds(backends, feeds, rounds, calls).items()}
 
 
-def check_quantized_from(quantized: Path, bundle: Path) -> None:
-    """BundleError unless `quantized` is a `c2d quantize` output of `bundle`'s generator file."""
+def check_quantized_from(quantized: Path, bundle: Path, bundle_sha256: str | None = None) -> None:
+    """BundleError unless `quantized` is a `c2d quantize` output of `bundle`'s generator file (whose SHA-256 may be
+    passed in, when it is known already)."""
     source = (read_manifest(quantized).get("quantization") or {}).get("source_sha256")
-    if source != generator_sha256(bundle):
+    if source != (bundle_sha256 or generator_sha256(bundle)):
         raise BundleError(f"{quantized} is not a quantized bundle made from {bundle}'s generator (`c2d quantize {bundle} ... -o OUT` "
                           "makes one), so it cannot stand in for it")
 
@@ -139,8 +140,9 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     sources = [(bundle, "")] + [(Path(q), f" [{Path(q).name}]") for q in also]  # (bundle, label suffix)
+    bundle_sha256 = generator_sha256(bundle)
     for q, _ in sources[1:]:
-        check_quantized_from(q, bundle)
+        check_quantized_from(q, bundle, bundle_sha256)
     reference = Generator(bundle, "ort", BackendOptions(threads=threads))
     run = reference_run(reference, gate_budget, sampler=sampler)  # sampled once; every candidate is compared with it
     results, opened = {}, {}
