@@ -149,10 +149,8 @@ def main() -> None:
               help="Vocoder: mels sampled from --bundle added to FSDD's training mels (0: real mels only).")
 @click.option("--bundle", "generator_bundle", type=click.Path(file_okay=False, exists=True), default=None,
               help="Vocoder: the generator bundle whose samples it also learns from [default: the shipped one].")
-@click.option("--targets", "vocoder_targets", type=click.Choice(["recordings", "teacher", "recordings-phase"]), default="recordings",
-              show_default=True,
+@click.option("--targets", "vocoder_targets", type=click.Choice(["recordings", "teacher"]), default="recordings", show_default=True,
               help="Vocoder: recordings = magnitudes from FSDD's recordings where a mel has one, phase from HiFi-GAN; "
-                   "recordings-phase = magnitudes and phase from the recording where there is one; "
                    "teacher = everything from HiFi-GAN (plain distillation).")
 @click.option("--train-digits", default=None, metavar="D,D,...",
               help="Subnet: train on these digits' clips only (e.g. 3,5,7); the classifier stays the full frozen one, and its "

@@ -4,8 +4,7 @@ The teacher maps a log-Mel to one waveform deterministically, so the student reg
 multi-resolution STFT distance (spectral convergence + log-magnitude L1), the log-Mel L1 of the front end, and a
 power-law-compressed complex STFT loss at the vocoder's own framing, which is what teaches the phase. TARGETS:
 "teacher" takes everything from HiFi-GAN; "recordings" (default) takes the magnitudes from the recording where a
-mel has one and the phase from HiFi-GAN (distillation_loss says why); "recordings-phase" takes both from the recording
-where there is one, so the complex target is a consistent spectrum.
+mel has one and the phase from HiFi-GAN (distillation_loss says why).
 
 Training mels: the FSDD training split (never the test split) plus mels sampled from a generator bundle with several
 samplers (generated mels are smoother than real ones, and the vocoder must handle what the product feeds it).
@@ -41,7 +40,7 @@ STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) of the
 COMPRESSION = 0.3  # |S|^c of the complex loss: quiet bins count, loud ones do not dominate
 
 
-TARGETS = ("recordings", "teacher", "recordings-phase")  # the first is the default (README "Vocoder")
+TARGETS = ("recordings", "teacher")  # the first is the default (README "Vocoder")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class DistillSet:
         if targets == "teacher":
             return Features(self.mels, self.waves, self.source)
         if self.originals is None:
-            raise ValueError(f"--targets {targets} needs FSDD's recordings (--data); a --features file holds no recordings "
+            raise ValueError("--targets recordings needs FSDD's recordings (--data); a --features file holds no recordings "
                              "(use --targets teacher with it)")
         return Features(self.mels, np.stack([self.waves, self.originals], axis=1), self.source)
 
@@ -193,17 +192,14 @@ def _log_mel(magnitude: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
     return torch.log(torch.clamp(fb @ magnitude, min=cfg.log_floor))
 
 
-def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0, mel_weight: float = 1.0,
-                      phase_from_recording: bool = False) -> Callable:
+def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0, mel_weight: float = 1.0) -> Callable:
     """loss(model, log_mel [B, n_mels, T], target, gen) -> scalar; train()'s LossFn.
 
     target [B, L]: the teacher's waveform, which every term compares with ("teacher" targets).
     target [B, 2, L]: the teacher's waveform and the recording (zeros for a generated mel) ("recordings" targets):
     the magnitudes come from the recording where there is one (HiFi-GAN universal renders FSDD's band-limited speech
     with log-Mel errors 4x Griffin-Lim's, README "Vocoder"), the phase always from the teacher, and the log-Mel of
-    the output is compared with the input mel itself. phase_from_recording ("recordings-phase" targets): the complex
-    loss's phase comes from the recording too where there is one (the recording's own spectrum, which a waveform can
-    have, where magnitude and teacher phase mixed need not be)."""
+    the output is compared with the input mel itself."""
 
     def loss(model, log_mel, target, gen):
         target = target.float()
@@ -227,7 +223,7 @@ def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0
             total = total + mel_weight * F.l1_loss(p_mel, _log_mel(r_spec.abs(), cfg))
         else:
             total = total + mel_weight * F.l1_loss(p_mel[..., : mel_target.shape[-1]], mel_target)
-        t_spec = r_spec if reference is teacher or phase_from_recording else _stft(teacher, cfg.n_fft, cfg.hop_length)
+        t_spec = r_spec if reference is teacher else _stft(teacher, cfg.n_fft, cfg.hop_length)
         target_spec = r_spec.abs() ** COMPRESSION * t_spec / (t_spec.abs() + 1e-7)  # reference magnitude^c, teacher phase
         compressed = p_spec * (p_spec.abs() + 1e-7) ** (COMPRESSION - 1)
         return total + complex_weight * (compressed - target_spec).abs().pow(2).mean()
@@ -245,4 +241,4 @@ def make_vocoder_job(cfg: VocoderConfig = VocoderConfig(), mel: MelConfig = DEFA
     header["teacher"] = teacher
     header["targets"] = targets
     header["data"] = data or {}
-    return Job(model, model, distillation_loss(mel, phase_from_recording=targets == "recordings-phase"), header)
+    return Job(model, model, distillation_loss(mel), header)
