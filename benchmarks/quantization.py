@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from c2d.benchmarks import cpu_model, ort_kernel_times, write_results
+from c2d.benchmarks import cpu_model, openvino_kernel_times, ort_kernel_times, write_results
 from c2d.benchmarks.peaks import gemm_peaks
 from c2d.calibration.record import load_recording, record
 from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
@@ -96,6 +96,18 @@ def op_profile(path: Path, feeds, threads: int) -> dict[str, float]:
     return {op: round(ms, 3) for op, ms in per_op.most_common()}
 
 
+CONVOLUTIONS = ("Convolution", "ConvolutionBackpropData")  # OpenVINO's node types for Conv and ConvTranspose
+
+
+def int8_bound(fp32_ops: dict[str, float], int8_ops: dict[str, float]) -> dict:
+    """The best an int8 graph could do on OpenVINO if int8 cost nothing outside the convolutions: the fp32 graph's step
+    with its convolution time replaced by the int8 graph's, as a fraction of the fp32 step (both at one precision)."""
+    total, conv = sum(fp32_ops.values()), sum(fp32_ops.get(k, 0.0) for k in CONVOLUTIONS)
+    conv_int8 = sum(int8_ops.get(k, 0.0) for k in CONVOLUTIONS)
+    return {"fp32_ms": round(total, 3), "fp32_conv_ms": round(conv, 3), "int8_conv_ms": round(conv_int8, 3),
+            "int8_total_ms": round(sum(int8_ops.values()), 3), "bound": round((total - conv + conv_int8) / total, 3)}
+
+
 def passes(measured: dict, budget: Budget) -> list[str]:
     fails = []
     if measured["max_step_error"] > budget.step_error:
@@ -131,6 +143,12 @@ def markdown(result: dict) -> str:
     for name, ops in result["op_profile"].items():
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(ops.items())[:8])
         lines.append(f"- {name} (total {sum(ops.values()):.2f}): {top}")
+    b = result.get("openvino_int8_bound")
+    if b:
+        lines += ["", f"OpenVINO {b['precision']} counters (ms per step): the fp32 graph {b['fp32_ms']:.2f}, of which convolutions "
+                  f"{b['fp32_conv_ms']:.2f}; the all-int8 graph {b['int8_total_ms']:.2f}, of which int8 convolutions {b['int8_conv_ms']:.2f}. "
+                  f"Bound for any int8 graph here (fp32 step with the convolutions at int8 speed, nothing else changed): "
+                  f"{b['bound']:.2f}x the fp32 graph on the same engine."]
     return "\n".join(lines) + "\n"
 
 
@@ -204,11 +222,18 @@ def main() -> None:
     log("operator profiles")
     profiled = ["fp32"] + [n for n in variants if "int8" in n or "mixed" in n]
     ops = {name: op_profile(paths[name], feeds, args.threads) for name in profiled}
+    bound = None
+    if "int8-static minmax" in paths and float_engine.startswith("OpenVINO"):
+        precision = float_engine.split()[-1]
+        log(f"OpenVINO {precision} counters: fp32 and all-int8")
+        ov_ops = {name: openvino_kernel_times(paths[name], feeds, args.threads, precision) for name in ("fp32", "int8-static minmax")}
+        bound = {"precision": precision, **int8_bound(ov_ops["fp32"], ov_ops["int8-static minmax"]),
+                 "ops": {k: {op: round(ms, 3) for op, ms in v.items()} for k, v in ov_ops.items()}}
     sentence, best = verdict(variants, best_float)
     result = {"command": "python -m c2d.benchmarks.quantization", "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(),
               "bundle": str(args.bundle), "threads": args.threads, "rounds": args.rounds, "samples": args.count * 10,
               "default_budget": Budget().__dict__, "macs_per_step": macs, "gemm_peaks_gmacs": peaks, "best_float": best_float,
-              "variants": variants, "op_profile": ops, "verdict": sentence, "recommended": best or "fp32"}
+              "variants": variants, "op_profile": ops, "openvino_int8_bound": bound, "verdict": sentence, "recommended": best or "fp32"}
     write_results(args.results, result, markdown(result))
 
 
