@@ -142,6 +142,16 @@ def test_deployment_profile_never_chooses_a_backend_that_fails_the_gate(bundle_c
     assert deployment.fastest_passing({"broken fp32": results["broken fp32"]}) is None
 
 
+def test_the_choice_is_the_fastest_whole_run_not_the_fastest_step():
+    """An engine that compiles per input shape can win per step and still lose a `c2d generate` run."""
+    results = {"ort fp32": {"passed": True, "step_ms": 23.0, "run_ms": 340.0},
+               "openvino f32": {"passed": True, "step_ms": 20.0, "run_ms": 820.0},
+               "openvino bf16": {"passed": False, "step_ms": 14.0, "run_ms": 100.0}}
+    assert deployment.fastest_passing(results) == "ort fp32"
+    del results["ort fp32"]["run_ms"]  # a candidate without a run time: all are compared per step
+    assert deployment.fastest_passing(results) == "openvino f32"
+
+
 def test_deployment_profile_round_trips_and_is_used_only_where_it_was_measured(bundle_copy, monkeypatch, private_deployment_cache):
     profile = choose(bundle_copy, threads=1, rounds=1, calls=2, candidates=[Candidate("ort", "fp32")],
                      gate_budget=deployment.Budget(count=1, steps=3))
@@ -172,6 +182,7 @@ def test_a_quantized_bundle_is_a_candidate_and_runs_in_place_of_the_profiled_one
                                                                                   private_deployment_cache):
     faster_quantized = lambda opened, *args: {label: 1.0 if label.endswith("[fp16]") else 2.0 for label in opened}
     monkeypatch.setattr(deployment, "interleaved_latency", faster_quantized)
+    monkeypatch.setattr(deployment, "one_run_ms", lambda source, *args: 1.0 if Path(source) == fp16_of_copy.resolve() else 2.0)
     profile = choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")],
                      gate_budget=deployment.Budget(count=1, steps=2), also=[fp16_of_copy])
     assert set(profile["candidates"]) == {"ort fp32", "ort fp32 [fp16]"}
