@@ -30,14 +30,14 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from c2d.benchmarks import cpu_model, openvino_kernel_times, ort_kernel_times, write_results
 from c2d.benchmarks.peaks import gemm_peaks
 from c2d.calibration.record import load_recording, record
+from c2d.export.exporter import read_metadata
 from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
-from c2d.runtime.bundle import BundleError, decode_metadata, read_manifest
+from c2d.runtime.bundle import BundleError, read_manifest
 from c2d.runtime.deployment import interleaved_rounds
 from c2d.runtime.generate import default_bundle
 
@@ -211,7 +211,7 @@ def main() -> None:
     lat = latency(paths, feeds, args.threads, args.rounds, log)
     log("GEMM peaks")
     peaks = gemm_peaks(args.threads)
-    macs = decode_metadata({p.key: p.value for p in onnx.load(str(fp32_file)).metadata_props}, str(fp32_file)).macs_per_step
+    macs = read_metadata(fp32_file).macs_per_step
     float_engine = min(lat["fp32"], key=lambda e: lat["fp32"][e]["step_ms"])
     best_float = {"engine": float_engine, "step_ms": lat["fp32"][float_engine]["step_ms"]}
     for name, v in variants.items():

@@ -28,7 +28,7 @@ from c2d.models.checkpoint import build_classifier, build_single_backbone, build
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
 from c2d.runtime.parity import REFERENCE_FILE
-from c2d.runtime.bundle import (BUNDLE_FORMAT, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
+from c2d.runtime.bundle import (BUNDLE_FORMAT, cached_sha256, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
                                 decode_metadata, encode_metadata, not_a_bundle, read_manifest, stamp_files)
 from c2d.runtime.files import OutputError, check_output_dir, replace_dir, staging_dir
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
@@ -123,6 +123,11 @@ def onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output_
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
                           input_names=list(input_names), output_names=list(output_names), dynamic_axes=dynamic_axes)
     return time.perf_counter() - start
+
+
+def read_metadata(path: Path):
+    """The c2d metadata of an ONNX file (GeneratorMeta or VocoderMeta), read without an inference session."""
+    return decode_metadata({p.key: p.value for p in onnx.load(str(path)).metadata_props}, str(path))
 
 
 def write_metadata(path: Path, meta, output_shapes: dict[str, list] | None = None) -> None:
@@ -292,7 +297,8 @@ def replace_vocoder(bundle: str | os.PathLike, vocoder: str = VOCODER_TARGETS[0]
     if problem:
         raise ExportError(f"{bundle} is not only a c2d bundle ({problem}); its vocoder is not replaced in place")
     generator = bundle / manifest["generator"]["file"]
-    meta = decode_metadata({p.key: p.value for p in onnx.load(str(generator)).metadata_props}, str(generator))
+    meta = read_metadata(generator)
+    generator_digest = cached_sha256(generator)
     tmp = staging_dir(bundle)
     try:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
@@ -307,8 +313,8 @@ def replace_vocoder(bundle: str | os.PathLike, vocoder: str = VOCODER_TARGETS[0]
             manifest["checkpoints"]["vocoder"] = {"file": checkpoint.name, "sha256": file_sha256(checkpoint)}
         else:
             manifest["checkpoints"].pop("vocoder", None)
-        stamp_files(tmp, manifest)
-        if file_sha256(tmp / manifest["generator"]["file"]) != manifest["generator"]["sha256"]:
+        stamp_files(tmp, manifest)  # re-hashes the copied generator too: it must be the file we started from
+        if manifest["generator"]["sha256"] != generator_digest:
             raise ExportError(f"{bundle}: the generator file changed while its vocoder was replaced; nothing was written")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, bundle)

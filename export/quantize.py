@@ -32,11 +32,11 @@ import onnxruntime as ort
 
 from c2d.runtime.errors import C2DError
 from c2d.calibration.record import Recording, check_matches, load_recording
-from c2d.export.exporter import write_metadata
+from c2d.export.exporter import read_metadata, write_metadata
 from c2d.export.istft_basis import inline_istft_basis
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.backends.ort import session_options
-from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, decode_metadata, file_sha256, listed_files, read_manifest, stamp_files
+from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, file_sha256, listed_files, read_manifest, stamp_files
 from c2d.runtime.files import atomic_path, replace_dir, staging_dir
 from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
 from c2d.runtime.onnx_edit import unshare_initializers
@@ -343,7 +343,7 @@ def quantize_vocoder_file(src: Path, dst: Path, mode: str, mel_cfg, budget: Budg
     distance = float(np.mean([np.abs(log_mel(r, mel_cfg) - log_mel(o, mel_cfg)).mean() for r, o in zip(ref, out)]))
     if not np.isfinite(out).all() or distance > budget.mel_distance:
         raise QuantizationError(f"vocoder {mode}: log-Mel distance {distance:.4f} of its audio > budget {budget.mel_distance}; nothing written")
-    meta = decode_metadata({p.key: p.value for p in onnx.load(str(src)).metadata_props}, str(src))
+    meta = read_metadata(src)
     write_metadata(dst, replace(meta, precision=mode))
     return {"mode": mode, "mel_distance": round(distance, 4)}
 
@@ -367,7 +367,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         raise QuantizationError("the output bundle must differ from the fp32 bundle it is gated against")
     manifest = read_manifest(bundle)
     gen_file = bundle / manifest["generator"]["file"]
-    meta = decode_metadata({p.key: p.value for p in onnx.load(str(gen_file)).metadata_props}, str(gen_file))
+    meta = read_metadata(gen_file)
     if meta.precision != "fp32":
         raise QuantizationError(f"{bundle} is already {meta.precision}; quantize from the fp32 bundle")
     recording = None

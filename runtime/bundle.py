@@ -375,7 +375,7 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
 def generator_sha256(bundle: str | Path) -> str:
     """SHA-256 of the bundle's generator file as it is on disk now (what calibrations and profiles are keyed to)."""
     bundle = Path(bundle)
-    return file_sha256(bundle / read_manifest(bundle)["generator"]["file"])
+    return cached_sha256(bundle / read_manifest(bundle)["generator"]["file"])  # read_manifest has just hashed it
 
 
 def stamp_files(folder: str | Path, manifest: dict) -> dict:

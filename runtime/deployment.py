@@ -229,7 +229,7 @@ def vocoder_parity(gen, source: Path, cand: Candidate) -> dict:
     from c2d.runtime.backends import open_backend
     from c2d.runtime.bundle import bundle_file
 
-    path = bundle_file(source, read_manifest(source)["vocoder"]["file"])
+    path = bundle_file(gen.bundle, gen.manifest["vocoder"]["file"])
     fallback = open_backend(cand.backend, path, Candidate(cand.backend, full).options(1))
     fallback_error = check_vocoder_parity(fallback, source, VOCODER_BUDGETS[full])
     return {**result, "vocoder_precision": full, "vocoder_parity_fallback": fallback_error,

@@ -375,3 +375,26 @@ def test_vocoder_only_export_refuses_bad_requests_and_changes_nothing(tmp_path, 
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(main, ["export", "--vocoder-only", "-o", str(bundle)])
     assert result.exit_code != 0 and "quantized bundle" in result.output
+
+
+def test_vocoder_only_export_refuses_when_the_generator_file_changes_on_the_way(tmp_path, monkeypatch):
+    import shutil
+
+    from c2d.export import exporter
+    from c2d.runtime.generate import default_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle(), bundle)
+    before = _tree_digest(bundle)
+    real_export = exporter.export_vocoder
+
+    def export_and_touch_generator(kind, mel, commit, path, checkpoint=None):
+        entry = real_export(kind, mel, commit, path, checkpoint)
+        with open(path.parent / "generator.onnx", "ab") as f:  # the staged copy, not the bundle
+            f.write(b"\0")
+        return entry
+
+    monkeypatch.setattr(exporter, "export_vocoder", export_and_touch_generator)
+    with pytest.raises(ExportError, match="generator file changed"):
+        exporter.replace_vocoder(bundle, "griffin-lim")
+    assert _tree_digest(bundle) == before
