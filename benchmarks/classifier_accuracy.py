@@ -12,27 +12,9 @@ import torch
 
 from c2d.models.checkpoint import build_classifier, load_checkpoint, sde_from
 from c2d.models.data import load_features
-from c2d.models.sde import perturb
+from c2d.models.classifier import NOISY_TIMES, noisy_accuracy
 
-TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-@torch.no_grad()
-def accuracy_by_time(classifier, x0: torch.Tensor, y: torch.Tensor, sde, times=TIMES, seed: int = 1234,
-                     batch: int = 100) -> dict[float, float]:
-    """Fraction of test clips classified correctly from x_t, one fixed noise draw per clip and time."""
-    classifier.eval()
-    gen = torch.Generator(device=x0.device).manual_seed(seed)
-    result = {}
-    for t_val in times:
-        correct = 0
-        for i in range(0, len(x0), batch):
-            xb = x0[i : i + batch]
-            t = torch.full((len(xb),), t_val, device=x0.device)
-            x_t = perturb(xb, t, sde, torch.randn(xb.shape, generator=gen, device=x0.device))
-            correct += (classifier(x_t, t).argmax(1) == y[i : i + batch]).sum().item()
-        result[t_val] = correct / len(x0)
-    return result
+TIMES = NOISY_TIMES
 
 
 def main() -> None:
@@ -41,6 +23,7 @@ def main() -> None:
     ap.add_argument("--features", help="precomputed features .npz (default: the FSDD folder)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--draws", type=int, default=1, help="noise draws per clip and time (1: the figures committed so far)")
     args = ap.parse_args()
     test = load_features("test", features_file=args.features)
     x0, y = torch.from_numpy(test.x).to(args.device), torch.from_numpy(test.y).to(args.device)
@@ -48,7 +31,7 @@ def main() -> None:
     for path in args.checkpoints:
         ckpt = load_checkpoint(path, "classifier")
         model = build_classifier(ckpt, path).to(args.device)
-        rows[path] = {"size": ckpt.get("size"), "step": ckpt.get("step"), "accuracy": accuracy_by_time(model, x0, y, sde_from(ckpt))}
+        rows[path] = {"size": ckpt.get("size"), "step": ckpt.get("step"), "accuracy": noisy_accuracy(model, x0, y, sde_from(ckpt), draws=args.draws)}
     print("| checkpoint | size | steps | " + " | ".join(f"t={t:g}" for t in TIMES) + " |")
     print("|---|---|---|" + "---|" * len(TIMES))
     for path, row in rows.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from c2d.models.checkpoints import SHIPPED_SUBNET
+from c2d.models.checkpoints import SHIPPED_SUBNET, shipped_checkpoint
 from c2d.runtime import limits
 from c2d.runtime.backends import BACKENDS
 from c2d.runtime.errors import C2DError
@@ -122,14 +122,16 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["classifier", "subnet", "unet", "evaluator", "vocoder"]))
+@click.argument("kind", type=click.Choice(["classifier", "subnet", "unet", "evaluator", "audio-evaluator", "vocoder"]))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (resumed if it exists).")
 @click.option("--size", type=click.Choice(SIZE_NAMES), default="small", show_default=True, help="Named model size.")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), help="Frozen classifier checkpoint (subnet only).")
 @click.option("--no-gradient-taps", is_flag=True, help="Subnet ablation without gradient taps.")
-@click.option("--gaussian-skip", is_flag=True,
-              help="Subnet: predict eps as the data's Gaussian denoiser plus a learned residual (makes the probability-flow "
-                   "ODE samplers work; README \"Samplers\").")
+@click.option("--precond", type=click.Choice(["eps", "gaussian-skip", "edm"]), default="eps", show_default=True,
+              help="Subnet, U-Net: how the network's output becomes eps. eps: directly; gaussian-skip: the data's Gaussian "
+                   "denoiser plus a residual; edm: EDM's c_skip / c_out for the VP SDE, whose error is not amplified at "
+                   "high noise (README \"Samplers\").")
+@click.option("--gaussian-skip", is_flag=True, help="The same as --precond gaussian-skip.")
 @click.option("--steps", type=click.IntRange(1, limits.MAX_TRAIN_STEPS), default=6000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, limits.MAX_TRAIN_BATCH), default=32, show_default=True, help="Per process.")
 @click.option("--lr", type=Finite(0, 1, low_open=True), default=None, help="Peak learning rate [default: 5e-4 classifier, 3e-4 otherwise].")
@@ -141,7 +143,12 @@ def main() -> None:
 @click.option("--time-limit", type=Finite(0, 60 * 24 * 365, low_open=True), default=None,
               help="Wall-clock budget in minutes; the step count shrinks to fit it (the LR schedule still completes).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
-@click.option("--ckpt-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--init-from", "init_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Classifier, subnet, U-Net: start from this checkpoint's weights (same size and config; fresh optimizer and "
+                   "schedule; recorded in the output). Ignored when the output is resumed.")
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Write the resumable checkpoint every this many steps; the classifier also logs its test accuracy at "
+                   "t = 0, 0.25, 0.5, 0.75, 1 then.")
 @click.option("--data", type=click.Path(file_okay=False), help="FSDD folder [default: $C2D_DATA or ../shared/data/fsdd].")
 @click.option("--features", type=click.Path(dir_okay=False, exists=True), help="Precomputed features .npz instead of --data.")
 @click.option("--release", "release_path", type=click.Path(dir_okay=False), help="Also write a weights-only copy here.")
@@ -158,23 +165,35 @@ def main() -> None:
 @click.option("--train-fraction", type=Finite(0, 1, low_open=True), default=None,
               help="Subnet: train on this fraction of the clips, a subset stratified by digit and speaker, drawn from --seed "
                    "(the paper's 3 % ablation: 0.03).")
-def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, steps, batch_size, lr, seed, device, fp32, channels_last, time_limit, fresh,
-          ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets, train_digits, train_fraction) -> None:
+def train(kind, out, size, classifier_path, no_gradient_taps, precond, gaussian_skip, steps, batch_size, lr, seed, device, fp32, channels_last, time_limit, fresh,
+          init_path, ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets, train_digits, train_fraction) -> None:
     """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, the independent
     evaluation classifier (clean log-Mels, training split only; its test accuracy is stored in the file), or the
     Fourier vocoder (distilled from HiFi-GAN V1 universal on training-split and generated mels; needs c2d[export])."""
     import torch
 
-    if channels_last and kind in ("evaluator", "vocoder"):
+    if channels_last and kind in ("evaluator", "audio-evaluator", "vocoder"):
         raise click.UsageError("--channels-last applies to the 2-D models (classifier, subnet, unet)")
+    if init_path and kind in ("evaluator", "audio-evaluator", "vocoder"):
+        raise click.UsageError("--init-from applies to the classifier, the subnet and the U-Net")
+    if gaussian_skip:
+        if precond not in ("eps", "gaussian-skip"):
+            raise click.UsageError(f"--gaussian-skip and --precond {precond} contradict each other")
+        precond = "gaussian-skip"
+    if precond != "eps" and kind not in ("subnet", "unet"):
+        raise click.UsageError("--precond and --gaussian-skip apply to the subnet and the U-Net")
     if kind == "evaluator":
         return train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features)
+    if kind == "audio-evaluator":
+        if features:
+            raise click.UsageError("the audio evaluator learns from the recordings themselves: give --data, not --features")
+        return train_audio_evaluator_cmd(out, steps, batch_size, lr, seed, data, fp32)
     if (generated != 1200 or generator_bundle or vocoder_targets != "recordings") and kind != "vocoder":
         raise click.UsageError("--generated, --bundle and --targets apply to the vocoder")
 
     from c2d.models.checkpoint import atomic_torch_save, release
     from c2d.models.data import load_features, parse_digit_list, train_subset
-    from c2d.models.train import TrainConfig, make_job, train as run_training
+    from c2d.models.train import TrainConfig, init_from, make_job, train as run_training
     from c2d.runtime.bundle import describe_subset
     from c2d.runtime.sde import SDEConfig
 
@@ -189,9 +208,7 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
         raise click.UsageError("training the subnet needs --classifier CHECKPOINT (the frozen backbone)")
     lr = lr or {"classifier": 5e-4, "vocoder": 5e-4}.get(kind, 3e-4)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, bf16=not fp32, ckpt_every=ckpt_every,
-                      channels_last=channels_last, time_limit_s=time_limit * 60 if time_limit else None)
-    if gaussian_skip and kind != "subnet":
-        raise click.UsageError("--gaussian-skip applies to the subnet")
+                      monitor_every=ckpt_every, channels_last=channels_last, time_limit_s=time_limit * 60 if time_limit else None)
     if (train_digits is not None or train_fraction is not None) and kind != "subnet":
         raise click.UsageError("--train-digits and --train-fraction apply to the subnet (the classifier stays the full one)")
     if kind == "vocoder":
@@ -203,15 +220,35 @@ def train(kind, out, size, classifier_path, no_gradient_taps, gaussian_skip, ste
             digits = parse_digit_list(train_digits) if train_digits is not None else None
             features_train, subset = train_subset(features_train, digits, train_fraction, seed)
             click.echo(f"training on {describe_subset(subset)}")
-        moments = (float(features_train.x.mean()), float(features_train.x.var())) if gaussian_skip else None
-        job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed, gaussian_skip=moments)
+        moments = (float(features_train.x.mean()), float(features_train.x.var())) if precond != "eps" else None
+        job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=not no_gradient_taps, seed=seed, output=precond,
+                       moments=moments)
         if subset is not None:
             job.ckpt["train_subset"] = subset
+        if init_path and (fresh or not Path(out).exists()):
+            init_from(job, init_path)
+            click.echo(f"starting from the weights of {init_path} (step {job.ckpt['init_from']['step']})")
+        if kind == "classifier":
+            job.monitor = test_accuracy_monitor(data, features)
         ckpt = run_training(job, features_train, cfg, out, device=device, fresh=fresh)
     if is_rank0():
         if release_path:
             atomic_torch_save(release(ckpt), release_path)
         click.echo(f"wrote {out} (step {ckpt['step']})")
+
+
+def test_accuracy_monitor(data, features):
+    """The classifier's accuracy on the test split at the reported noise levels, or None without a test split."""
+    import torch
+
+    from c2d.models.data import load_features
+    from c2d.models.train import classifier_monitor
+    from c2d.runtime.sde import SDEConfig
+
+    test = load_features("test", data, features_file=features)
+    if len(test) == 0:
+        return None
+    return classifier_monitor(torch.from_numpy(test.x), torch.from_numpy(test.y), SDEConfig())
 
 
 def train_vocoder_cmd(out, cfg, device, fresh, data, features, generated, generator_bundle, release_path, targets) -> None:
@@ -248,6 +285,21 @@ def train_evaluator_cmd(out, steps, batch_size, lr, seed, data, features) -> Non
     accuracy = float((classify(model, test_split.x)[0].argmax(1) == test_split.y).mean()) if len(test_split) else float("nan")
     atomic_torch_save(evaluator_checkpoint(model, accuracy, steps), out)
     click.echo(f"wrote {out}: test accuracy {accuracy * 100:.1f} % on {len(test_split)} clips")
+
+
+def train_audio_evaluator_cmd(out, steps, batch_size, lr, seed, data, fp32) -> None:
+    from c2d.models.audio_eval import audio_evaluator_checkpoint, classify_audio, load_split_audio, train_audio_evaluator
+    from c2d.models.checkpoint import atomic_torch_save
+    from c2d.models.train import cpu_has_amx
+
+    with clear_errors():
+        train_clips, train_digits = load_split_audio("train", data)
+        test_clips, test_digits = load_split_audio("test", data)
+        model = train_audio_evaluator(train_clips, train_digits, steps, batch_size, lr or 2e-3, seed,
+                                      bf16=not fp32 and cpu_has_amx(), log=click.echo)
+    accuracy = float((classify_audio(model, test_clips)[0].argmax(1) == test_digits).mean()) if len(test_digits) else float("nan")
+    atomic_torch_save(audio_evaluator_checkpoint(model, accuracy, steps), out)
+    click.echo(f"wrote {out}: test accuracy {accuracy * 100:.1f} % on {len(test_digits)} recordings")
 
 
 def is_rank0() -> bool:
@@ -302,13 +354,6 @@ def sample(checkpoint, classifier_path, digits, count, sampler, steps, guidance,
         np.save(tmp, x0)
     click.echo(f"wrote {out}: {x0.shape[0]} samples, {'digits ' + ','.join(map(str, digits)) if digits else 'unconditional'}; "
                f"{sampler} {steps} steps")
-
-
-def shipped_checkpoint(name: str):
-    """Path of a checkpoint shipped inside the package (models/checkpoints/)."""
-    from importlib.resources import files
-
-    return files("c2d.models.checkpoints") / name
 
 
 @main.command("costs")
@@ -641,27 +686,36 @@ def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bu
 @click.option("--steps", type=click.IntRange(1, limits.MAX_STEPS), default=None, help=steps_help(STEPS_DEFAULT))
 @click.option("--guidance", type=Finite(0, limits.MAX_GUIDANCE), default=None, help="0: unconditional [default: the bundle's, 3].")
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - 10 * limits.MAX_EVAL_COUNT), default=0, show_default=True)
+@click.option("--audio-evaluator", "audio_evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="MFCC judge [default: the shipped models/checkpoints/audio-evaluator.pt]")
 @click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="[default: the shipped models/checkpoints/evaluator.pt]")
-@click.option("--data", type=click.Path(file_okay=False), help="FSDD folder for the real reference statistics.")
-@click.option("--features", type=click.Path(dir_okay=False, exists=True), help="Precomputed features .npz instead of --data.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def evaluate(bundle, count, sampler, steps, guidance, seed, evaluator_path, data, features, json_path) -> None:
-    """FID, IS, mIS, AM and class accuracy of a bundle's samples, by the independent evaluation classifier."""
+              help="Log-Mel judge [default: the shipped models/checkpoints/evaluator.pt]")
+@click.option("--data", type=click.Path(file_okay=False), help="FSDD folder: its training recordings are the judges' reference.")
+@click.option("--no-dnsmos", is_flag=True, help="Skip DNSMOS (about 0.1 s per clip).")
+@threads_option()
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the scores and what produced them (bundle hash, sampler, steps, guidance, seeds, vocoder, judges).")
+def evaluate(bundle, count, sampler, steps, guidance, seed, audio_evaluator_path, evaluator_path, data, no_dnsmos, threads,
+             json_path) -> None:
+    """Score the audio `c2d generate` writes, as a listener gets it: digit accuracy (Wilson interval), FID and KID
+    (bootstrap intervals) by two judges that share nothing with the generator (a 2-D ResNet on 8 kHz MFCCs, a 1-D
+    TDNN on the re-analysed log-Mel), and DNSMOS, a no-reference quality predictor. 95 % intervals."""
     import json
 
-    from c2d.models.data import load_features
-    from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
+    from c2d.models.evaluation import default_judges, evaluate_bundle, open_dnsmos, scores_table
 
     with clear_errors():
-        model = load_evaluator(evaluator_path or shipped_checkpoint("evaluator.pt"))
-        reference = Reference.from_features(model, load_features("train", data, features_file=features))
-        x, wanted = generate_normalised(bundle, count, sampler, steps, guidance, seed)
-    conditional = guidance is None or guidance > 0
-    metrics = evaluate_samples(model, x, wanted if conditional else None, reference)
+        judges = default_judges(data, audio_evaluator_path, evaluator_path, log=click.echo)
+        dnsmos = None if no_dnsmos else open_dnsmos()
+        if not no_dnsmos and dnsmos is None:
+            click.echo("DNSMOS not installed (pip install 'c2d[test]' or 'c2d[bench]'); scoring without it")
+        click.echo(f"generating {10 * count} samples and scoring them")
+        record = evaluate_bundle(bundle, count, sampler, steps, guidance, seed, judges, dnsmos, threads=threads)
     if json_path:
-        atomic_write_text(json_path, json.dumps(metrics, indent=2) + "\n")
-    click.echo(" ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
+    p = record["provenance"]
+    click.echo(scores_table({f"{p['sampler']} {p['steps']} steps, guidance {p['guidance']:g}, {p['vocoder']}": record["scores"]}))
+    click.echo("KID x 1000; 95 % intervals in brackets; FID depends on the number of clips: compare at equal counts")
 
 
 @main.command()

@@ -156,14 +156,16 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
     if name == "single-backbone":
         parts = {"classifier": n_params(model.classifier), "subnet": n_params(model.subnet)}
         variant = name if model.subnet.cfg.use_gradient_taps else "single-backbone-notaps"
+        output_kind = model.subnet.cfg.output_kind
     else:
         parts = {"classifier": n_params(model.classifier), "unet": n_params(model.unet)}
         variant = name
+        output_kind = model.unet.cfg.output
     return GeneratorMeta(
         format_version=BUNDLE_FORMAT, variant=variant, mel=mel, sde=sde_from(ckpt), labels=LABELS, n_frames=mel.n_frames,
         default_steps=DEFAULT_STEPS, default_guidance=DEFAULT_GUIDANCE, params={"total": sum(parts.values()), **parts},
         macs_per_step=guided_step_macs(model), precision="fp32", source_commit=commit, default_sampler=DEFAULT_SAMPLER,
-        gaussian_skip=name == "single-backbone" and model.subnet.cfg.gaussian_skip,
+        gaussian_skip=output_kind != "eps", parameterisation=output_kind,
         train_subset=dict(ckpt.get("train_subset") or {}),
     )
 

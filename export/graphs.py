@@ -14,7 +14,7 @@ from torch import nn
 
 from c2d.export.adjoint import ClassifierAdjoint, split_copies, guidance_cotangent
 from c2d.models.subnet import SingleBackbone, subnet_eps
-from c2d.models.unet import TwoModel
+from c2d.models.unet import TwoModel, unet_eps
 from c2d.runtime.sde import SDEConfig, log_alpha
 
 INPUT_NAMES = ("x", "t", "y", "gamma")
@@ -86,4 +86,5 @@ class TwoModelGraph(nn.Module):
     def forward(self, x, t, y, gamma):
         logits, _, saved = self.adjoint.forward_saved(x, t)
         _, guidance = self.adjoint.backward(saved, guidance_cotangent(logits, y), n=1)
-        return guided_eps(self.unet(x, t), guidance, t, gamma, self.sde), logits, guidance
+        eps = unet_eps(self.unet, x, t, (torch.exp(log_alpha(t, self.sde)), sigma_t(t, self.sde)))
+        return guided_eps(eps, guidance, t, gamma, self.sde), logits, guidance

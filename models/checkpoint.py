@@ -23,7 +23,7 @@ from c2d.runtime.files import atomic_path
 from c2d.runtime.sde import SDEConfig
 
 FORMAT_VERSION = 1
-KINDS = ("classifier", "subnet", "unet", "evaluator", "vocoder")
+KINDS = ("classifier", "subnet", "unet", "evaluator", "vocoder", "audio-evaluator")
 
 
 class CheckpointError(C2DError, RuntimeError):

@@ -7,6 +7,10 @@ from torch import nn
 
 from c2d.models.config import ClassifierConfig
 from c2d.models.nn import Encoder, GroupNorm
+from c2d.models.sde import perturb
+from c2d.runtime.sde import SDEConfig
+
+NOISY_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)  # diffusion times at which the classifier's accuracy is reported
 
 
 class NoiseConditionedClassifier(nn.Module):
@@ -39,3 +43,25 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+@torch.no_grad()
+def noisy_accuracy(classifier: nn.Module, x0: torch.Tensor, y: torch.Tensor, sde: SDEConfig, times=NOISY_TIMES,
+                   draws: int = 1, seed: int = 1234, batch: int = 100) -> dict[float, float]:
+    """Fraction of clips x0 [N, 1, 80, 88] classified correctly from x_t at each time, over `draws` fixed noise
+    draws per clip and time (the same draws for every call with the same seed, so checkpoints compare fairly)."""
+    was_training = classifier.training
+    classifier.eval()
+    gen = torch.Generator(device=x0.device).manual_seed(seed)
+    result = {}
+    for t_val in times:
+        correct = 0
+        for _ in range(draws):
+            for i in range(0, len(x0), batch):
+                xb = x0[i : i + batch]
+                t = torch.full((len(xb),), float(t_val), device=x0.device)
+                x_t = perturb(xb, t, sde, torch.randn(xb.shape, generator=gen, device=x0.device))
+                correct += (classifier(x_t, t).argmax(1) == y[i : i + batch]).sum().item()
+        result[float(t_val)] = correct / (draws * len(x0))
+    classifier.train(was_training)
+    return result

@@ -51,12 +51,22 @@ class SubnetConfig:
     gaussian_skip: bool = False
     data_mean: float = 0.0
     data_var: float = 1.0
+    # How the raw output becomes eps (models/precond.py): "eps", "gaussian-skip" (what gaussian_skip=True means) or
+    # "edm" (EDM's c_skip / c_out for the VP SDE, sigma_data^2 = data_var, centred on data_mean).
+    output: str = "eps"
+
+    @property
+    def output_kind(self) -> str:
+        return "gaussian-skip" if self.gaussian_skip else self.output
 
 
 @dataclass(frozen=True)
 class UNetConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder_blocks_per_level: int = 3  # ResBlocks per decoder level (each concatenates one skip)
+    output: str = "eps"  # as SubnetConfig.output
+    data_mean: float = 0.0
+    data_var: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -151,3 +161,9 @@ def _check_like_default(cls: type, f, value) -> None:
 
 
 _DATACLASSES = {c.__name__: c for c in (MelConfig, SDEConfig, EncoderConfig, ClassifierConfig, SubnetConfig, UNetConfig)}
+
+
+def register_config(cls: type) -> type:
+    """Let config_from_dict rebuild `cls` where another stored config nests it (a class decorator)."""
+    _DATACLASSES[cls.__name__] = cls
+    return cls

@@ -10,6 +10,8 @@ from torch import nn
 from c2d.models.classifier import NoiseConditionedClassifier, freeze
 from c2d.models.config import SubnetConfig
 from c2d.models.nn import ChannelRMSNorm, CrossAttention, GroupNorm, ResBlock, TimeEmbedding, Upsample, rms_then_project
+from c2d.models.precond import KINDS as OUTPUT_KINDS
+from c2d.models.precond import eps_from_output
 from c2d.models.sde import alpha_sigma
 from c2d.runtime.sde import SDEConfig
 
@@ -82,6 +84,8 @@ class ScoreSubnet(nn.Module):
     def __init__(self, cfg: SubnetConfig, tap_channels: tuple[int, ...], out_channels: int = 1):
         super().__init__()
         self.cfg = cfg
+        if cfg.output not in OUTPUT_KINDS or (cfg.gaussian_skip and cfg.output != "eps"):
+            raise ValueError(f"subnet output {cfg.output!r} (gaussian_skip {cfg.gaussian_skip}) is not one of {', '.join(OUTPUT_KINDS)}")
         n_levels = len(tap_channels) - 1
         if len(cfg.width_mults) != n_levels:
             raise ValueError(f"subnet width_mults {cfg.width_mults} must have one entry per classifier level ({n_levels})")
@@ -140,23 +144,11 @@ def classifier_pass(
     return logits.detach(), [h.detach() for h in taps], tap_grads, guidance
 
 
-def gaussian_eps(x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, mean: float, var: float) -> torch.Tensor:
-    """E[eps | x_t] if the data were i.i.d. N(mean, var) per value: sigma (x - alpha mean) / (alpha^2 var + sigma^2).
-
-    Exact as t -> 1 for any data (eps -> x), so a network that adds only a residual to it responds to the noise energy
-    in x_t as the true eps does; without it the networks here barely scale eps with |x_t| (README "Samplers").
-    """
-    alpha, sigma = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)  # [B] -> broadcast over [B, 1, H, W]
-    return sigma * (x - alpha * mean) / (alpha * alpha * var + sigma * sigma)
-
-
 def subnet_eps(subnet: "ScoreSubnet", taps, tap_grads, t: torch.Tensor, x: torch.Tensor, alpha_sigma_t) -> torch.Tensor:
-    """The subnet's unguided eps [B, 1, H, W]: its output, plus the Gaussian denoiser's eps with cfg.gaussian_skip.
+    """The subnet's unguided eps [B, 1, H, W]: its output under the config's parameterisation (models/precond.py).
     alpha_sigma_t: (alpha_t, sigma_t) [B] each (the exported graph passes its own ONNX-friendly sigma)."""
-    eps = subnet(taps, tap_grads, t)
-    if subnet.cfg.gaussian_skip:
-        eps = eps + gaussian_eps(x, *alpha_sigma_t, subnet.cfg.data_mean, subnet.cfg.data_var)
-    return eps
+    cfg = subnet.cfg
+    return eps_from_output(cfg.output_kind, subnet(taps, tap_grads, t), x, *alpha_sigma_t, cfg.data_mean, cfg.data_var)
 
 
 def guide_eps(eps: torch.Tensor, guidance: torch.Tensor, t: torch.Tensor, gamma: torch.Tensor, sde: SDEConfig) -> torch.Tensor:

@@ -8,6 +8,7 @@ Scales out with torchrun (torch.distributed DDP; gloo on CPU, nccl on CUDA).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -29,14 +30,17 @@ from c2d.models.checkpoint import (
     atomic_torch_save,
     build_classifier,
     embedded_classifier,
+    inference_weights,
     load_checkpoint,
     new_checkpoint,
+    state_sha256,
 )
-from c2d.models.classifier import NoiseConditionedClassifier
+from c2d.models.classifier import NoiseConditionedClassifier, noisy_accuracy
 from c2d.models.config import SIZES, config_to_dict
 from c2d.models.data import Features
 from c2d.runtime.bundle import describe_subset
-from c2d.models.sde import dsm_loss, perturb, sample_t
+from c2d.models.precond import Preconditioned, loss_weight
+from c2d.models.sde import alpha_sigma, dsm_loss, perturb, sample_t
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.models.unet import UNet
 from c2d.runtime.sde import SDEConfig
@@ -55,8 +59,19 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for the model and the batches (same maths, faster convs on CPU)
     ckpt_every: int = 500  # write the resumable checkpoint every this many steps (and at the end)
     log_every: int = 50  # append a JSON line to <out>.log every this many steps
+    monitor_every: int = 500  # run the job's monitor (if any) on the EMA weights every this many steps, into the log
     time_limit_s: float | None = None  # wall-clock budget: after 20 steps `steps` shrinks to what fits, so the
     # learning-rate schedule still completes; the checkpoint records the steps actually run
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX (bf16 tiles): there bf16 autocast trains convolutions about 3x faster than fp32; on
+    other CPUs it is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return " amx_bf16" in flags
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -73,13 +88,18 @@ def classifier_loss(sde: SDEConfig) -> LossFn:
     return loss
 
 
-def score_loss(sde: SDEConfig) -> LossFn:
-    """Denoising score matching in noise-prediction form."""
+def score_loss(sde: SDEConfig, output: str = "eps", data_var: float = 1.0) -> LossFn:
+    """Denoising score matching in noise-prediction form; with output "edm" each example's squared eps error is
+    weighted by 1 / c_out^2, which makes the loss unit-weighted on the network's raw output (models/precond.py)."""
 
     def loss(model, x0, y, gen):
         t = sample_t(len(x0), sde, gen, x0.device)
         noise = torch.randn(x0.shape, generator=gen, device=x0.device)
-        return dsm_loss(model(perturb(x0, t, sde, noise), t), noise)
+        eps = model(perturb(x0, t, sde, noise), t)
+        weight = loss_weight(output, *alpha_sigma(t, sde), data_var)
+        if weight is None:
+            return dsm_loss(eps, noise)
+        return (weight * (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))).mean()
 
     return loss
 
@@ -92,33 +112,74 @@ class Job:
     trainable: nn.Module  # its state dict is what the checkpoint stores
     loss: LossFn
     ckpt: dict  # checkpoint header (kind, size, config, sde, ...)
+    monitor: Callable[[nn.Module], dict] | None = None  # EMA copy of `trainable` -> figures for the log (e.g. test accuracy)
 
 
 def make_job(kind: str, size: str, sde: SDEConfig, classifier_path: str | None = None, gradient_taps: bool = True,
-             seed: int = 0, gaussian_skip: tuple[float, float] | None = None) -> Job:
-    """Build the networks for one training (initialised from `seed`) and its checkpoint header. gaussian_skip: the
-    training data's (mean, variance); the subnet then predicts a residual to that Gaussian's eps."""
+             seed: int = 0, output: str = "eps", moments: tuple[float, float] | None = None) -> Job:
+    """Build the networks for one training (initialised from `seed`) and its checkpoint header. output: how the
+    score network's raw output becomes eps ("eps", "gaussian-skip", "edm"; models/precond.py), which needs the
+    training data's (mean, variance) as `moments` unless it is "eps"."""
     sizes = SIZES[size]
     torch.manual_seed(seed)
+    if output != "eps" and moments is None:
+        raise ValueError(f"output {output!r} needs the training data's mean and variance")
+    mean, var = (float(moments[0]), float(moments[1])) if moments is not None else (0.0, 1.0)
     if kind == "classifier":
         model = NoiseConditionedClassifier(sizes.classifier)
         return Job(model, model, classifier_loss(sde), new_checkpoint("classifier", size, sizes.classifier, sde))
     if kind == "unet":
-        model = UNet(sizes.unet)
-        return Job(model, model, score_loss(sde), new_checkpoint("unet", size, sizes.unet, sde))
+        cfg = dataclasses.replace(sizes.unet, output=output, data_mean=mean, data_var=var) if output != "eps" else sizes.unet
+        model = UNet(cfg)
+        forward = Preconditioned(model, sde, output, mean, var) if output != "eps" else model
+        return Job(forward, model, score_loss(sde, output, var), new_checkpoint("unet", size, cfg, sde))
     if kind == "subnet":
         if classifier_path is None:
             raise ValueError("training the subnet needs the frozen classifier's checkpoint (--classifier)")
         cls_ckpt = load_checkpoint(classifier_path, "classifier")
         classifier = build_classifier(cls_ckpt, str(classifier_path))
         cfg = dataclasses.replace(sizes.subnet, use_gradient_taps=gradient_taps)
-        if gaussian_skip is not None:
-            cfg = dataclasses.replace(cfg, gaussian_skip=True, data_mean=float(gaussian_skip[0]), data_var=float(gaussian_skip[1]))
+        if output == "gaussian-skip":  # stored as the flag older checkpoints carry
+            cfg = dataclasses.replace(cfg, gaussian_skip=True, data_mean=mean, data_var=var)
+        elif output != "eps":
+            cfg = dataclasses.replace(cfg, output=output, data_mean=mean, data_var=var)
         subnet = ScoreSubnet(cfg, classifier.tap_channels)
         header = new_checkpoint("subnet", size, cfg, sde)
         header["classifier"] = embedded_classifier(cls_ckpt)
-        return Job(SingleBackbone(classifier, subnet, sde), subnet, score_loss(sde), header)
+        return Job(SingleBackbone(classifier, subnet, sde), subnet, score_loss(sde, output, var), header)
     raise ValueError(f"unknown model kind {kind!r}; choose classifier, subnet or unet")
+
+
+def init_from(job: Job, path: str | os.PathLike) -> None:
+    """Start the job's trainable network from another checkpoint's inference weights (same kind and config); the
+    optimizer starts fresh. The header records where the weights came from, and how far that run had trained."""
+    src = load_checkpoint(path, job.ckpt["kind"])
+    if src.get("config") != job.ckpt["config"]:
+        raise CheckpointError(f"{path} has another {job.ckpt['kind']} config than --size asks for; it cannot initialise this run")
+    weights = inference_weights(src)
+    try:
+        job.trainable.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
+    job.ckpt["init_from"] = {"file": Path(path).name, "sha256": state_sha256(weights), "step": int(src.get("step", 0)),
+                             "batch_size": int(src.get("train", {}).get("batch_size", 0))}
+
+
+def classifier_monitor(x0: torch.Tensor, y: torch.Tensor, sde: SDEConfig, draws: int = 2) -> Callable[[nn.Module], dict]:
+    """Accuracy on held-out clips x0 [N, 1, 80, 88] at the reported diffusion times, fixed noise draws."""
+
+    def monitor(classifier: nn.Module) -> dict:
+        acc = noisy_accuracy(classifier, x0, y, sde, draws=draws)
+        return {"accuracy": {f"{t:g}": round(a, 4) for t, a in acc.items()}}
+
+    return monitor
+
+
+def run_monitor(job: Job, ema: dict) -> dict:
+    """The job's monitor on a float32 copy of the trainable network holding the EMA weights (what ships)."""
+    module = copy.deepcopy(job.trainable).float()
+    module.load_state_dict(ema)
+    return job.monitor(module)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -205,7 +266,10 @@ def train(job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, de
         done = step >= cfg.steps
         bar.update(1)
         if rank == 0 and (step % cfg.log_every == 0 or done):
-            _log(out, {"step": step, "loss": smooth, "lr": lr_at(step - 1, cfg), "elapsed_s": round(time.time() - start, 1)})
+            record = {"step": step, "loss": smooth, "lr": lr_at(step - 1, cfg), "elapsed_s": round(time.time() - start, 1)}
+            if job.monitor is not None and (step % cfg.monitor_every == 0 or done):
+                record.update(run_monitor(job, ema))
+            _log(out, record)
         if rank == 0 and (step % cfg.ckpt_every == 0 or done):
             atomic_torch_save(_checkpoint(job, optimizer, ema, gen, step, cfg, world), out)
     bar.close()

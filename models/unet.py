@@ -8,6 +8,8 @@ from torch import nn
 from c2d.models.classifier import NoiseConditionedClassifier, freeze
 from c2d.models.config import UNetConfig
 from c2d.models.nn import Encoder, GroupNorm, ResBlock, Upsample
+from c2d.models.precond import eps_from_output
+from c2d.models.sde import alpha_sigma
 from c2d.models.subnet import classifier_pass, guide_eps
 from c2d.runtime.sde import SDEConfig
 
@@ -54,8 +56,15 @@ class TwoModel(nn.Module):
         self.sde = sde
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, t)
+        return unet_eps(self.unet, x, t, alpha_sigma(t, self.sde))
 
     def guided(self, x, t, y_onehot, gamma) -> tuple[torch.Tensor, torch.Tensor]:
         logits, _, _, guidance = classifier_pass(self.classifier, x, t, False, y_onehot)
-        return guide_eps(self.unet(x, t), guidance, t, gamma, self.sde), logits
+        return guide_eps(self(x, t), guidance, t, gamma, self.sde), logits
+
+
+def unet_eps(unet: UNet, x: torch.Tensor, t: torch.Tensor, alpha_sigma_t) -> torch.Tensor:
+    """The U-Net's eps [B, 1, H, W] under its config's output parameterisation (models/precond.py);
+    alpha_sigma_t: (alpha_t, sigma_t) [B] each."""
+    cfg = unet.cfg
+    return eps_from_output(cfg.output, unet(x, t), x, *alpha_sigma_t, cfg.data_mean, cfg.data_var)

@@ -65,6 +65,7 @@ class GeneratorMeta:
     default_sampler: str = "em"  # the sampler every command runs unless asked otherwise (bundles before it: the paper's EM)
     gaussian_skip: bool = False  # eps = Gaussian denoiser + learned residual: the probability-flow ODE samplers work
     train_subset: dict = dataclasses.field(default_factory=dict)  # the subnet's training clips if not all (train_subset())
+    parameterisation: str = "eps"  # how the network's raw output became eps: eps, gaussian-skip or edm (models/precond.py)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ _FIELD_CHECKS = {
     "quantization": (lambda v: isinstance(v, dict), "an object"),
     "gaussian_skip": (lambda v: isinstance(v, bool), "true or false"),
     "train_subset": (lambda v: isinstance(v, dict), "an object"),
+    "parameterisation": (lambda v: v in ("eps", "gaussian-skip", "edm"), "eps, gaussian-skip or edm"),
     "name": (lambda v: isinstance(v, str) and v, "a vocoder name"),
     "hop_length": (lambda v: _is_int(v, 1, 65_536), "an integer >= 1"),
     "sample_rate": (lambda v: _is_int(v, 1000, 384_000), "an integer 1000 to 384000"),

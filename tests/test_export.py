@@ -64,9 +64,9 @@ def tiny_subnet(tmp_path, taps: bool = True, **config) -> list[str]:
     return [_save(tmp_path, "subnet", cfg, subnet, classifier=embedded_classifier(cls_ckpt))]
 
 
-def tiny_two_model(tmp_path) -> list[str]:
+def tiny_two_model(tmp_path, **config) -> list[str]:
     cls_path, _ = tiny_classifier_ckpt(tmp_path)
-    cfg = SIZES["tiny"].unet
+    cfg = dataclasses.replace(SIZES["tiny"].unet, **config)
     unet = UNet(cfg)
     _randomize(unet, 3, 0.05)
     return [_save(tmp_path, "unet", cfg, unet), cls_path]
@@ -145,6 +145,16 @@ def test_subnet_with_the_gaussian_skip_exports_and_validates(tmp_path):
     manifest = export_bundle(checkpoints, tmp_path / "bundle", vocoder="griffin-lim")
     errors = manifest["generator"]["validation"]["max_relative_error"]
     assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
+
+
+@pytest.mark.parametrize("make", [tiny_subnet, tiny_two_model], ids=["subnet", "unet"])
+def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
+    checkpoints = make(tmp_path, output="edm", data_mean=-0.68, data_var=0.2)
+    manifest = export_bundle(checkpoints, tmp_path / "bundle", vocoder="griffin-lim")
+    errors = manifest["generator"]["validation"]["max_relative_error"]
+    assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
+    meta = decode_metadata({p.key: p.value for p in onnx.load(str(tmp_path / "bundle" / "generator.onnx")).metadata_props})
+    assert meta.parameterisation == "edm" and meta.gaussian_skip  # the skip term is in: the ODE samplers do not warn
 
 
 def test_single_backbone_graph_shares_the_classifier_features(tmp_path):

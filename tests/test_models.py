@@ -100,7 +100,7 @@ def test_gaussian_skip_makes_eps_follow_the_noise_energy_of_x():
     """With the skip, an untrained subnet (zero head) predicts the Gaussian denoiser's eps exactly: at t = 1 that is
     x itself, so scaling x scales eps (the exact eps does the same). Without it the output ignores x entirely."""
     from c2d.models.sde import alpha_sigma
-    from c2d.models.subnet import gaussian_eps
+    from c2d.models.precond import gaussian_eps
 
     cfg = dataclasses.replace(TINY.subnet, gaussian_skip=True, data_mean=-0.7, data_var=0.2)
     classifier = tiny_classifier()

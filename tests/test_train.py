@@ -172,3 +172,83 @@ def test_channels_last_is_refused_where_it_does_not_apply(tmp_path, kind):
     res = CliRunner().invoke(main, ["train", kind, "--channels-last", "-o", str(tmp_path / "o.pt")])
     assert res.exit_code == 2 and "--channels-last applies to" in res.output, res.output
     assert not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["subnet", "unet"])
+def test_edm_preconditioned_training_from_the_cli_records_it_and_rebuilds(tmp_path, features_file, classifier_ckpt, kind):
+    """`c2d train subnet|unet --precond edm`: the loss falls, the config records the parameterisation and the
+    training data's moments, and the file rebuilds the same eps predictor."""
+    import json
+
+    from click.testing import CliRunner
+
+    from c2d.cli import main
+    from c2d.models.unet import TwoModel
+
+    out = tmp_path / f"{kind}.pt"
+    extra = ["--classifier", str(classifier_ckpt)] if kind == "subnet" else []
+    res = CliRunner().invoke(main, ["train", kind, "--size", "tiny", "--precond", "edm", "--steps", "60", "--batch-size", "8",
+                                    "--fp32", "--features", str(features_file), "-o", str(out)] + extra)
+    assert res.exit_code == 0, res.output
+    ckpt = load_checkpoint(out)
+    cfg = ckpt["config"]
+    assert cfg["output"] == "edm" and cfg["data_var"] > 0 and cfg["data_mean"] < 0  # normalised log-Mels sit below 0
+    losses = [json.loads(line)["loss"] for line in out.with_suffix(".pt.log").read_text().splitlines()]
+    assert losses[-1] < losses[0]
+    x, t = torch.randn(2, 1, 80, 88), torch.tensor([0.3, 0.9])
+    if kind == "subnet":
+        model = build_single_backbone(ckpt)
+    else:
+        model = TwoModel(build_unet(ckpt), build_classifier(load_checkpoint(classifier_ckpt)), SDE)
+    model.eval()
+    from c2d.models.precond import gaussian_eps
+    from c2d.models.sde import alpha_sigma
+
+    eps = model(x, t)
+    skip = gaussian_eps(x, *alpha_sigma(t, SDE), cfg["data_mean"], cfg["data_var"])
+    assert eps.shape == x.shape and not torch.allclose(eps, skip)  # the trained residual is in
+
+
+def test_precond_is_refused_where_it_does_not_apply(tmp_path):
+    from click.testing import CliRunner
+
+    from c2d.cli import main
+
+    res = CliRunner().invoke(main, ["train", "classifier", "--precond", "edm", "-o", str(tmp_path / "o.pt")])
+    assert res.exit_code == 2 and "apply to the subnet and the U-Net" in res.output, res.output
+    res = CliRunner().invoke(main, ["train", "subnet", "--precond", "edm", "--gaussian-skip", "-o", str(tmp_path / "o.pt")])
+    assert res.exit_code == 2 and "contradict" in res.output, res.output
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_classifier_training_logs_noisy_test_accuracy_and_starts_from_another_run(tmp_path, synth, classifier_ckpt):
+    """--init-from starts from another classifier's weights (recorded in the file); the log carries the test
+    accuracy at every reported noise level each checkpoint."""
+    import json
+
+    features_file = tmp_path / "features.npz"  # a quarter of the synthetic clips as the test split
+    np.savez_compressed(features_file, x=synth.x, y=synth.y, speakers=synth.speakers, is_test=np.arange(len(synth.y)) % 4 == 0)
+
+    from click.testing import CliRunner
+
+    from c2d.cli import main
+    from c2d.models.checkpoint import state_sha256
+
+    out = tmp_path / "longer.pt"
+    res = CliRunner().invoke(main, ["train", "classifier", "--size", "tiny", "--init-from", str(classifier_ckpt), "--steps", "50",
+                                    "--batch-size", "8", "--lr", "1e-9", "--fp32", "--ckpt-every", "50",
+                                    "--features", str(features_file), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    src, ckpt = load_checkpoint(classifier_ckpt), load_checkpoint(out)
+    assert ckpt["init_from"]["sha256"] == state_sha256(src["ema"] if "ema" in src else src["model"])
+    assert ckpt["init_from"]["step"] == 100
+    # with a negligible learning rate the weights barely move: it really started from the source's weights
+    for k, v in src["ema"].items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(ckpt["model"][k], v, rtol=1e-4, atol=1e-5)
+    record = json.loads(out.with_suffix(".pt.log").read_text().splitlines()[-1])
+    assert set(record["accuracy"]) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert all(0.0 <= a <= 1.0 for a in record["accuracy"].values())
+    res = CliRunner().invoke(main, ["train", "unet", "--size", "small", "--init-from", str(classifier_ckpt), "--steps", "1",
+                                    "--features", str(features_file), "-o", str(tmp_path / "u.pt")])
+    assert res.exit_code == 1 and "another unet config" not in res.output and "is a 'classifier' checkpoint" in res.output, res.output
