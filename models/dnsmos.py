@@ -21,6 +21,10 @@ POLYNOMIALS = {  # raw model output -> MOS, the non-personalised fit (speechmos,
 }
 
 
+class DNSMOSUnavailable(RuntimeError):
+    """The speechmos package, which carries DNSMOS' ONNX model, is not installed."""
+
+
 class DNSMOS:
     """dnsmos(wave at `rate`) -> {"sig", "bak", "ovrl"}."""
 
@@ -30,7 +34,7 @@ class DNSMOS:
         try:
             model = files("speechmos") / "dnsmos_models" / "sig_bak_ovr.onnx"
         except ModuleNotFoundError as exc:
-            raise SystemExit("DNSMOS needs the speechmos package (its ONNX model): pip install 'c2d[bench]'") from exc
+            raise DNSMOSUnavailable("DNSMOS needs the speechmos package (its ONNX model): pip install 'c2d[bench]'") from exc
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
@@ -47,7 +51,11 @@ class DNSMOS:
         raw = self.session.run(None, {"input_1": audio[None]})[0][0]
         return {name: float(poly(r)) for (name, poly), r in zip(POLYNOMIALS.items(), raw)}
 
+    def scores(self, waves: np.ndarray, rate: int) -> dict[str, np.ndarray]:
+        """Each score of each clip [N, L]: {"sig", "bak", "ovrl"} -> [N]."""
+        rows = [self(w, rate) for w in waves]
+        return {k: np.array([r[k] for r in rows]) for k in POLYNOMIALS}
+
     def mean(self, waves: np.ndarray, rate: int) -> dict[str, float]:
         """Mean of each score over clips [N, L]."""
-        rows = [self(w, rate) for w in waves]
-        return {k: float(np.mean([r[k] for r in rows])) for k in POLYNOMIALS}
+        return {k: float(v.mean()) for k, v in self.scores(waves, rate).items()}

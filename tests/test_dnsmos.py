@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("speechmos", reason="DNSMOS needs the speechmos package: pip install 'c2d[test]'")
 
-from c2d.benchmarks.dnsmos import DNSMOS  # noqa: E402
+from c2d.models.dnsmos import DNSMOS  # noqa: E402
 from c2d.models.data import DEFAULT_DATA, list_clips, read_resampled  # noqa: E402
 from c2d.runtime.audio import fit_clip  # noqa: E402
 
