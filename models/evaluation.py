@@ -20,7 +20,7 @@ import numpy as np
 
 from c2d.models.audio_eval import RATE as JUDGE_RATE
 from c2d.models.audio_eval import as_written, classify_audio, load_audio_evaluator
-from c2d.models.scoring import FeatureDistance, mean_estimate, wilson
+from c2d.models.scoring import FeatureDistance, ScoredSet, mean_estimate, wilson
 from c2d.runtime.audio import DEFAULT_MEL, clip_features
 
 Classify = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (waves [N, L], rate) -> (probs [N, K], emb [N, D])
@@ -96,23 +96,36 @@ def open_dnsmos():
         return None
 
 
-def score_waves(waves: np.ndarray, rate: int, wanted: np.ndarray | None, judges: list[Judge], dnsmos=None,
-                n_boot: int = 200, seed: int = 0) -> dict:
-    """Every measure of one set of clips [N, L] at `rate`: per judge accuracy (Wilson; when `wanted` digits are
-    given), FID and KID (bootstrap); DNSMOS SIG/BAK/OVRL means (bootstrap). Estimates as {value, low, high}."""
+def judge_waves(waves: np.ndarray, rate: int, wanted: np.ndarray | None, judges: list[Judge], dnsmos=None) -> ScoredSet:
+    """What every measure of one set of clips [N, L] at `rate` is computed from, clip by clip."""
     waves = np.atleast_2d(waves)
-    result: dict = {"clips": int(len(waves))}
+    correct, distances = {}, {}
     for judge in judges:
         probs, emb = judge.classify(waves, rate)
-        row = {k: e.to_dict() for k, e in FeatureDistance(emb, judge.reference).estimates(n_boot, seed).items()}
-        if wanted is not None:
-            row["accuracy"] = wilson(int((probs.argmax(1) == np.asarray(wanted)).sum()), len(probs)).to_dict()
-        result[judge.name] = row
-    if dnsmos is not None:
-        written = as_written(waves, rate, out_rate=rate)
-        scores = dnsmos.scores(written, rate)
-        result["dnsmos"] = {k: mean_estimate(v, seed=seed).to_dict() for k, v in scores.items()}
+        correct[judge.name] = None if wanted is None else probs.argmax(1) == np.asarray(wanted)
+        distances[judge.name] = FeatureDistance(emb, judge.reference)
+    ovrl = dnsmos.scores(as_written(waves, rate, out_rate=rate), rate)["ovrl"] if dnsmos is not None else None
+    return ScoredSet(correct, distances, ovrl)
+
+
+def summarise(scored: ScoredSet, n_boot: int = 200, seed: int = 0) -> dict:
+    """Per judge accuracy (Wilson; conditional sets only), FID and KID (bootstrap); DNSMOS OVRL (bootstrap), each as
+    {value, low, high}."""
+    result: dict = {"clips": int(len(next(iter(scored.distances.values())).gen))}
+    for name, distance in scored.distances.items():
+        row = {k: e.to_dict() for k, e in distance.estimates(n_boot, seed).items()}
+        if scored.correct[name] is not None:
+            row["accuracy"] = wilson(int(scored.correct[name].sum()), len(scored.correct[name])).to_dict()
+        result[name] = row
+    if scored.dnsmos is not None:
+        result["dnsmos"] = {"ovrl": mean_estimate(scored.dnsmos, seed=seed).to_dict()}
     return result
+
+
+def score_waves(waves: np.ndarray, rate: int, wanted: np.ndarray | None, judges: list[Judge], dnsmos=None,
+                n_boot: int = 200, seed: int = 0) -> dict:
+    """Every measure of one set of clips [N, L] at `rate`, with 95 % intervals (judge_waves, then summarise)."""
+    return summarise(judge_waves(waves, rate, wanted, judges, dnsmos), n_boot, seed)
 
 
 def provenance(**what) -> dict:

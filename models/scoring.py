@@ -131,3 +131,45 @@ def mean_estimate(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: 
     rng = np.random.default_rng(seed)
     means = [float(values[rng.integers(0, len(values), len(values))].mean()) for _ in range(n_boot)]
     return Estimate(float(values.mean()), *_percentiles(means, level))
+
+
+@dataclass
+class ScoredSet:
+    """What a set's measures are computed from, item by item, for paired comparisons of sets on the same seeds:
+    per judge the correctness flags [N] and the embeddings [N, D] (with the judge's reference [M, D]); per-clip
+    DNSMOS OVRL [N] if measured."""
+
+    correct: dict[str, np.ndarray]
+    distances: dict[str, FeatureDistance]
+    dnsmos: np.ndarray | None = None
+
+
+def paired_differences(a: ScoredSet, b: ScoredSet, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> dict:
+    """b minus a for every measure, with a paired bootstrap: item k of a and of b come from the same seed, so each
+    replicate draws the same items (and the same reference items) for both. {judge: {measure: Estimate}, "dnsmos": ...}.
+    A difference whose interval holds 0 is not resolved at this N."""
+    n = len(next(iter(a.correct.values())))
+    rng = np.random.default_rng(seed)
+    n_ref = {name: len(d.ref) for name, d in a.distances.items()}
+    draws = [(_weights(rng, n), {name: _weights(rng, m) for name, m in n_ref.items()}) for _ in range(n_boot)]
+    out: dict = {}
+    for name in a.correct:
+        da, db = a.distances[name], b.distances[name]
+        stats = {
+            "accuracy": lambda w, wr, ca=a.correct[name], cb=b.correct[name]: float(np.average(cb, weights=w) - np.average(ca, weights=w)),
+            "fid": lambda w, wr: db.fid(w, wr) - da.fid(w, wr),
+            "kid": lambda w, wr: db.kid(w, wr) - da.kid(w, wr),
+        }
+        out[name] = {}
+        for measure, stat in stats.items():
+            point = stat(None if measure != "accuracy" else np.ones(n), None)
+            values = [stat(w, wr[name]) for w, wr in draws]
+            low, high = _percentiles(values, level)
+            if measure == "fid":  # replicates are biased upward, more so for the worse set: their spread around the point
+                median = float(np.median(values))
+                low, high = point - (median - low), point + (high - median)
+            out[name][measure] = Estimate(point, low, high)
+    if a.dnsmos is not None and b.dnsmos is not None:
+        diff = b.dnsmos - a.dnsmos
+        out["dnsmos"] = {"ovrl": Estimate(float(diff.mean()), *_percentiles([float(np.average(diff, weights=w)) for w, _ in draws], level))}
+    return out

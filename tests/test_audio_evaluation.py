@@ -157,3 +157,23 @@ def test_shipped_audio_judge_recognises_recordings_and_hears_noise():
     clean = (classify_audio(model, clips)[0].argmax(1) == digits).mean()
     noisy = (classify_audio(model, as_written(add_noise(clips, 0.0), RATE))[0].argmax(1) == digits).mean()
     assert clean >= 0.97 and noisy < clean - 0.05
+
+
+def test_paired_differences_resolve_a_small_shift_that_separate_intervals_do_not():
+    """Two sets built from the same seeds differ by a small shift: the paired interval excludes 0."""
+    from c2d.models.scoring import ScoredSet, paired_differences
+
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((400, 6))
+    base = rng.standard_normal((200, 6))
+    correct = rng.random(200) < 0.85
+    worse_correct = correct & (rng.random(200) > 0.08)  # the same items, a few more errors
+    ovrl = rng.normal(2.0, 0.3, 200)
+    a = ScoredSet({"j": correct}, {"j": FeatureDistance(base, ref)}, ovrl)
+    b = ScoredSet({"j": worse_correct}, {"j": FeatureDistance(base + 0.4, ref)}, ovrl - 0.03)
+    d = paired_differences(a, b, n_boot=150)
+    assert d["j"]["accuracy"].high < 0 and d["dnsmos"]["ovrl"].high < 0 and d["j"]["kid"].low > 0
+    separate_a, separate_b = wilson(int(correct.sum()), 200), wilson(int(worse_correct.sum()), 200)
+    assert separate_a.overlaps(separate_b)  # unpaired, the accuracy drop is within the intervals
+    same = paired_differences(a, a, n_boot=50)
+    assert all(e.value == 0 for e in same["j"].values())

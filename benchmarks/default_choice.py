@@ -1,0 +1,129 @@
+"""Choose a bundle's default sampler and steps by what the user hears: the fewest network evaluations whose audio is
+not worse than EM-100's (the paper's sampler) on any measure, compared pair by pair on the same seeds.
+
+python -m c2d.benchmarks.default_choice [--bundle DIR] [--points SAMPLER:STEPS ...] [--count 100] [--threads 1]
+                                        [--out-dir runs/default_choice] [--results benchmarks/results/default_choice.json]
+
+Every point and EM-100 generate --count samples per digit on seeds 1000 + k (Table 1's), as `c2d generate` writes them
+(the bundle's vocoder, -1 dBFS, 16-bit). Measures (models/evaluation.py): per judge (MFCC ResNet, log-Mel TDNN)
+accuracy, FID and KID against FSDD's training recordings; DNSMOS OVRL. Each point's difference to EM-100 has a
+paired-bootstrap 95 % interval (the same items drawn for both); a point passes when no difference lies wholly on the
+worse side. Audio is cached per generator file in --out-dir, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from c2d.benchmarks import cpu_model, write_results
+from c2d.models.evaluation import default_judges, generate_as_users_hear, judge_waves, open_dnsmos, provenance, summarise
+from c2d.models.scoring import paired_differences
+from c2d.runtime.bundle import generator_sha256
+from c2d.runtime.generate import default_bundle
+from c2d.runtime.samplers import SAMPLERS
+
+SEED = 1000  # Table 1's seeds
+REFERENCE = ("em", 100)
+WORSE_IS_HIGHER = {"accuracy": False, "fid": True, "kid": True, "ovrl": False}
+
+
+def parse_point(text: str) -> tuple[str, int]:
+    name, _, steps = text.rpartition(":")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLERS)}")
+    return name, int(steps)
+
+
+def point_audio(out_dir: Path, bundle: Path, point: tuple[str, int], count: int, threads: int) -> tuple[np.ndarray, int, np.ndarray, float]:
+    """(audio [N, L], rate, digits [N], seconds it took) of one point, generated once and cached."""
+    sampler, steps = point
+    cache = out_dir / generator_sha256(bundle)[:12] / f"{sampler}-{steps}-n{count}-s{SEED}.npz"
+    if not cache.is_file():
+        start = time.time()
+        _, run = generate_as_users_hear(bundle, count, sampler, steps, None, SEED, threads=threads)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez_compressed(tmp, audio=run.audio, rate=run.sample_rate, digits=np.array(run.digits), seconds=time.time() - start)
+        tmp.replace(cache)
+        print(f"{sampler}-{steps}: {len(run.audio)} clips in {time.time() - start:.0f} s", flush=True)
+    data = np.load(cache)
+    return data["audio"], int(data["rate"]), data["digits"], float(data["seconds"])
+
+
+def passes(diffs: dict) -> bool:
+    """No measure's difference to the reference lies wholly on the worse side."""
+    for measures in diffs.values():
+        for measure, e in measures.items():
+            if (e.low > 0) if WORSE_IS_HIGHER[measure] else (e.high < 0):
+                return False
+    return True
+
+
+def markdown(result: dict) -> str:
+    judges = list(result["judges"])
+    lines = [f"Default choice: {result['samples']} clips per point, seeds {SEED} + k, paired against {result['reference']} "
+             f"({result['cpu']}; {result['date']}). 95 % intervals; KID x 1000; difference = point - reference.", ""]
+    header = ["point", "NFE"] + [f"{j} {m}" for j in judges for m in ("accuracy", "FID", "KID")] + ["DNSMOS OVRL", "not worse than reference"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, row in result["points"].items():
+        s, d = row["scores"], row.get("difference")
+        cells = [key, str(row["nfe"])]
+        for j in judges:
+            for m, scale, pct in (("accuracy", 100, True), ("fid", 1, False), ("kid", 1000, False)):
+                e = s[j][m]
+                text = f"{scale * e['value']:.1f}{' %' if pct else ''}" if pct else f"{scale * e['value']:.2f}"
+                if d:
+                    de = d[j][m]
+                    text += f" ({scale * de['value']:+.2f} [{scale * de['low']:+.2f}, {scale * de['high']:+.2f}])"
+                cells.append(text)
+        ov = s.get("dnsmos", {}).get("ovrl")
+        text = f"{ov['value']:.2f}" if ov else "-"
+        if d and "dnsmos" in d:
+            de = d["dnsmos"]["ovrl"]
+            text += f" ({de['value']:+.3f} [{de['low']:+.3f}, {de['high']:+.3f}])"
+        cells += [text, "reference" if d is None else ("yes" if row["passes"] else "no")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Chosen: {result['chosen'] or 'none (no point passes)'}: the fewest network evaluations not worse than "
+              f"{result['reference']} on any measure."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=None)
+    ap.add_argument("--points", type=parse_point, nargs="+", default=[("ancestral", 8), ("ancestral", 15), ("ancestral", 25)])
+    ap.add_argument("--count", type=int, default=100, help="samples per digit of every point")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out-dir", type=Path, default=Path("runs/default_choice"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/default_choice.json"))
+    args = ap.parse_args()
+    bundle = args.bundle or default_bundle()
+    judges, dnsmos = default_judges(), open_dnsmos()
+    ref_key = f"{REFERENCE[0]}-{REFERENCE[1]}"
+    scored, points = {}, {}
+    for point in [REFERENCE] + [p for p in args.points if p != REFERENCE]:
+        audio, rate, digits, seconds = point_audio(args.out_dir, bundle, point, args.count, args.threads)
+        key = f"{point[0]}-{point[1]}"
+        scored[key] = judge_waves(audio, rate, digits, judges, dnsmos)
+        points[key] = {"nfe": point[1], "scores": summarise(scored[key]), "generation_seconds": seconds}
+    for key, row in points.items():
+        if key != ref_key:
+            diffs = paired_differences(scored[ref_key], scored[key])
+            row["difference"] = {j: {m: e.to_dict() for m, e in ms.items()} for j, ms in diffs.items()}
+            row["passes"] = passes(diffs)
+    passing = [k for k, r in points.items() if r.get("passes")]
+    chosen = min(passing, key=lambda k: (points[k]["nfe"], k)) if passing else None
+    command = " ".join(["python -m c2d.benchmarks.default_choice", "--points", *(f"{s}:{n}" for s, n in args.points),
+                        "--count", str(args.count)] + (["--bundle", str(args.bundle)] if args.bundle else []))
+    result = {"points": points, "reference": ref_key, "chosen": chosen, "samples": 10 * args.count, "cpu": cpu_model(),
+              "date": time.strftime("%Y-%m-%d"), "judges": {j.name: j.about for j in judges},
+              "provenance": provenance(command=command, bundle=str(bundle), generator_sha256=generator_sha256(bundle),
+                                       seed=SEED, samples_per_digit=args.count, dnsmos=dnsmos is not None)}
+    write_results(args.results, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
