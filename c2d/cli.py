@@ -55,6 +55,47 @@ def threads_option():
                         help=f"CPU threads [default: all cores]; {limits.REASONS['threads']}.")
 
 
+def outputs_apart(outputs: dict[str, str], inputs: dict[str, str], folder_outputs: tuple[str, ...] = (),
+                  defaults: dict | None = None):
+    """Decorator (closest to the function): before the command runs, refuse outputs that are, or lie inside, one of
+    its inputs, or that replace a folder holding one (runtime.files.check_outputs_apart). outputs / inputs map
+    parameter names to what the user typed (-o, BUNDLE, ...); `defaults` gives the path an input takes when it is
+    left out (the shipped bundle, the shipped checkpoint); multi-valued inputs are checked one by one."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(**kwargs):
+            from c2d.runtime.files import check_outputs_apart
+
+            ins = {}
+            for param, label in inputs.items():
+                value = kwargs.get(param)
+                if value is None and defaults and param in defaults:
+                    value = defaults[param]()
+                values = value if isinstance(value, (list, tuple)) else [value]
+                for i, v in enumerate(values):
+                    ins[label if len(values) == 1 else f"{label} #{i + 1}"] = v
+            outs = {label: kwargs.get(param) for param, label in outputs.items()}
+            with clear_errors():
+                check_outputs_apart(outs, ins, tuple(outputs[p] for p in folder_outputs))
+            return fn(**kwargs)
+
+        return run
+
+    return wrap
+
+
+def shipped_bundle_path():
+    from c2d.runtime.generate import default_bundle
+
+    return default_bundle()
+
+
+def shipped_subnet_path():
+    return shipped_checkpoint(SHIPPED_SUBNET)
+
+
 def steps_help(text: str) -> str:
     return f"{text} Bound: {limits.REASONS['steps']}."
 
@@ -165,6 +206,7 @@ def main() -> None:
 @click.option("--train-fraction", type=Finite(0, 1, low_open=True), default=None,
               help="Subnet: train on this fraction of the clips, a subset stratified by digit and speaker, drawn from --seed "
                    "(the paper's 3 % ablation: 0.03).")
+@outputs_apart({"out": "-o", "release_path": "--release"}, {"classifier_path": "--classifier", "init_path": "--init-from", "features": "--features", "generator_bundle": "--bundle", "data": "--data"})
 def train(kind, out, size, classifier_path, no_gradient_taps, precond, gaussian_skip, steps, batch_size, lr, seed, device, fp32, channels_last, time_limit, fresh,
           init_path, ckpt_every, data, features, release_path, generated, generator_bundle, vocoder_targets, train_digits, train_fraction) -> None:
     """Train the classifier, the score subnetwork (on a frozen classifier), the U-Net baseline, the independent
@@ -323,6 +365,7 @@ def is_rank0() -> bool:
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - limits.MAX_SAMPLES), default=0, show_default=True, help="Sample i uses seed + i.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .npy: normalised log-Mel [N, 1, 80, 88].")
+@outputs_apart({"out": "-o"}, {"checkpoint": "--checkpoint", "classifier_path": "--classifier"}, defaults={"checkpoint": shipped_subnet_path})
 def sample(checkpoint, classifier_path, digits, count, sampler, steps, guidance, seed, device, out) -> None:
     """PyTorch reference sampler (the runtime's sampler code driving the torch model): log-Mel samples from a checkpoint."""
 
@@ -368,6 +411,7 @@ def costs_cmd(size) -> None:
 @main.command()
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(file_okay=False))
+@outputs_apart({"out": "-o"}, {"data": "--data"})
 def features(out, data) -> None:
     """Write FSDD log-Mel features (both splits) to one .npz, e.g. for a machine without the WAVs."""
     from c2d.models.data import export_features
@@ -398,6 +442,12 @@ def export_cmd(checkpoints, out, vocoder_only, variant, vocoder, vocoder_checkpo
 
     if vocoder_checkpoint and vocoder != "fourier":
         raise click.UsageError("--vocoder-checkpoint applies to --vocoder fourier")
+    from c2d.runtime.files import check_outputs_apart
+
+    inputs = {("CHECKPOINT" if len(checkpoints) == 1 else f"CHECKPOINT #{i + 1}"): c for i, c in enumerate(checkpoints)}
+    inputs["--vocoder-checkpoint"] = vocoder_checkpoint
+    with clear_errors():  # --vocoder-only edits OUT in place: only a whole new bundle replaces the folder
+        check_outputs_apart({"-o": out}, inputs, () if vocoder_only else ("-o",))
     if vocoder_only and (checkpoints or variant):
         raise click.UsageError("--vocoder-only takes no CHECKPOINTS or --variant: it keeps OUT's generator")
     if not vocoder_only and not checkpoints:
@@ -506,6 +556,7 @@ def spectrogram_figure(log_mels, titles: list[str]):
 @click.option("--raw-level", is_flag=True, help="Keep the level the model produced (clipped to full scale) instead of --peak-dbfs.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG next to OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@outputs_apart({"out": "-o"}, {"bundle": "--bundle"}, defaults={"bundle": shipped_bundle_path})
 def generate(digits, out, count, steps, sampler, guidance, seed, backend, precision, device, threads, bundle, sample_rate, peak_dbfs,
              raw_level, plot, quiet) -> None:
     """Generate spoken digits on the device runtime (no torch) and write WAV files."""
@@ -565,6 +616,7 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
 @click.option("--peak-dbfs", type=Finite(limits.MIN_PEAK_DBFS, 0.0), default=DEFAULT_PEAK_DBFS, show_default=True,
               help="Scale each WAV so its peak sits at this level (dBFS).")
 @click.option("--raw-level", is_flag=True, help="Keep the vocoder's level (clipped to full scale) instead of --peak-dbfs.")
+@outputs_apart({"out": "-o"}, {"mels": "MELS", "bundle": "--bundle"}, defaults={"bundle": shipped_bundle_path})
 def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level) -> None:
     """Vocode log-Mel spectrograms from a .npy file ([n_mels, T], [N, n_mels, T] or [N, 1, n_mels, T]) with a bundle's
     vocoder and write WAV files; nothing is written unless every one of them vocodes."""
@@ -624,6 +676,7 @@ def vocode(mels, out, normalised, bundle, backend, threads, peak_dbfs, raw_level
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG chart here.")
+@outputs_apart({"json_path": "--json", "md_path": "--markdown", "plot_path": "--plot"}, {"bundle": "BUNDLE", "also": "--also"}, defaults={"bundle": shipped_bundle_path})
 def profile(bundle, backend, in_bundle, also, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
     """Latency (per step and end to end), real-time factor, vocoder share, memory, load time, sizes, GMAC/s."""
     import json
@@ -695,6 +748,7 @@ def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bu
 @threads_option()
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the scores and what produced them (bundle hash, sampler, steps, guidance, seeds, vocoder, judges).")
+@outputs_apart({"json_path": "--json"}, {"bundle": "BUNDLE", "audio_evaluator_path": "--audio-evaluator", "evaluator_path": "--evaluator", "data": "--data"}, defaults={"bundle": shipped_bundle_path})
 def evaluate(bundle, count, sampler, steps, guidance, seed, audio_evaluator_path, evaluator_path, data, no_dnsmos, threads,
              json_path) -> None:
     """Score the audio `c2d generate` writes, as a listener gets it: digit accuracy (Wilson interval), FID and KID
@@ -729,6 +783,7 @@ def evaluate(bundle, count, sampler, steps, guidance, seed, audio_evaluator_path
 @click.option("--steps", type=click.IntRange(1, limits.MAX_STEPS), default=None, help=steps_help(f"The deployed step count {STEPS_DEFAULT}."))
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED - 10_000), default=0, show_default=True)
 @threads_option()
+@outputs_apart({"out": "-o"}, {"bundle": "BUNDLE"}, folder_outputs=("out",))
 def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> None:
     """Record the generator's inputs at every step of real sampler runs (every digit, several seeds and guidance
     scales), for `c2d quantize --calib`; prints the activation ranges by noise level."""
@@ -762,6 +817,7 @@ def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> N
               help="Gate samples per digit (one graph call per step runs all of them).")
 @click.option("--evaluator", "evaluator_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="[default: the shipped models/checkpoints/evaluator.pt]")
+@outputs_apart({"out": "-o"}, {"bundle": "BUNDLE", "calib": "--calib", "evaluator_path": "--evaluator"}, folder_outputs=("out",))
 def quantize(bundle, mode, out, calib, method, vocoder_mode, max_step_error, max_mel_distance, max_accuracy_drop, count, evaluator_path) -> None:
     """Quantize a bundle's generator (and optionally its vocoder), then gate it against the fp32 bundle on the same
     noise; a bundle that fails the gate is not written."""

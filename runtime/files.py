@@ -97,6 +97,41 @@ def output_target(path: str | os.PathLike) -> Path:
     return target
 
 
+def real(path: str | os.PathLike) -> Path:
+    """The absolute, symlink-free path that `path` names, whether or not it exists yet (a symlink loop is an
+    OutputError, not a RuntimeError)."""
+    try:
+        return Path(os.path.realpath(Path(path).expanduser()))
+    except (OSError, RuntimeError) as exc:
+        raise OutputError(f"cannot resolve {path}: {exc}") from exc
+
+
+def check_outputs_apart(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, str | os.PathLike | None],
+                        folder_outputs: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything is written, an output that would destroy an input or another output: an output that is
+    an input, lies inside an input folder (a bundle, a calibration folder), or, for the outputs named in
+    `folder_outputs` (a folder replaced as a whole), holds an input; and two outputs that are one file.
+    Keys are what the user typed (-o, --json, ...); None entries are skipped. OutputError names both."""
+    outs = {name: real(p) for name, p in outputs.items() if p is not None}
+    ins = {name: real(p) for name, p in inputs.items() if p is not None}
+    for out_name, out in outs.items():
+        for in_name, src in ins.items():
+            if out == src:
+                raise OutputError(f"{out_name} {outputs[out_name]} is the input {in_name} {inputs[in_name]}; writing it would "
+                                  "destroy what is being read: choose another output")
+            if src in out.parents and src.is_dir():
+                raise OutputError(f"{out_name} {outputs[out_name]} lies inside the input {in_name} {inputs[in_name]}; c2d never "
+                                  "writes into what it reads: choose an output outside it")
+            if out_name in folder_outputs and out in src.parents:
+                raise OutputError(f"{out_name} {outputs[out_name]} would replace the folder that holds the input {in_name} "
+                                  f"{inputs[in_name]}: choose another output folder")
+    seen: dict[Path, str] = {}
+    for out_name, out in outs.items():
+        if out in seen:
+            raise OutputError(f"{seen[out]} and {out_name} name the same file {outputs[out_name]}: give each output its own path")
+        seen[out] = out_name
+
+
 def _check_nearest_parent(target: Path, asked: Path) -> None:
     """The nearest existing ancestor of `target` must be a folder (mkdir creates the rest)."""
     for parent in target.parents:

@@ -20,7 +20,7 @@ from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, bundle_file, decode_metadata, read_manifest
-from c2d.runtime.limits import (MAX_BATCH, MAX_GUIDANCE, MAX_LOG_MEL_SAMPLES, MAX_SAMPLES, MAX_SEED, MAX_STEPS, REASONS, check_float,
+from c2d.runtime.limits import (MAX_BATCH, MAX_GUIDANCE, MAX_LOG_MEL_SAMPLES, MAX_SAMPLES, MAX_SEED, MAX_STEPS, MIN_PEAK_DBFS, REASONS, check_float,
                                 check_int)
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise_per_step, ode_warning, resolve_sampler
 from c2d.runtime.vocoder import GriffinLim, check_log_mel
@@ -172,6 +172,11 @@ class Generator:
         vocode=False stops at the log-Mel (audio is then empty [B, 0]). Each waveform is scaled to peak at
         peak_dbfs (None: the level the model produced, clipped to [-1, 1])."""
         digits, count, seed, steps, guidance, batch_size = self._check_request(digits, count, seed, steps, guidance, batch_size, vocode)
+        if peak_dbfs is not None:
+            try:
+                peak_dbfs = check_float("peak_dbfs", peak_dbfs, MIN_PEAK_DBFS, 0.0, REASONS["peak_dbfs"])
+            except ValueError as exc:
+                raise GenerationError(str(exc)) from None
         sampler, steps = self.sampler_and_steps(sampler, steps)
         spec = SAMPLERS[sampler]
         warning = ode_warning(sampler, self.meta.gaussian_skip)

@@ -434,3 +434,76 @@ def test_profile_all_never_writes_into_a_bundle_folder_unless_asked(bundle, priv
     assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in SHIPPED.iterdir() if p.name != "__pycache__")
     monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)  # a read-only install (root ignores permission bits)
     assert_clean_failure(run("profile", bundle, "--backend", "all", "--in-bundle", "--steps", "2"), "not writable")
+
+
+# --- outputs never alias inputs (issue 33, class 1) -------------------------------------------------------------
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    import shutil
+
+    from c2d.runtime.generate import default_bundle
+
+    b = tmp_path / "b"
+    shutil.copytree(default_bundle(), b)
+    return b
+
+
+def _digests(folder):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["generate", "--bundle", "{b}", "--digit", "7", "-o", "{b}/generator.onnx"], "lies inside the input --bundle"),
+    (["profile", "{b}", "--steps", "1", "--json", "{b}/manifest.json"], "lies inside the input BUNDLE"),
+    (["profile", "{b}", "--steps", "1", "--json", "{t}/x.json", "--markdown", "{t}/x.json"], "name the same file"),
+    (["evaluate", "{b}", "--json", "{b}/scores.json"], "lies inside the input BUNDLE"),
+    (["calibrate", "{b}", "-o", "{t}"], "would replace the folder that holds the input BUNDLE"),
+    (["quantize", "{b}", "--mode", "fp16", "-o", "{b}/q"], "lies inside the input BUNDLE"),
+    (["vocode", "{t}/m.npy", "-o", "{t}/m.npy"], "is the input MELS"),
+    (["sample", "--checkpoint", "{t}/s.pt", "--digit", "3", "-o", "{t}/s.pt"], "is the input --checkpoint"),
+    (["export", "{t}/s.pt", "-o", "{t}"], "would replace the folder that holds the input CHECKPOINT"),
+    (["train", "subnet", "--classifier", "{t}/c.pt", "-o", "{t}/c.pt"], "is the input --classifier"),
+])
+def test_an_output_that_names_an_input_is_refused_and_nothing_changes(tmp_path, bundle_copy, args, message):
+    import numpy as np
+
+    np.save(tmp_path / "m.npy", np.full((1, 80, 88), -5.0, np.float32))
+    for name in ("s.pt", "c.pt"):
+        (tmp_path / name).write_bytes(b"not really a checkpoint")
+    before_bundle = _digests(bundle_copy)
+    before_files = _digests(tmp_path)
+    argv = [a.format(b=bundle_copy, t=tmp_path) for a in args]
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 1 and message in res.output, res.output
+    assert _digests(bundle_copy) == before_bundle and _digests(tmp_path) == before_files
+    assert sorted(p.name for p in bundle_copy.iterdir()) == sorted(before_bundle)
+
+
+def test_the_shipped_bundle_is_an_input_when_no_bundle_is_named(tmp_path):
+    from c2d.runtime.generate import default_bundle
+
+    target = default_bundle() / "generator.onnx"
+    before = target.read_bytes()
+    res = CliRunner().invoke(main, ["generate", "--digit", "7", "-o", str(target)])
+    assert res.exit_code == 1 and "lies inside the input --bundle" in res.output, res.output
+    assert target.read_bytes() == before
+
+
+# --- the Python API enforces the CLI's bounds (issue 33, class 6) -------------------------------------------------
+
+@pytest.mark.parametrize("peak", [float("nan"), 6.0, -200.0, "loud"])
+def test_generate_refuses_a_peak_level_out_of_bounds(peak):
+    gen = Generator()
+    with pytest.raises(GenerationError, match="peak_dbfs must be"):
+        gen.generate(7, peak_dbfs=peak, steps=1)
+
+
+@pytest.mark.parametrize("threads", [0, 100_000, 2.5, True])
+def test_backend_options_refuse_threads_out_of_bounds(threads):
+    from c2d.runtime.backends import BackendOptionsError
+
+    with pytest.raises(BackendOptionsError, match="threads"):
+        BackendOptions(threads=threads)

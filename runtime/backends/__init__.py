@@ -15,6 +15,10 @@ import numpy as np
 from c2d.runtime.errors import C2DError
 
 
+class BackendOptionsError(C2DError, ValueError):
+    """A backend option out of its bounds (the same bounds as the CLI's)."""
+
+
 class BackendUnavailable(C2DError, RuntimeError):
     """The backend's package, provider or hardware is not present on this machine."""
 
@@ -30,6 +34,13 @@ class BackendOptions:
     max_batch: int = 16  # TensorRT: largest batch of the optimization profile (buffers are sized for it)
     cache_dir: Path | None = None  # TensorRT engines / ORT-TensorRT caches [default: ~/.cache/c2d/engines]
     extra: dict = field(default_factory=dict)  # backend-specific settings, passed through unchanged
+
+    def __post_init__(self):
+        from c2d.runtime.limits import REASONS, max_threads
+
+        t = self.threads
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= max_threads()):
+            raise BackendOptionsError(f"threads = {t!r}: {REASONS['threads']} ({max_threads()})")
 
 
 class Backend(Protocol):
