@@ -17,6 +17,8 @@ depend on x in float32.
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -283,6 +285,48 @@ def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluato
 
 # --- bundle -------------------------------------------------------------------------------------------------
 
+def ranges_cache_path(calib: Path, method: str, generator: Path) -> Path:
+    """Where the activation ranges of one recording, method and generator file are kept: the per-user cache, keyed
+    by the content of the calibration folder and of the generator (never the calibration folder: reading never
+    writes)."""
+    from c2d.runtime.files import cache_root
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in calib.iterdir() if p.is_file()):
+        h.update(f.name.encode() + b"\0" + file_sha256(f).encode())
+    return cache_root() / "ranges" / f"ranges-{method}-{file_sha256(generator)[:12]}-{h.hexdigest()[:16]}.json"
+
+
+def reuse_ranges(kept: Path, work_copy: Path) -> None:
+    """Start from cached ranges if the entry is a regular file of at most 16 MB holding a JSON object; anything else
+    (damaged, truncated, a FIFO) is removed and rebuilt by this run."""
+    try:
+        if not kept.is_file():
+            if kept.exists() or kept.is_symlink():
+                kept.unlink()
+            return
+        if kept.stat().st_size <= 16 << 20 and isinstance(json.loads(kept.read_text()), dict):
+            shutil.copyfile(kept, work_copy)
+            return
+        kept.unlink()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            kept.unlink()
+
+
+def keep_ranges(computed: Path, kept: Path) -> None:
+    """Keep computed ranges in the cache (write-then-rename, so concurrent runs never see half a file); a cache that
+    cannot be written (read-only home) only costs the next run the computation."""
+    if kept.is_file() or not computed.is_file():
+        return
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(kept) as tmp:
+            shutil.copyfile(computed, tmp)
+    except OSError:
+        pass
+
+
 def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recording | None, method: str, mixed_target: float, work: Path,
                             log: Callable[[str], None]) -> dict:
     """Write the quantized generator graph to dst; returns what was done (for the metadata)."""
@@ -294,10 +338,9 @@ def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recordin
     if mode in ("int8-static", "mixed"):
         if recording is None:
             raise QuantizationError(f"--mode {mode} needs calibration data: --calib CALIB (made by `c2d calibrate`)")
-        kept_cache = Path(recording.info["path"]) / f"ranges-{method}-{file_sha256(src)[:12]}.json"  # reused by later runs
+        kept_cache = ranges_cache_path(Path(recording.info["path"]), method, src)  # per-user, reused by later runs
         cache = work / kept_cache.name
-        if kept_cache.is_file():
-            shutil.copyfile(kept_cache, cache)
+        reuse_ranges(kept_cache, cache)
         info.update(calibration=method, calibration_calls=recording.calls)
         if mode == "mixed":
             log(f"sensitivity sweep over {len(quantizable_blocks(model, set(exclude)))} blocks")
@@ -307,9 +350,7 @@ def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recordin
             exclude = exclude + [n for b in kept for n in blocks[b]]
             info.update(sensitivity={k: round(v, 5) for k, v in scores.items()}, float_blocks=kept, sweep_error=round(error, 5))
         quantize_int8_static(prepared, dst, recording, method, cache, exclude)
-        if not kept_cache.is_file():
-            with atomic_path(kept_cache) as tmp:
-                shutil.copyfile(cache, tmp)
+        keep_ranges(cache, kept_cache)
     elif mode == "int8-dynamic":
         quantize_int8_dynamic(prepared, dst, exclude)
     elif mode == "fp16":

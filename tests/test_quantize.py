@@ -276,3 +276,33 @@ def test_mixed_mode_reports_when_no_number_of_float_blocks_meets_the_target():
     from c2d.export.quantize import fewest_float_blocks
 
     assert fewest_float_blocks(lambda n: 1.0 - 0.01 * n, 6, 0.05) == (6, 0.94)
+
+
+def test_quantize_never_writes_into_the_calibration_folder_and_rebuilds_a_damaged_range_cache(tiny, tmp_path, monkeypatch):
+    """Reading never writes (issue 33, class 2): the ranges are kept in the per-user cache, keyed by content; a
+    read-only calibration folder works; a damaged cache entry is rebuilt, not fatal."""
+    import os
+    import stat
+
+    from c2d.export.quantize import ranges_cache_path
+
+    bundle, calib = tiny
+    monkeypatch.setenv("C2D_CACHE", str(tmp_path / "cache"))
+    ro = tmp_path / "calib-ro"
+    shutil.copytree(calib, ro)
+    before = sorted((p.name, p.read_bytes()) for p in ro.iterdir())
+    for p in [ro, *ro.iterdir()]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        quantize_bundle(bundle, tmp_path / "q1", "int8-static", ro, budget=LOOSE)
+        assert sorted((p.name, p.read_bytes()) for p in ro.iterdir()) == before
+        kept = ranges_cache_path(ro, "minmax", bundle / GENERATOR_FILE)
+        assert kept.is_file() and json.loads(kept.read_text())
+        kept.write_text("{ damaged")
+        quantize_bundle(bundle, tmp_path / "q2", "int8-static", ro, budget=LOOSE)
+        assert json.loads(kept.read_text())  # rebuilt
+        if os.geteuid() != 0:  # root writes anywhere: the mode bits prove nothing then
+            assert not os.access(ro, os.W_OK)
+    finally:
+        for p in [ro, *ro.iterdir()]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
