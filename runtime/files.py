@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import stat
@@ -141,6 +142,48 @@ def _check_nearest_parent(target: Path, asked: Path) -> None:
             return
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's live process, or a number no process has: leave it be
+    return True
+
+
+def remove_stale_leftovers(target: Path) -> list[Path]:
+    """Remove what an earlier c2d process killed mid-write (kill -9, power cut) left beside `target`: its hidden
+    temporary files (.NAME.PID.tmp*), backups (.NAME.PID.bak), staging and old folders (.NAME.tmp-PID, .NAME.old-PID)
+    whose process PID is gone. Leftovers of a live process are kept; so is anything of another user. Returns what
+    was removed."""
+    folder = target.parent
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"^\." + re.escape(target.name) + r"\.(?:(\d+)\.(?:tmp.*|bak)|(?:tmp|old)-(\d+))$")
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match:
+            continue
+        pid = int(match.group(1) or match.group(2))
+        try:
+            if pid == os.getpid() or _pid_alive(pid) or entry.lstat().st_uid != os.getuid():
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
 def temp_path(path: Path, suffix: str = "") -> Path:
     """A hidden name beside `path`, unique per process (ranks and jobs may race). `suffix` keeps the extension that
     some writers (numpy, matplotlib) insist on."""
@@ -153,6 +196,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     signal it is removed."""
     target = output_target(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_leftovers(target)
     tmp = temp_path(target, suffix)
     try:
         yield tmp
@@ -169,6 +213,8 @@ def atomic_files(paths: Sequence[str | os.PathLike], suffix: str = "") -> Iterat
         raise OutputError("two outputs resolve to the same file: " + ", ".join(str(t) for t in targets if targets.count(t) > 1))
     for parent in {t.parent for t in targets}:
         parent.mkdir(parents=True, exist_ok=True)
+    for target in targets:
+        remove_stale_leftovers(target)
     tmps = [temp_path(t, suffix) for t in targets]
     try:
         yield tmps
@@ -246,6 +292,7 @@ def check_output_dir(out: Path, is_own_kind, what: str) -> None:
 def staging_dir(out: Path) -> Path:
     """A fresh hidden sibling folder to build `out` in (same filesystem, so the final rename is atomic)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_leftovers(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

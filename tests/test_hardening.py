@@ -507,3 +507,47 @@ def test_backend_options_refuse_threads_out_of_bounds(threads):
 
     with pytest.raises(BackendOptionsError, match="threads"):
         BackendOptions(threads=threads)
+
+
+# --- crash leftovers (issue 33, class 4) ---------------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_kill_9_during_export_leaves_a_staging_folder_the_next_export_removes(tmp_path):
+    """The staging folder carries the owner's PID; the next run that writes there removes leftovers whose process is
+    gone and keeps those of a live one."""
+    from c2d.models.checkpoints import SHIPPED_SUBNET, shipped_checkpoint
+
+    out = tmp_path / "E"
+    proc = subprocess.Popen([sys.executable, "-m", "c2d", "export", str(shipped_checkpoint(SHIPPED_SUBNET)), "-o", str(out),
+                             "--vocoder", "griffin-lim"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = tmp_path / f".E.tmp-{proc.pid}"
+    deadline = time.time() + 120
+    while not (staging.is_dir() and any(staging.iterdir())) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert staging.is_dir(), "the export finished or failed before it could be killed"
+    alive = tmp_path / f".E.tmp-{os.getppid()}"  # a live process's staging folder (pytest's parent) is not touched
+    alive.mkdir()
+    stale_file = tmp_path / f".E.{_dead_pid()}.bak"
+    stale_file.write_text("x")
+    res = run("export", str(shipped_checkpoint(SHIPPED_SUBNET)), "-o", str(out), "--vocoder", "griffin-lim")
+    assert res.exit_code == 0, res.output
+    assert not staging.exists() and not stale_file.exists() and alive.is_dir()
+    assert (out / "generator.onnx").is_file()
+
+
+def test_a_stale_temporary_file_beside_a_wav_is_removed_by_the_next_write(tmp_path):
+    from c2d.runtime.files import atomic_write_text
+
+    stale = tmp_path / f".x.txt.{_dead_pid()}.tmp"
+    stale.write_text("half")
+    mine_elsewhere = tmp_path / f".y.txt.{_dead_pid()}.tmp"  # another output's leftover: not this write's business
+    mine_elsewhere.write_text("half")
+    atomic_write_text(tmp_path / "x.txt", "whole")
+    assert not stale.exists() and mine_elsewhere.exists() and (tmp_path / "x.txt").read_text() == "whole"
