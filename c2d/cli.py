@@ -503,17 +503,22 @@ def check_outputs(paths: list[Path]) -> None:
         output_target(path)
 
 
+def write_wav(tmp: Path, path: Path, wave, sample_rate: int) -> None:
+    """One 16-bit WAV at its temporary name; errors name the file the user asked for."""
+    import soundfile as sf
+
+    try:
+        sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")
+    except sf.SoundFileError as exc:  # libsndfile's errors are not OSErrors
+        raise OutputError(f"cannot write {path}: {str(exc).strip() or 'libsndfile could not open it'}") from exc
+
+
 def write_outputs(paths: list[Path], audio, sample_rate: int, figure=None) -> None:
     """All files or none: WAVs (and the figure's PNG, the last path) are staged under temporary names and renamed
     together; if any step fails, earlier files at those paths are left as they were."""
-    import soundfile as sf
-
     with atomic_files(paths) as tmps:
         for path, tmp, wave in zip(paths, tmps, audio):
-            try:
-                sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")
-            except sf.SoundFileError as exc:  # libsndfile's errors are not OSErrors
-                raise OutputError(f"cannot write {path}: {str(exc).strip() or 'libsndfile could not open it'}") from exc
+            write_wav(tmp, path, wave, sample_rate)
         if figure is not None:
             figure.savefig(tmps[len(audio)], dpi=100, format="png")
     if figure is not None:
@@ -582,27 +587,43 @@ def generate(digits, out, count, steps, sampler, guidance, seed, backend, precis
     check_outputs(paths + png)
     sampler, n_steps = gen.sampler_and_steps(sampler, steps)
     batches = -(-len(wanted) // DEFAULT_BATCH)
-    with tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar, \
+    rate = sample_rate or gen.sample_rate
+    done, problems, mels, timing, run = 0, [], [], [0.0, 0.0], None
+    # each batch is written to its temporary file as soon as it is made (memory grows with the batch, not with
+    # --count); the files are renamed into place together at the end, or none is
+    with atomic_files(paths + png) as tmps, \
+            tqdm(total=n_steps * batches, desc=f"{sampler} x{n_steps}", unit="step", disable=quiet, leave=False) as bar, \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = gen.sample(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update(),
-                            peak_dbfs=None if raw_level else peak_dbfs)
+        for part in gen.sample_batches(list(digits), count, seed, steps, sampler, guidance, on_step=lambda *_: bar.update(),
+                                       peak_dbfs=None if raw_level else peak_dbfs):
+            for wave, raw in zip(resample(part.audio, part.sample_rate, rate), part.audio):
+                write_wav(tmps[done], paths[done], wave, rate)
+                problems += [(paths[done], problem) for problem in wave_problems(raw, part.sample_rate, gen.meta.mel.clip_seconds)]
+                done += 1
+            if plot:
+                mels += [(mel, f"{gen.meta.labels[d]} (seed {s})") for mel, d, s in zip(part.log_mel, part.digits, part.seeds)]
+            timing[0] += part.sampling_seconds
+            timing[1] += part.vocoder_seconds
+            run = part  # sampler, steps, guidance: the same for every batch
+        if plot:
+            figure = spectrogram_figure([m for m, _ in mels], [t for _, t in mels])
+            figure.savefig(tmps[-1], dpi=100, format="png")
+            pyplot().close(figure)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     click.echo(f"backend: {gen.backend_note}")
-    rate = sample_rate or result.sample_rate
-    audio = resample(result.audio, result.sample_rate, rate)
-    figure = spectrogram_figure(result.log_mel, [f"{gen.meta.labels[d]} (seed {s})" for d, s in zip(result.digits, result.seeds)]) if plot else None
-    write_outputs(paths + png, audio, rate, figure)
-    for p, wave in zip(paths, result.audio):
+    for p in paths:
         click.echo(f"wrote {p}")
-        for problem in wave_problems(wave, result.sample_rate, gen.meta.mel.clip_seconds):
-            click.echo(f"warning: {p.name}: {problem}", err=True)
+    for p, problem in problems:
+        click.echo(f"warning: {p.name}: {problem}", err=True)
     for p in png:
         click.echo(f"wrote {p}")
-    click.echo(f"{len(paths)} x {audio.shape[1] / rate:.2f} s at {rate} Hz; {result.sampler} {result.steps} steps, guidance {result.guidance:g}, on "
-               f"{gen.backend_name}/{device}, vocoder {gen.vocoder.name}: sampling {result.sampling_seconds:.2f} s, vocoder "
-               f"{result.vocoder_seconds:.2f} s, real-time factor {result.real_time_factor:.2f}")
+    sampling, vocoding = timing
+    seconds = len(paths) * gen.meta.mel.clip_seconds
+    click.echo(f"{len(paths)} x {gen.meta.mel.clip_seconds:.2f} s at {rate} Hz; {run.sampler} {run.steps} steps, guidance "
+               f"{run.guidance:g}, on {gen.backend_name}/{device}, vocoder {gen.vocoder.name}: sampling {sampling:.2f} s, vocoder "
+               f"{vocoding:.2f} s, real-time factor {(sampling + vocoding) / seconds:.2f}")
 
 
 @main.command()

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -171,6 +171,20 @@ class Generator:
         default to the bundle's (metadata default_sampler, default_steps).
         vocode=False stops at the log-Mel (audio is then empty [B, 0]). Each waveform is scaled to peak at
         peak_dbfs (None: the level the model produced, clipped to [-1, 1])."""
+        parts = list(self.sample_batches(digits, count, seed, steps, sampler, guidance, batch_size, on_step, vocode, peak_dbfs))
+        first = parts[0]
+        return Generation([d for p in parts for d in p.digits], [s for p in parts for s in p.seeds],
+                          np.concatenate([p.log_mel for p in parts]), np.concatenate([p.audio for p in parts]), first.sample_rate,
+                          first.steps, first.sampler, first.guidance, sum(p.sampling_seconds for p in parts),
+                          sum(p.vocoder_seconds for p in parts))
+
+    def sample_batches(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
+                       sampler: str | None = None, guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
+                       on_step: Callable[[int, float], None] | None = None, vocode: bool = True,
+                       peak_dbfs: float | None = DEFAULT_PEAK_DBFS) -> Iterator[Generation]:
+        """The samples of sample(), batch_size at a time, each batch vocoded as soon as it is sampled: a caller that
+        writes each batch out holds memory for one batch, however many samples the run makes. The request is
+        checked before the first batch is made."""
         digits, count, seed, steps, guidance, batch_size = self._check_request(digits, count, seed, steps, guidance, batch_size, vocode)
         if peak_dbfs is not None:
             try:
@@ -184,24 +198,27 @@ class Generator:
             warnings.warn(warning, stacklevel=2)
         wanted = [parse_digit(d, self.meta.labels) for d in digits for _ in range(count)]
         seeds = [seed + k for k in range(len(wanted))]
+        return self._batches(wanted, seeds, spec, sampler, steps, guidance, batch_size, on_step, vocode, peak_dbfs)
+
+    def _batches(self, wanted, seeds, spec, sampler, steps, guidance, batch_size, on_step, vocode, peak_dbfs) -> Iterator[Generation]:
         shape = (1, self.meta.mel.n_mels, self.meta.n_frames)
         ts = SCHEDULES[spec.default_schedule](steps, self.meta.sde)
-        start = time.perf_counter()
-        chunks = []
         for i in range(0, len(wanted), batch_size):
             chunk_digits, chunk_seeds = wanted[i : i + batch_size], seeds[i : i + batch_size]
+            start = time.perf_counter()
             x_T, noise = draw_noise_per_step(chunk_seeds, steps if spec.stochastic else 0, shape)
-            chunks.append(spec.fn(self.eps_fn(chunk_digits, guidance, on_step), x_T, noise, ts, self.meta.sde))
-        x0 = np.concatenate(chunks)[:, 0]  # [B, n_mels, T] in [-1, 1]
-        sampling = time.perf_counter() - start
-        log_mel = denormalize(x0, self.meta.mel)
-        start = time.perf_counter()
-        audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples] if vocode else np.zeros((len(log_mel), 0), np.float32)
-        if vocode and peak_dbfs is not None:
-            audio = normalize_peak(audio, peak_dbfs)
-        vocoding = time.perf_counter() - start
-        return Generation(wanted, seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate, steps, sampler,
-                          guidance, sampling, vocoding)
+            x0 = spec.fn(self.eps_fn(chunk_digits, guidance, on_step), x_T, noise, ts, self.meta.sde)[:, 0]  # [b, n_mels, T]
+            sampling = time.perf_counter() - start
+            log_mel = denormalize(x0, self.meta.mel)
+            start = time.perf_counter()
+            if vocode:
+                audio = self.vocoder(log_mel)[:, : self.meta.mel.clip_samples]
+                audio = normalize_peak(audio, peak_dbfs) if peak_dbfs is not None else audio
+            else:
+                audio = np.zeros((len(log_mel), 0), np.float32)
+            vocoding = time.perf_counter() - start
+            yield Generation(chunk_digits, chunk_seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate,
+                             steps, sampler, guidance, sampling, vocoding)
 
     def _check_request(self, digits, count, seed, steps, guidance, batch_size, vocode: bool = True):
         """Types and bounds of a sample() request (runtime/limits.py); GenerationError naming the argument."""
