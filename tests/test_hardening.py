@@ -572,3 +572,36 @@ def test_generate_memory_grows_with_the_batch_not_with_the_count(tmp_path):
     many = _peak_rss_kb(["generate", "--digit", "3", "--count", "160", "--steps", "1", "--quiet", "--threads", "1", "-o", str(tmp_path / "b.wav")])
     assert many - few < 40_000, (few, many)
     assert len(list(tmp_path.glob("b-three-*.wav"))) == 160
+
+
+# --- concurrent users (issue 33, class 3) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["ort", "openvino"])
+def test_one_generator_serves_several_threads(backend, tmp_path):
+    """Four Python threads share one Generator: every call succeeds and gives what a lone call gives (OpenVINO raised
+    "Infer Request is busy" in 3 of 4 calls before its calls took turns)."""
+    import importlib.util
+    from concurrent.futures import ThreadPoolExecutor
+
+    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    gen = Generator(backend=backend, options=BackendOptions(threads=1, cache_dir=tmp_path))
+    lone = gen.generate(7, steps=2, seed=5)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: gen.generate(7, steps=2, seed=5), range(4)))
+    for audio in results:
+        np.testing.assert_allclose(audio, lone, atol=1e-5)
+
+
+def test_compiles_of_one_model_in_several_processes_take_turns(tmp_path):
+    """The OpenVINO cache lock is exclusive across processes: a second holder waits for the first."""
+    from c2d.runtime.backends.openvino import cache_lock
+
+    code = ("import sys, time; from pathlib import Path; from c2d.runtime.backends.openvino import cache_lock\n"
+            "with cache_lock(Path(sys.argv[1])):\n    print(time.time(), flush=True)")
+    with cache_lock(tmp_path):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        released = time.time()
+    entered = float(proc.communicate(timeout=60)[0].split()[-1])
+    assert entered >= released

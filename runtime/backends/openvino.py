@@ -10,6 +10,8 @@ minimal reproducer is in tests/test_backends.py, marked as a known upstream faul
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +24,30 @@ PRECISIONS = ("f32", "bf16")
 
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "c2d" / "openvino"
+
+
+@contextlib.contextmanager
+def cache_lock(cache_dir: Path):
+    """Hold an exclusive lock on OpenVINO's model cache while compiling: two processes that compiled the same model at
+    once crashed here (SIGBUS reading a blob the other was rewriting; "cannot set permissions ... .blob"). Without
+    fcntl (Windows) or a writable cache folder, compile unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(cache_dir / ".c2d-compile.lock", "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def compile_config(options: BackendOptions) -> dict:
@@ -66,13 +92,18 @@ class OpenVinoBackend:
         self.input_names = tuple(i.name for i in model.graph.input)
         self.output_names = tuple(o.name for o in model.graph.output)
         self._compiled: dict[tuple, tuple] = {}  # input shapes -> (infer request, output ports)
+        self._cache_dir = Path(options.cache_dir or default_cache_dir())
+        # one infer request per shape: calls from several threads take turns (OpenVINO raises "Infer Request is
+        # busy" otherwise); ONNX Runtime's sessions are thread-safe by themselves
+        self._lock = threading.Lock()
 
     def _request_for(self, feeds: dict[str, np.ndarray]):
         key = tuple((name, feeds[name].shape) for name in self.input_names)
         if key not in self._compiled:
             model = self._core.read_model(self._onnx, b"")
             model.reshape({name: list(shape) for name, shape in key})
-            compiled = self._core.compile_model(model, "CPU", self._config)
+            with cache_lock(self._cache_dir):  # other processes may be writing the same cached blob
+                compiled = self._core.compile_model(model, "CPU", self._config)
             self._compiled[key] = (compiled.create_infer_request(), {name: compiled.output(name) for name in self.output_names})
         return self._compiled[key]
 
@@ -80,6 +111,7 @@ class OpenVinoBackend:
         return dict(self._metadata)
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
-        request, ports = self._request_for(feeds)
-        result = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
-        return [np.array(result[ports[name]], copy=True) for name in (outputs or self.output_names)]
+        with self._lock:
+            request, ports = self._request_for(feeds)
+            result = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            return [np.array(result[ports[name]], copy=True) for name in (outputs or self.output_names)]
