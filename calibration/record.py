@@ -22,7 +22,7 @@ import numpy as np
 
 from c2d.runtime.errors import C2DError
 from c2d.runtime.bundle import generator_sha256, read_manifest
-from c2d.runtime.files import OutputError, atomic_path, check_output_dir, replace_dir, staging_dir
+from c2d.runtime.files import InputError, OutputError, atomic_path, check_output_dir, replace_dir, staging_dir, read_json
 from c2d.runtime.gate import RecordingBackend
 from c2d.runtime.limits import MAX_BATCH, MAX_CALIBRATION_SEEDS
 from c2d.runtime.generate import Generator
@@ -124,9 +124,9 @@ def not_a_recording(folder: Path) -> str | None:
     if names != {INFO_FILE, FEEDS_FILE} or not all((folder / n).is_file() and not (folder / n).is_symlink() for n in names):
         return f"it holds {', '.join(sorted(names)[:3])}, a recording holds exactly {INFO_FILE} and {FEEDS_FILE}"
     try:
-        info = json.loads((folder / INFO_FILE).read_text())
-    except (ValueError, OSError) as exc:
-        return f"{INFO_FILE} is not JSON ({exc})"
+        info = read_json(folder / INFO_FILE, "calibration description")
+    except InputError as exc:
+        return str(exc)
     return None if isinstance(info, dict) and "generator_sha256" in info else f"{INFO_FILE} is not a recording's"
 
 
@@ -136,10 +136,12 @@ def load_recording(path: str | Path) -> Recording:
     if not path.is_dir():
         raise CalibrationError(f"calibration folder {path} does not exist (make one with `c2d calibrate BUNDLE -o {path}`)")
     for name in (INFO_FILE, FEEDS_FILE):
+        if (path / name).exists() and not (path / name).is_file():
+            raise CalibrationError(f"{path}: the calibration description or data {name} is not a regular file")
         if not (path / name).is_file():
             raise CalibrationError(f"{path} is not a calibration folder: {name} is missing")
     try:
-        info = json.loads((path / INFO_FILE).read_text())
+        info = read_json(path / INFO_FILE, "calibration description", error=CalibrationError)
         with np.load(path / FEEDS_FILE) as data:
             feeds = {k: data[k] for k in FEED_NAMES}
             offsets, step = data["offsets"], data["step"]

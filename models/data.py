@@ -118,7 +118,7 @@ def load_features(
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if features_file is not None:
-        return _select(_load_npz(Path(features_file)), split)
+        return _select(_load_npz(Path(features_file), cfg), split)
     return _select(_cached_arrays(data_dir, cache_dir, cfg), split)
 
 
@@ -128,7 +128,10 @@ def _cached_arrays(data_dir, cache_dir, cfg: MelConfig) -> dict:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"fsdd-{_cache_key(clips, cfg)}.npz"
     if path.exists():
-        return _load_npz(path)
+        try:
+            return _load_npz(path, cfg)
+        except DataError:  # a damaged cache entry (truncated, emptied) is rebuilt, not fatal
+            path.unlink(missing_ok=True)
     feats = np.stack([clip_features(read_resampled(c.path, cfg.sample_rate), cfg) for c in clips])[:, None]
     arrays = {
         "x": feats.astype(np.float32),
@@ -140,12 +143,41 @@ def _cached_arrays(data_dir, cache_dir, cfg: MelConfig) -> dict:
     return arrays
 
 
-def _load_npz(path: Path) -> dict:
+def _load_npz(path: Path, cfg: MelConfig = DEFAULT_MEL) -> dict:
+    """A features file, checked: a regular .npz holding x [N, 1, n_mels, n_frames] finite in [-1, 1] for this front
+    end, labels y in 0-9, and per-clip speakers and split flags; DataError naming the file and the problem."""
+    import stat
+    import zipfile
+
     try:
-        with np.load(path) as data:
-            return {k: data[k] for k in ("x", "y", "speakers", "is_test")}
-    except (OSError, KeyError, ValueError) as exc:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"cannot read the feature file {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        raise DataError(f"the feature file {path} is not a regular file")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise DataError(f"the feature file {path} is a single array (.npy); `c2d features -o F.npz` writes the .npz c2d reads")
+        with data:
+            arrays = {k: data[k] for k in ("x", "y", "speakers", "is_test")}
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"unusable feature file {path}: {exc}") from exc
+    x, y = arrays["x"], arrays["y"]
+    n = len(y)
+    want = (1, cfg.n_mels, cfg.n_frames)
+    if x.ndim != 4 or tuple(x.shape[1:]) != want or len(x) != n:
+        raise DataError(f"the feature file {path} holds x of shape {list(x.shape)}; this front end needs [{n}, {', '.join(map(str, want))}] "
+                        f"({cfg.n_mels} mel bands, {cfg.n_frames} frames)")
+    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+        raise DataError(f"the feature file {path} holds non-finite or non-float features")
+    if not np.issubdtype(y.dtype, np.integer) or (n and (y.min() < 0 or y.max() > 9)):
+        raise DataError(f"the feature file {path} holds labels outside 0-9")
+    if len(arrays["speakers"]) != n or len(arrays["is_test"]) != n:
+        raise DataError(f"the feature file {path} holds {n} labels but another number of speakers or split flags")
+    return arrays
 
 
 def _select(arrays: dict, split: str) -> Features:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import MelConfig
-from c2d.runtime.files import describe_kind
+from c2d.runtime.files import describe_kind, read_json
 from c2d.runtime.limits import MAX_GUIDANCE, MAX_STEPS
 from c2d.runtime.sde import SDEConfig
 
@@ -103,7 +103,7 @@ def decode_metadata(props: dict[str, str], source: str = "model"):
         if key.startswith(KEY_PREFIX):
             try:
                 values[key[len(KEY_PREFIX):]] = json.loads(text)
-            except (TypeError, json.JSONDecodeError):
+            except (TypeError, ValueError, RecursionError):
                 raise BundleError(f"{source}: metadata {key} is not JSON: {str(text)[:60]!r}") from None
     if "kind" not in values:
         raise BundleError(f"{source} carries no c2d metadata (was it written by `c2d export`?)")
@@ -361,10 +361,7 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
         raise BundleError(f"{bundle} is not a c2d bundle: not a folder")
     if not path.is_file():
         raise BundleError(f"{bundle} is not a c2d bundle: {MANIFEST} not found")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    manifest = read_json(path, "manifest", error=BundleError)
     check_manifest(manifest, path)
     if verify:
         verify_files(bundle, manifest)

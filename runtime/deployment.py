@@ -30,7 +30,7 @@ import numpy as np
 
 from c2d.runtime.backends import BackendOptions, BackendUnavailable
 from c2d.runtime.bundle import BundleError, generator_sha256, read_manifest
-from c2d.runtime.files import atomic_write_text, cache_root
+from c2d.runtime.files import InputError, atomic_write_text, cache_root, read_json
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
 from c2d.runtime.parity import VOCODER_BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
@@ -264,9 +264,9 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
     if not path.exists():
         return None, f"no deployment profile for this machine (run `c2d profile {bundle} --backend all` to choose the fastest backend here)"
     try:
-        profile = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{path} is unreadable ({exc}); ignored"
+        profile = read_json(path, "deployment profile")
+    except InputError as exc:
+        return None, f"{exc}; ignored"
     problem = profile_problem(profile, sha, manifest["vocoder"].get("sha256"))
     if problem:
         return None, f"{path} {problem}; ignored"
@@ -294,6 +294,8 @@ def profile_problem(profile, generator_sha256: str, vocoder_sha256: str | None =
     if not isinstance(c, dict) or not c:
         return "holds no choice (no candidate passed its gates)"
     backend, precision, ms = c.get("backend"), c.get("precision"), c.get("step_ms")
+    if not all(isinstance(v, str) for v in (backend, precision, c.get("vocoder_precision", ""))):
+        return "names its backend and precisions with something other than strings"
     if backend not in PRECISIONS:
         return f"names backend {backend!r}, which c2d does not choose among ({', '.join(PRECISIONS)})"
     if precision not in PRECISIONS[backend]:

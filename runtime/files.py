@@ -14,6 +14,7 @@ path held unless c2d wrote it. stdlib only, so the runtime, the exporter and the
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -313,6 +314,49 @@ def replace_dir(tmp: Path, out: Path) -> None:
                 os.replace(old, out)
             raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+class InputError(C2DError, ValueError):
+    """An input or cache file c2d will not read: not a regular file, too large, not JSON, nested too deeply."""
+
+
+MAX_JSON_BYTES = 16 << 20  # every JSON file c2d reads (manifests, profiles, recordings' descriptions) is far smaller
+MAX_JSON_DEPTH = 32
+
+
+def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_JSON_BYTES, error: type[Exception] = InputError):
+    """Parse a JSON file defensively: a regular file only (a FIFO or a device is refused without opening it), at most
+    max_bytes, nesting at most MAX_JSON_DEPTH deep, numbers Python can hold; `error` (default InputError) naming the
+    file and the problem otherwise."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise error(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"the {what} {path} is {describe_kind(path)}, not a regular file")
+    if info.st_size > max_bytes:
+        raise error(f"the {what} {path} is {info.st_size:,} bytes, more than a {what} ever holds ({max_bytes:,})")
+    try:
+        with open(path, "rb") as handle:
+            value = json.loads(handle.read(max_bytes + 1).decode("utf-8"))
+    except OSError as exc:
+        raise error(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit integer
+        raise error(f"the {what} {path} is not valid JSON ({str(exc)[:200]})") from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise error(f"the {what} {path} nests more than {MAX_JSON_DEPTH} levels deep; it is not a c2d {what}")
+    return value
+
+
+def _depth(value, level: int = 0) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([_depth(v, level + 1) for v in value.values()], default=level + 1)
+    if isinstance(value, list):
+        return max([_depth(v, level + 1) for v in value], default=level + 1)
+    return level
 
 
 CACHE_ENV = "C2D_CACHE"

@@ -605,3 +605,104 @@ def test_compiles_of_one_model_in_several_processes_take_turns(tmp_path):
         released = time.time()
     entered = float(proc.communicate(timeout=60)[0].split()[-1])
     assert entered >= released
+
+
+# --- damaged caches and inputs (issue 33, class 5) -----------------------------------------------------------------
+
+def _deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("content", ["fifo", '{"format": 1, "choice": {"backend": ["ort"], "precision": "fp32", "step_ms": 1}}',
+                                     '{"a": ' + _deep(5000) + "}", '{"format": ' + "9" * 5000 + "}"])
+def test_a_damaged_deployment_profile_is_ignored_with_a_reason(bundle, tmp_path, content):
+    """A FIFO is refused without being opened (it blocked generate until killed); a list where a name belongs, JSON
+    nested 5,000 deep and a 5,000-digit number are one reason each, and the run goes on ORT."""
+    from c2d.runtime.deployment import DEPLOYMENT_FILE
+
+    profile = bundle / DEPLOYMENT_FILE
+    if content == "fifo":
+        os.mkfifo(profile)
+    else:
+        profile.write_text(content)
+    res = run("generate", "--bundle", str(bundle), "--digit", "7", "--steps", "1", "-o", str(tmp_path / "x.wav"))
+    assert res.exit_code == 0, res.output
+    assert "ort fp32" in res.output and "ignored" in res.output
+    assert (tmp_path / "x.wav").is_file()
+
+
+@pytest.mark.parametrize("damage", ["deep", "number", "huge", "fifo"])
+def test_a_damaged_manifest_is_one_line(bundle, tmp_path, damage):
+    manifest = bundle / MANIFEST
+    if damage == "deep":
+        manifest.write_text('{"x": ' + _deep(5000) + "}")
+    elif damage == "number":
+        manifest.write_text('{"format_version": ' + "1" * 5000 + "}")
+    elif damage == "huge":
+        with open(manifest, "r+b") as f:  # sparse: 4 GB on paper, nothing read
+            f.truncate(4 << 30)
+    else:
+        manifest.unlink()
+        os.mkfifo(manifest)
+    res = run("generate", "--bundle", str(bundle), "--digit", "7", "--steps", "1", "-o", str(tmp_path / "x.wav"))
+    assert_clean_failure(res, "manifest")
+    assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "npy", "labels", "mels64", "nan", "fifo"])
+def test_a_damaged_features_file_is_one_line(tmp_path, synth, damage):
+    path = tmp_path / "f.npz"
+    x, y = synth.x.copy(), synth.y.copy()
+    if damage == "labels":
+        y[0] = 12
+    if damage == "mels64":
+        x = x[:, :, :64]
+    if damage == "nan":
+        x[0, 0, 0, 0] = np.nan
+    np.savez_compressed(path, x=x, y=y, speakers=synth.speakers, is_test=np.zeros(len(y), bool))
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:500])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "npy":
+        path = tmp_path / "f.npy"
+        np.save(path, x)
+    elif damage == "fifo":
+        path = tmp_path / "fifo.npz"
+        os.mkfifo(path)
+    res = run("train", "classifier", "--size", "tiny", "--steps", "1", "--features", str(path), "-o", str(tmp_path / "c.pt"))
+    assert_clean_failure(res, "feature file")
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_a_damaged_feature_cache_is_rebuilt(tmp_path, monkeypatch):
+    """The per-user feature cache is derived data: a truncated entry is computed again, not fatal."""
+    from c2d.models import data
+
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    t = np.arange(4000) / 8000
+    for d in (1, 2):
+        for k in (0, 7):
+            sf.write(folder / f"{d}_ann_{k}.wav", (0.3 * np.sin(2 * np.pi * (300 + 200 * d) * t)).astype(np.float32), 8000)
+    first = data.load_features("all", folder, cache_dir=tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("fsdd-*.npz")
+    entry.write_bytes(entry.read_bytes()[:300])
+    again = data.load_features("all", folder, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(first.x, again.x)
+
+
+@pytest.mark.parametrize("damage", ["deep", "fifo"])
+def test_a_damaged_calibration_description_is_one_line(tmp_path, damage):
+    from c2d.calibration.record import INFO_FILE, CalibrationError, load_recording
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.savez(calib / "feeds.npz", x=np.zeros((1, 1, 80, 88), np.float32), t=np.zeros(1, np.float32),
+             y=np.zeros((1, 10), np.float32), gamma=np.zeros(1, np.float32), offsets=np.array([0, 1]), step=np.array([1]))
+    if damage == "deep":
+        (calib / INFO_FILE).write_text(_deep(5000))
+    else:
+        os.mkfifo(calib / INFO_FILE)
+    with pytest.raises(CalibrationError, match="calibration description"):
+        load_recording(calib)
