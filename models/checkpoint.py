@@ -33,7 +33,11 @@ class CheckpointError(C2DError, RuntimeError):
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch reports a full disk or a failed write as RuntimeError (inline_container.cc)
+            raise OSError(28 if "No space" in str(exc) or "file write failed" in str(exc) else 5,
+                          f"cannot write the checkpoint ({str(exc).splitlines()[0][:200]})", str(path)) from exc
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:

@@ -706,3 +706,30 @@ def test_a_damaged_calibration_description_is_one_line(tmp_path, damage):
         os.mkfifo(calib / INFO_FILE)
     with pytest.raises(CalibrationError, match="calibration description"):
         load_recording(calib)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch):
+    """torch reports a failed write (a full disk) as a RuntimeError from its zip writer: c2d names the file."""
+    import torch
+
+    from c2d.models.checkpoint import atomic_torch_save
+
+    def full_disk(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    target = tmp_path / "c.pt"
+    with pytest.raises(OSError, match="cannot write the checkpoint") as info:
+        atomic_torch_save({"a": 1}, target)
+    assert info.value.filename == str(target) and not list(tmp_path.iterdir())
+
+
+def test_openvino_runs_with_a_cache_folder_it_cannot_write(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")  # mkdir fails under it for root too
+    gen = Generator(backend="openvino", options=BackendOptions(threads=1, cache_dir=blocked / "cache"))
+    assert gen.generate(7, steps=1).shape[0] == 1

@@ -11,6 +11,7 @@ minimal reproducer is in tests/test_backends.py, marked as a known upstream faul
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +25,14 @@ PRECISIONS = ("f32", "bf16")
 
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "c2d" / "openvino"
+
+
+def writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 @contextlib.contextmanager
@@ -83,7 +92,9 @@ class OpenVinoBackend:
             raise BackendUnavailable("the OpenVINO backend needs the openvino package: pip install 'c2d[openvino]'") from exc
         config = compile_config(options)
         core = ov.Core()
-        core.set_property({"CACHE_DIR": str(options.cache_dir or default_cache_dir())})
+        cache = Path(options.cache_dir or default_cache_dir())
+        if writable_folder(cache):  # a read-only home only costs the compile cache, not the run
+            core.set_property({"CACHE_DIR": str(cache)})
         model = patched_model(path)
         self._metadata = {p.key: p.value for p in model.metadata_props}
         self._core, self._config, self._onnx = core, config, model.SerializeToString()
