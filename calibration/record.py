@@ -11,6 +11,7 @@ numpy + ONNX Runtime only: recordings can be made on the target device with the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import zipfile
@@ -120,7 +121,8 @@ def write_recording(out: Path, feeds: dict, offsets: np.ndarray, step: np.ndarra
 
 def not_a_recording(folder: Path) -> str | None:
     """None if `folder` holds a calibration recording and nothing else; else why it is not one."""
-    names = {p.name for p in folder.iterdir()}
+    # ranges-*.json: range caches that c2d before 0.1.1 wrote into the calibration folder it read
+    names = {p.name for p in folder.iterdir() if not re.fullmatch(r"ranges-[a-z]+-[0-9a-f]+\.json", p.name)}
     if names != {INFO_FILE, FEEDS_FILE} or not all((folder / n).is_file() and not (folder / n).is_symlink() for n in names):
         return f"it holds {', '.join(sorted(names)[:3])}, a recording holds exactly {INFO_FILE} and {FEEDS_FILE}"
     try:

@@ -285,6 +285,15 @@ def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluato
 
 # --- bundle -------------------------------------------------------------------------------------------------
 
+def copy_into_staging(src: Path, dst: Path, out: Path) -> None:
+    """Copy a source file into the output's staging folder; a failure (a full disk) names the output being written,
+    not the source being read."""
+    try:
+        shutil.copy2(src, dst)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {out} ({exc.strerror or exc} while copying {src.name})", str(out)) from exc
+
+
 def ranges_cache_path(calib: Path, method: str, generator: Path) -> Path:
     """Where the activation ranges of one recording, method and generator file are kept: the per-user cache, keyed
     by the content of the calibration folder and of the generator (never the calibration folder: reading never
@@ -424,9 +433,9 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
 
         evaluator = load_evaluator(evaluator_path)
     tmp = staging_dir(out)
-    for name in (MANIFEST, *listed_files(manifest)):  # the bundle's own files only (not a machine's deployment.json)
-        shutil.copy2(bundle / name, tmp / name)
     try:
+        for name in (MANIFEST, *listed_files(manifest)):  # the bundle's own files only (not a machine's deployment.json)
+            copy_into_staging(bundle / name, tmp / name, out)
         with tempfile.TemporaryDirectory(prefix="c2d-quant-") as work:
             start = time.perf_counter()
             log(f"quantizing the generator: {mode}")

@@ -733,3 +733,25 @@ def test_openvino_runs_with_a_cache_folder_it_cannot_write(tmp_path):
     blocked.write_text("x")  # mkdir fails under it for root too
     gen = Generator(backend="openvino", options=BackendOptions(threads=1, cache_dir=blocked / "cache"))
     assert gen.generate(7, steps=1).shape[0] == 1
+
+
+def test_quantize_on_a_full_disk_names_the_output_and_leaves_no_staging_folder(bundle, tmp_path, monkeypatch):
+    from c2d.export import quantize
+
+    def full(src, dst, *a, **k):
+        raise OSError(28, "No space left on device", str(src))
+
+    monkeypatch.setattr(quantize.shutil, "copy2", full)
+    res = run("quantize", str(bundle), "--mode", "fp16", "-o", str(tmp_path / "q"))
+    assert_clean_failure(res, "No space left on device", str(tmp_path / "q"))
+    assert "manifest.json:" not in res.output.splitlines()[-1].split("(")[0]
+    assert not list(tmp_path.glob(".q*")) and not (tmp_path / "q").exists()
+
+
+def test_a_calibration_folder_with_an_old_range_cache_can_be_replaced(bundle, tmp_path):
+    """c2d before this release wrote ranges-*.json into the calibration folder; calibrate may still replace it."""
+    calib = tmp_path / "calib"
+    assert run("calibrate", str(bundle), "-o", str(calib), "--steps", "2").exit_code == 0
+    (calib / "ranges-minmax-0123456789ab.json").write_text("{}")
+    res = run("calibrate", str(bundle), "-o", str(calib), "--steps", "2")
+    assert res.exit_code == 0, res.output
