@@ -14,6 +14,7 @@ path held unless c2d wrote it. stdlib only, so the runtime, the exporter and the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -143,6 +144,18 @@ def _check_nearest_parent(target: Path, asked: Path) -> None:
             return
 
 
+NAME_MAX = 255  # bytes in one file name on the filesystems c2d writes to
+HIDDEN_ROOM = 40  # what a hidden name adds around the output's name: ".", ".PID.tmp.wav", ".tmp-PID"
+
+
+def hidden_stem(name: str) -> str:
+    """The output's name inside its hidden temporary names, or, when that would make them longer than a file name may
+    be (a legal 254-byte output name), a digest of it."""
+    if len(name.encode()) + HIDDEN_ROOM <= NAME_MAX:
+        return name
+    return "c2d-" + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -161,7 +174,7 @@ def remove_stale_leftovers(target: Path) -> list[Path]:
     folder = target.parent
     if not folder.is_dir():
         return []
-    pattern = re.compile(r"^\." + re.escape(target.name) + r"\.(?:(\d+)\.(?:tmp.*|bak)|(?:tmp|old)-(\d+))$")
+    pattern = re.compile(r"^\." + re.escape(hidden_stem(target.name)) + r"\.(?:(\d+)\.(?:tmp.*|bak)|(?:tmp|old)-(\d+))$")
     removed = []
     try:
         entries = list(folder.iterdir())
@@ -188,7 +201,7 @@ def remove_stale_leftovers(target: Path) -> list[Path]:
 def temp_path(path: Path, suffix: str = "") -> Path:
     """A hidden name beside `path`, unique per process (ranks and jobs may race). `suffix` keeps the extension that
     some writers (numpy, matplotlib) insist on."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    return path.with_name(f".{hidden_stem(path.name)}.{os.getpid()}.tmp{suffix}")
 
 
 @contextlib.contextmanager
@@ -233,7 +246,7 @@ def _backup(target: Path) -> Path | None:
     """A hard link (else a copy) of an existing target, to restore it if the commit fails; None if none exists."""
     if not target.exists():
         return None
-    backup = target.with_name(f".{target.name}.{os.getpid()}.bak")
+    backup = target.with_name(f".{hidden_stem(target.name)}.{os.getpid()}.bak")
     backup.unlink(missing_ok=True)
     try:
         os.link(target, backup)
@@ -294,7 +307,7 @@ def staging_dir(out: Path) -> Path:
     """A fresh hidden sibling folder to build `out` in (same filesystem, so the final rename is atomic)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_leftovers(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = out.with_name(f".{hidden_stem(out.name)}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     return tmp
@@ -303,7 +316,7 @@ def staging_dir(out: Path) -> Path:
 def replace_dir(tmp: Path, out: Path) -> None:
     """Swap a finished folder in: an existing `out` is replaced only now, after everything succeeded, and is back
     in place if the swap fails."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    old = out.with_name(f".{hidden_stem(out.name)}.old-{os.getpid()}")
     with signals_deferred():
         if out.exists():
             os.replace(out, old)

@@ -755,3 +755,10 @@ def test_a_calibration_folder_with_an_old_range_cache_can_be_replaced(bundle, tm
     (calib / "ranges-minmax-0123456789ab.json").write_text("{}")
     res = run("calibrate", str(bundle), "-o", str(calib), "--steps", "2")
     assert res.exit_code == 0, res.output
+
+
+def test_a_legal_254_byte_output_name_is_written(tmp_path):
+    name = "x" * 250 + ".wav"  # 254 bytes: legal, but a hidden temporary name built from it would not be
+    res = run("generate", "--digit", "7", "--steps", "1", "-o", str(tmp_path / name))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / name).is_file() and [p.name for p in tmp_path.iterdir()] == [name]
