@@ -132,6 +132,20 @@ def not_a_recording(folder: Path) -> str | None:
     return None if isinstance(info, dict) and "generator_sha256" in info else f"{INFO_FILE} is not a recording's"
 
 
+def feeds_problem(feeds: dict, offsets: np.ndarray, step: np.ndarray) -> str | None:
+    """What is wrong with recorded feeds (shapes, types, finiteness, call offsets), or None."""
+    x, t, y, gamma = (feeds[k] for k in FEED_NAMES)
+    if x.ndim != 4 or x.shape[1] != 1 or t.ndim != 1 or y.ndim != 2 or gamma.ndim != 1:
+        return f"holds arrays of the wrong rank (x {list(x.shape)}, t {list(t.shape)}, y {list(y.shape)}, gamma {list(gamma.shape)})"
+    if not all(np.issubdtype(v.dtype, np.floating) and np.isfinite(v).all() for v in (x, t, y, gamma)):
+        return "holds non-float or non-finite values"
+    if offsets.ndim != 1 or len(offsets) < 2 or not np.issubdtype(offsets.dtype, np.integer) or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
+        return "has call offsets that do not divide the recording"
+    if offsets[-1] != len(x) or any(len(v) != offsets[-1] for v in (t, y, gamma)) or len(step) != len(offsets) - 1:
+        return "has feeds and offsets that disagree (truncated file?)"
+    return None
+
+
 def load_recording(path: str | Path) -> Recording:
     """A calibration folder written by `record`; CalibrationError naming what is wrong otherwise."""
     path = Path(path)
@@ -151,8 +165,9 @@ def load_recording(path: str | Path) -> Recording:
         raise CalibrationError(f"{path}: unreadable calibration data ({exc})") from exc
     if not isinstance(info, dict):
         raise CalibrationError(f"{path}: {INFO_FILE} is not a recording's description (a JSON object)")
-    if offsets[-1] != len(feeds["x"]) or any(len(v) != offsets[-1] for v in feeds.values()):
-        raise CalibrationError(f"{path}: feeds and offsets disagree (truncated file?)")
+    problem = feeds_problem(feeds, offsets, step)
+    if problem:
+        raise CalibrationError(f"{path}: {FEEDS_FILE} {problem}; record it again with `c2d calibrate`")
     return Recording(feeds, offsets, step, {**info, "path": str(path)})
 
 

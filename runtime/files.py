@@ -92,7 +92,10 @@ def output_target(path: str | os.PathLike) -> Path:
     """The regular file that writing `path` replaces: a symbolic link is followed to its target; OutputError if
     something other than a regular file (or nothing) is there, or the folder it goes in is not a folder."""
     path = Path(path)
-    target = path.resolve() if path.is_symlink() else path
+    try:
+        target = path.resolve() if path.is_symlink() else path
+    except (RuntimeError, OSError) as exc:  # a symbolic link loop
+        raise OutputError(f"cannot write {path}: {exc}") from exc
     if target.exists() and not target.is_file():
         via = f" (the target of the link {path})" if target != path else ""
         raise OutputError(f"{target}{via} is {describe_kind(target)}, not a regular file; c2d writes only regular files")

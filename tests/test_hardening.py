@@ -762,3 +762,31 @@ def test_a_legal_254_byte_output_name_is_written(tmp_path):
     res = run("generate", "--digit", "7", "--steps", "1", "-o", str(tmp_path / name))
     assert res.exit_code == 0, res.output
     assert (tmp_path / name).is_file() and [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("damage", ["rank", "nan", "offsets"])
+def test_damaged_calibration_feeds_are_one_line(tmp_path, damage):
+    from c2d.calibration.record import INFO_FILE, CalibrationError, load_recording
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    x = np.zeros((2, 1, 80, 88), np.float32)
+    offsets = np.array([0, 1, 2])
+    if damage == "rank":
+        x = x[:, 0]
+    if damage == "nan":
+        x[0, 0, 0, 0] = np.nan
+    if damage == "offsets":
+        offsets = np.array([0, 2, 1])
+    np.savez(calib / "feeds.npz", x=x, t=np.zeros(2, np.float32), y=np.zeros((2, 10), np.float32), gamma=np.zeros(2, np.float32),
+             offsets=offsets, step=np.array([1, 2]))
+    (calib / INFO_FILE).write_text('{"generator_sha256": "0"}')
+    with pytest.raises(CalibrationError, match="feeds.npz"):
+        load_recording(calib)
+
+
+def test_a_symlink_loop_as_output_is_one_line(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    res = run("generate", "--digit", "7", "--steps", "1", "-o", str(tmp_path / "a"))
+    assert_clean_failure(res, str(tmp_path / "a"))
