@@ -790,3 +790,21 @@ def test_a_symlink_loop_as_output_is_one_line(tmp_path):
     (tmp_path / "b").symlink_to(tmp_path / "a")
     res = run("generate", "--digit", "7", "--steps", "1", "-o", str(tmp_path / "a"))
     assert_clean_failure(res, str(tmp_path / "a"))
+
+
+def test_several_processes_compile_into_one_openvino_cache(tmp_path):
+    """Three processes open the shipped bundle on OpenVINO at once with one fresh model cache: all succeed, and a
+    fourth finds the cache filled."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    code = ("import sys; from pathlib import Path; from c2d.runtime.backends import BackendOptions; "
+            "from c2d.runtime.generate import Generator; "
+            "g = Generator(backend='openvino', options=BackendOptions(threads=1, cache_dir=Path(sys.argv[1]))); "
+            "assert g.generate(7, steps=1).shape[0] == 1")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ov")], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    assert any((tmp_path / "ov").glob("*.blob"))
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "ov")]).returncode == 0
