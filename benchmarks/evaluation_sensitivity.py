@@ -15,6 +15,8 @@ Generated audio is cached in --out-dir, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from c2d.benchmarks import cpu_model, write_results
 from c2d.models.audio_eval import RATE as RECORDING_RATE
 from c2d.models.audio_eval import load_split_audio
 from c2d.models.evaluation import default_judges, generate_as_users_hear, open_dnsmos, provenance, scores_table, score_waves
+from c2d.runtime.files import atomic_write_text
 from c2d.runtime.generate import default_bundle
 
 WORSE_IS = {"accuracy": "lower", "fid": "higher", "kid": "higher", "ovrl": "lower"}
@@ -131,10 +134,16 @@ def main() -> None:
         sets[f"generated, ancestral {steps} steps"] = generated_audio(args.out_dir, bundle, steps, args.count, args.threads, print)
 
     rows = {}
+    judged_by = "-".join(j.about["sha256"][:8] for j in judges) + ("-dnsmos" if dnsmos is not None else "")
     for label, (waves, wave_rate, digits) in sets.items():
+        cache = args.out_dir / "scores" / f"{re.sub(r'[^a-z0-9]+', '-', label.lower())}-{judged_by}-{len(waves)}.json"
+        if cache.is_file():  # scoring a set takes a minute or two: an interrupted run resumes
+            rows[label] = json.loads(cache.read_text())
+            continue
         start = time.time()
         rows[label] = score_waves(waves, wave_rate, digits, judges, dnsmos)
-        print(f"{label}: scored in {time.time() - start:.0f} s")
+        atomic_write_text(cache, json.dumps(rows[label]))
+        print(f"{label}: scored in {time.time() - start:.0f} s", flush=True)
     ladders = {
         "noise": ["recordings", "recordings + noise 20 dB", "recordings + noise 10 dB"],
         "griffin-lim": [f"recorded mels, Griffin-Lim {i} iterations" for i in (32, 8, 2)],
