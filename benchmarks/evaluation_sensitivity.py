@@ -15,7 +15,6 @@ Generated audio is cached in --out-dir, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from pathlib import Path
@@ -25,8 +24,9 @@ import numpy as np
 from c2d.benchmarks import cpu_model, write_results
 from c2d.models.audio_eval import RATE as RECORDING_RATE
 from c2d.models.audio_eval import load_split_audio
-from c2d.models.evaluation import default_judges, generate_as_users_hear, open_dnsmos, provenance, scores_table, score_waves
-from c2d.runtime.files import atomic_write_text
+from c2d.models.evaluation import (default_judges, generate_as_users_hear, judge_waves, load_scored, open_dnsmos, provenance,
+                                   save_scored, scores_table, summarise)
+from c2d.models.scoring import paired_differences
 from c2d.runtime.generate import default_bundle
 
 WORSE_IS = {"accuracy": "lower", "fid": "higher", "kid": "higher", "ovrl": "lower"}
@@ -74,30 +74,38 @@ def measure_value(scores: dict, judge: str, measure: str) -> dict:
     return scores["dnsmos"]["ovrl"] if judge == "dnsmos" else scores[judge][measure]
 
 
-def verdicts(ladders: dict[str, list[str]], rows: dict[str, dict], judges: list[str]) -> list[dict]:
-    """Per ladder and measure: monotone along the ladder? ends beyond each other's intervals? steps that separate?"""
+def verdicts(ladders: dict[str, list[str]], rows: dict[str, dict], scored: dict, judges: list[str]) -> list[dict]:
+    """Per ladder and measure: monotone along the ladder? ends beyond each other's (separate) intervals? and, since
+    every ladder's sets are made from the same clips or seeds, how many adjacent rungs a paired difference resolves
+    (its interval excludes 0, on the worse side)."""
     out = []
     measures = [(j, m) for j in judges for m in ("accuracy", "fid", "kid")] + [("dnsmos", "ovrl")]
     for ladder, labels in ladders.items():
+        paired = [paired_differences(scored[a], scored[b]) for a, b in zip(labels, labels[1:])]
         for judge, measure in measures:
             if judge == "dnsmos" and "dnsmos" not in rows[labels[0]]:
                 continue
             values = [measure_value(rows[label], judge, measure) for label in labels]
             sign = 1 if WORSE_IS[measure] == "higher" else -1
             moves = [sign * (b["value"] - a["value"]) for a, b in zip(values, values[1:])]
-            separated = [(b["low"] > a["high"]) if sign > 0 else (b["high"] < a["low"]) for a, b in zip(values, values[1:])]
             first, last = values[0], values[-1]
             ends_apart = (last["low"] > first["high"]) if sign > 0 else (last["high"] < first["low"])
+            diffs = [d[judge][measure] for d in paired]
+            resolved = [(e.low > 0) if sign > 0 else (e.high < 0) for e in diffs]
             out.append({"ladder": ladder, "judge": judge, "measure": measure, "monotone": all(m >= 0 for m in moves),
-                        "ends_beyond_intervals": bool(ends_apart), "steps_separated": f"{sum(separated)}/{len(separated)}"})
+                        "ends_beyond_intervals": bool(ends_apart), "adjacent_resolved": f"{sum(resolved)}/{len(resolved)}",
+                        "paired_differences": [e.to_dict() for e in diffs]})
     return out
 
 
 def verdict_table(rows: list[dict]) -> str:
-    lines = ["| ladder | judge | measure | monotone | ends beyond intervals | adjacent steps separated |", "|---|---|---|---|---|---|"]
+    lines = ["| ladder | judge | measure | monotone | ends beyond intervals | adjacent rungs resolved (paired) | paired differences, rung to rung |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
+        scale = 1000 if r["measure"] == "kid" else (100 if r["measure"] == "accuracy" else 1)
+        diffs = "; ".join(f"{scale * d['value']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}]" for d in r["paired_differences"])
         lines.append(f"| {r['ladder']} | {r['judge']} | {r['measure']} | {'yes' if r['monotone'] else 'NO'} | "
-                     f"{'yes' if r['ends_beyond_intervals'] else 'NO'} | {r['steps_separated']} |")
+                     f"{'yes' if r['ends_beyond_intervals'] else 'NO'} | {r['adjacent_resolved']} | {diffs} |")
     return "\n".join(lines)
 
 
@@ -133,24 +141,23 @@ def main() -> None:
     for steps in STEPS:
         sets[f"generated, ancestral {steps} steps"] = generated_audio(args.out_dir, bundle, steps, args.count, args.threads, print)
 
-    rows = {}
+    rows, scored = {}, {}
     judged_by = "-".join(j.about["sha256"][:8] for j in judges) + ("-dnsmos" if dnsmos is not None else "")
     for label, (waves, wave_rate, digits) in sets.items():
-        cache = args.out_dir / "scores" / f"{re.sub(r'[^a-z0-9]+', '-', label.lower())}-{judged_by}-{len(waves)}.json"
-        if cache.is_file():  # scoring a set takes a minute or two: an interrupted run resumes
-            rows[label] = json.loads(cache.read_text())
-            continue
-        start = time.time()
-        rows[label] = score_waves(waves, wave_rate, digits, judges, dnsmos)
-        atomic_write_text(cache, json.dumps(rows[label]))
-        print(f"{label}: scored in {time.time() - start:.0f} s", flush=True)
+        cache = args.out_dir / "judged" / f"{re.sub(r'[^a-z0-9]+', '-', label.lower())}-{judged_by}-{len(waves)}.npz"
+        if not cache.is_file():  # judging a set takes a minute or two: an interrupted run resumes
+            start = time.time()
+            save_scored(judge_waves(waves, wave_rate, digits, judges, dnsmos), cache)
+            print(f"{label}: judged in {time.time() - start:.0f} s", flush=True)
+        scored[label] = load_scored(cache, judges)
+        rows[label] = summarise(scored[label])
     ladders = {
         "noise": ["recordings", "recordings + noise 20 dB", "recordings + noise 10 dB"],
         "griffin-lim": [f"recorded mels, Griffin-Lim {i} iterations" for i in (32, 8, 2)],
         "blur": [f"recorded mels blurred sigma {s}, {gen.vocoder.name}" for s in (0, 1, 2)],
         "steps": [f"generated, ancestral {s} steps" for s in STEPS],
     }
-    checks = verdicts(ladders, rows, [j.name for j in judges])
+    checks = verdicts(ladders, rows, scored, [j.name for j in judges])
     record = {"rows": rows, "ladders": ladders, "verdicts": checks,
               "provenance": provenance(command="python -m c2d.benchmarks.evaluation_sensitivity", bundle=str(bundle),
                                        samples_per_digit=args.count, seed=SEED, cpu=cpu_model(),

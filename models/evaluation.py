@@ -108,6 +108,31 @@ def judge_waves(waves: np.ndarray, rate: int, wanted: np.ndarray | None, judges:
     return ScoredSet(correct, distances, ovrl)
 
 
+def save_scored(scored: ScoredSet, path: Path) -> None:
+    """What a set was judged to be, clip by clip (embeddings, correctness, DNSMOS), as .npz (written atomically)."""
+    from c2d.runtime.files import atomic_path
+
+    arrays = {}
+    for name, distance in scored.distances.items():
+        arrays[f"emb/{name}"] = distance.gen
+        if scored.correct[name] is not None:
+            arrays[f"correct/{name}"] = scored.correct[name]
+    if scored.dnsmos is not None:
+        arrays["dnsmos"] = scored.dnsmos
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_scored(path: Path, judges: list[Judge]) -> ScoredSet:
+    """save_scored's file against the judges' reference embeddings."""
+    with np.load(path) as data:
+        correct = {j.name: data[f"correct/{j.name}"] if f"correct/{j.name}" in data.files else None for j in judges}
+        distances = {j.name: FeatureDistance(data[f"emb/{j.name}"], j.reference) for j in judges}
+        dnsmos = data["dnsmos"] if "dnsmos" in data.files else None
+    return ScoredSet(correct, distances, dnsmos)
+
+
 def summarise(scored: ScoredSet, n_boot: int = 200, seed: int = 0) -> dict:
     """Per judge accuracy (Wilson; conditional sets only), FID and KID (bootstrap); DNSMOS OVRL (bootstrap), each as
     {value, low, high}."""

@@ -92,9 +92,12 @@ class FeatureDistance:
         if len(gen) < 2 or len(ref) < 2:
             raise ValueError(f"FID/KID need at least 2 embeddings per set, got {len(gen)} and {len(ref)}")
         self.gen, self.ref = np.asarray(gen, np.float64), np.asarray(ref, np.float64)
-        # KID's kernel assumes features of about unit scale; a judge's embedding has its own scale (ReLU activations of
-        # size 10 make (x.y/d + 1)^3 explode), so KID reads z-scores against the reference set's per-dimension statistics.
-        centre, scale = self.ref.mean(0), self.ref.std(0) + 1e-6
+        # KID's kernel assumes features of about unit scale; a judge's embedding has its own (ReLU activations of size
+        # 10 make (x.y/d + 1)^3 explode), so KID reads embeddings centred on the reference's mean and divided by its
+        # overall RMS deviation: one scale for all dimensions (per-dimension scales blew up on the units that are
+        # nearly always off for real clips).
+        centre = self.ref.mean(0)
+        scale = float(np.sqrt(np.mean(self.ref.var(0)))) + 1e-12
         zg, zr = (self.gen - centre) / scale, (self.ref - centre) / scale
         self.k_gg, self.k_rr, self.k_gr = _kernel(zg, zg), _kernel(zr, zr), _kernel(zg, zr)
 

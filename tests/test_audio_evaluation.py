@@ -38,7 +38,8 @@ def test_weighted_kid_leaves_out_the_pairs_of_a_repeated_item():
     rng = np.random.default_rng(1)
     a, b = 3 * rng.standard_normal((30, 4)) + 2, 3 * rng.standard_normal((40, 4)) + 2
     fd = FeatureDistance(a, b)
-    a, b = (a - b.mean(0)) / (b.std(0) + 1e-6), (b - b.mean(0)) / (b.std(0) + 1e-6)  # KID reads reference z-scores
+    scale = np.sqrt(np.mean(b.var(0))) + 1e-12  # KID reads embeddings centred and scaled by the reference
+    a, b = (a - b.mean(0)) / scale, (b - b.mean(0)) / scale
     w = rng.integers(0, 3, 30).astype(float)
     rows = np.repeat(np.arange(30), w.astype(int))
     k = (a[rows] @ a[rows].T / 4 + 1) ** 3
