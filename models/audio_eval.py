@@ -11,7 +11,6 @@ Every clip is first brought to what a listener gets from `c2d generate`: 1 s, ce
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import nn
 
 from c2d.models.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
 from c2d.models.config import config_from_dict, config_to_dict, register_config
+from c2d.models.evaluator import fit_judge, posteriors_and_embeddings
 from c2d.runtime.audio import fit_clip, hann_window, normalize_peak, resample
 
 RATE = 8_000  # FSDD's recording rate: generated audio is judged in the band the data has
@@ -199,36 +199,19 @@ def train_audio_evaluator(clips: np.ndarray, labels: np.ndarray, steps: int = 20
     feats = mfcc_features(clips, model.cfg.mfcc)
     model.feat_mean.copy_(torch.from_numpy(feats.mean(axis=(0, 3), keepdims=True)[0][None]))
     model.feat_std.copy_(torch.from_numpy(feats.std(axis=(0, 3), keepdims=True)[0][None] + 1e-3))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     y_all = torch.from_numpy(np.asarray(labels, np.int64))
-    model.train()
-    start = time.time()
-    for step in range(1, steps + 1):
+
+    def batch():
         idx = rng.integers(0, len(clips), batch_size)
-        batch = torch.from_numpy(mfcc_features(augment_waves(clips[idx], rng), model.cfg.mfcc))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits, _ = model(batch)
-        loss = F.cross_entropy(logits.float(), y_all[idx], label_smoothing=0.05)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 250 == 0 or step == steps:
-            log(f"step {step}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
-    return model.eval()
+        return torch.from_numpy(mfcc_features(augment_waves(clips[idx], rng), model.cfg.mfcc)), y_all[idx]
+
+    return fit_judge(model, batch, steps, lr, log, bf16)
 
 
-@torch.no_grad()
 def classify_audio(model: AudioEvaluator, clips: np.ndarray, batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Clips [N, 8000] at 8 kHz (as_written) -> (posteriors [N, K], embeddings [N, D]) as float64."""
-    model.eval()
-    probs, embs = [], []
-    for i in range(0, len(clips), batch_size):
-        logits, emb = model(torch.from_numpy(mfcc_features(clips[i : i + batch_size], model.cfg.mfcc)))
-        probs.append(torch.softmax(logits.double(), dim=1).numpy())
-        embs.append(emb.double().numpy())
-    return np.concatenate(probs), np.concatenate(embs)
+    return posteriors_and_embeddings(model, lambda i, j: torch.from_numpy(mfcc_features(clips[i:j], model.cfg.mfcc)),
+                                     len(clips), batch_size)
 
 
 def audio_evaluator_checkpoint(model: AudioEvaluator, test_accuracy: float, steps: int) -> dict:

@@ -69,15 +69,27 @@ def train_evaluator(train: Features, steps: int = 1500, batch_size: int = 64, lr
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = EvalClassifier()
+    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
+
+    def batch():
+        idx = torch.randint(0, len(y_all), (batch_size,), generator=gen)
+        return augment(x_all[idx], gen), y_all[idx]
+
+    return fit_judge(model, batch, steps, lr, log)
+
+
+def fit_judge(model: nn.Module, next_batch, steps: int, lr: float, log=print, bf16: bool = False) -> nn.Module:
+    """The judges' training loop: AdamW (weight decay 1e-4) with cosine decay, cross-entropy with label smoothing
+    0.05; next_batch() -> (inputs, labels); bf16 autocasts the network (faster where the CPU has AMX)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
     start = time.time()
     model.train()
     for step in range(1, steps + 1):
-        idx = torch.randint(0, len(y_all), (batch_size,), generator=gen)
-        logits, _ = model(augment(x_all[idx], gen))
-        loss = F.cross_entropy(logits, y_all[idx], label_smoothing=0.05)
+        inputs, labels = next_batch()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, _ = model(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=0.05)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -88,15 +100,21 @@ def train_evaluator(train: Features, steps: int = 1500, batch_size: int = 64, lr
 
 
 @torch.no_grad()
-def classify(model: EvalClassifier, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised log-Mels [N, 1, n_mels, T] -> (posteriors [N, K], embeddings [N, D]) as float64."""
+def posteriors_and_embeddings(model: nn.Module, inputs, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A judge's (posteriors [n, K], embeddings [n, D]) as float64; inputs(i, j) -> the network's input for items i:j."""
     model.eval()
     probs, embs = [], []
-    for i in range(0, len(x), batch_size):
-        logits, emb = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)))
+    for i in range(0, n, batch_size):
+        logits, emb = model(inputs(i, min(i + batch_size, n)))
         probs.append(torch.softmax(logits.double(), dim=1).numpy())
         embs.append(emb.double().numpy())
     return np.concatenate(probs), np.concatenate(embs)
+
+
+def classify(model: EvalClassifier, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised log-Mels [N, 1, n_mels, T] -> (posteriors [N, K], embeddings [N, D]) as float64."""
+    return posteriors_and_embeddings(model, lambda i, j: torch.from_numpy(np.ascontiguousarray(x[i:j], dtype=np.float32)),
+                                     len(x), batch_size)
 
 
 def evaluator_checkpoint(model: EvalClassifier, test_accuracy: float, steps: int) -> dict:
