@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c2d.models.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
-from c2d.models.config import config_from_dict, config_to_dict, register_config
-from c2d.models.evaluator import fit_judge, posteriors_and_embeddings
+from c2d.models.config import register_config
+from c2d.models.evaluator import fit_judge, judge_checkpoint, load_judge, posteriors_and_embeddings
 from c2d.runtime.audio import fit_clip, hann_window, normalize_peak, resample
 
 RATE = 8_000  # FSDD's recording rate: generated audio is judged in the band the data has
@@ -215,15 +214,8 @@ def classify_audio(model: AudioEvaluator, clips: np.ndarray, batch_size: int = 2
 
 
 def audio_evaluator_checkpoint(model: AudioEvaluator, test_accuracy: float, steps: int) -> dict:
-    return {"format": FORMAT_VERSION, "kind": "audio-evaluator", "config": config_to_dict(model.cfg),
-            "ema": model.state_dict(), "released": True, "step": steps, "test_accuracy": test_accuracy}
+    return judge_checkpoint("audio-evaluator", model, test_accuracy, steps)
 
 
 def load_audio_evaluator(path) -> AudioEvaluator:
-    ckpt = load_checkpoint(path, "audio-evaluator")
-    model = AudioEvaluator(config_from_dict(AudioEvaluatorConfig, ckpt["config"]))
-    try:
-        model.load_state_dict(ckpt["ema"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the stored config: {exc}") from exc
-    return model.eval()
+    return load_judge(path, "audio-evaluator", AudioEvaluator, AudioEvaluatorConfig)

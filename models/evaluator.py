@@ -117,19 +117,29 @@ def classify(model: EvalClassifier, x: np.ndarray, batch_size: int = 256) -> tup
                                      len(x), batch_size)
 
 
-def evaluator_checkpoint(model: EvalClassifier, test_accuracy: float, steps: int) -> dict:
-    return {"format": FORMAT_VERSION, "kind": "evaluator", "config": config_to_dict(model.cfg), "ema": model.state_dict(),
+def judge_checkpoint(kind: str, model: nn.Module, test_accuracy: float, steps: int) -> dict:
+    """A judge's released checkpoint (weights, config, its accuracy on the test split)."""
+    return {"format": FORMAT_VERSION, "kind": kind, "config": config_to_dict(model.cfg), "ema": model.state_dict(),
             "released": True, "step": steps, "test_accuracy": test_accuracy}
 
 
-def load_evaluator(path) -> EvalClassifier:
-    ckpt = load_checkpoint(path, "evaluator")
-    model = EvalClassifier(config_from_dict(EvaluatorConfig, ckpt["config"]))
+def load_judge(path, kind: str, network: type, config: type) -> nn.Module:
+    """A judge of `kind` rebuilt from its checkpoint (network(config(...)) with its weights), in eval mode."""
+    ckpt = load_checkpoint(path, kind)
+    model = network(config_from_dict(config, ckpt["config"]))
     try:
         model.load_state_dict(ckpt["ema"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the stored config: {exc}") from exc
     return model.eval()
+
+
+def evaluator_checkpoint(model: EvalClassifier, test_accuracy: float, steps: int) -> dict:
+    return judge_checkpoint("evaluator", model, test_accuracy, steps)
+
+
+def load_evaluator(path) -> EvalClassifier:
+    return load_judge(path, "evaluator", EvalClassifier, EvaluatorConfig)
 
 
 # --- metrics (numpy; definitions from METHOD.md) --------------------------------------------------------------
