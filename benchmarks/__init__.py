@@ -5,8 +5,8 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -60,8 +60,11 @@ def ort_kernel_times(path: Path, feeds: list[dict[str, np.ndarray]], threads: in
         for f in feeds:
             session.run(["eps"], f)
         events = json.loads(Path(session.end_profiling()).read_text())
-    return [(e["args"]["op_name"], e["name"].removesuffix("_kernel_time"), e["dur"] / 1e3 / len(feeds)) for e in events
-            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    return [
+        (e["args"]["op_name"], e["name"].removesuffix("_kernel_time"), e["dur"] / 1e3 / len(feeds))
+        for e in events
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+    ]
 
 
 def openvino_kernel_times(path: Path, feeds: list[dict[str, np.ndarray]], threads: int, precision: str) -> dict[str, float]:
@@ -74,8 +77,9 @@ def openvino_kernel_times(path: Path, feeds: list[dict[str, np.ndarray]], thread
     core = ov.Core()
     model = core.read_model(patched_model(Path(path)).SerializeToString(), b"")
     model.reshape({name: list(value.shape) for name, value in feeds[0].items()})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
+    compiled = core.compile_model(
+        model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
+    )
     request = compiled.create_infer_request()
     request.infer(feeds[0])  # first call: one-time work
     per_type: dict[str, float] = {}

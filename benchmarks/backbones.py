@@ -8,9 +8,10 @@ classifier, and any --also bundles, e.g. the same checkpoints exported by an old
 where installed, OpenVINO f32 and bf16. Batch 1; ten inputs with x ~ N(0, 1) at t spread over [0.02, 1], digit 3,
 gamma 3; every graph and engine interleaved in rounds, median over rounds. Beside the latency ratio: the parameter and
 MAC ratios from the bundles' metadata, the achieved GMAC/s, and this CPU's GEMM rates measured in the same run
-(1024 x 1024 x 1024 on each engine: fp32, bf16 and int8; benchmarks/peaks.py). ORT's profiler then splits each graph's kernel time per step into convolutions
-and everything else, per part of the graph (classifier forward and backward passes, subnet, U-Net).
+(1024 x 1024 x 1024 on each engine: fp32, bf16 and int8; benchmarks/peaks.py). ORT's profiler then splits each graph's
+kernel time per step into convolutions and everything else, per part of the graph (classifier forward and backward passes, subnet, U-Net).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ ENGINES = (("ORT fp32", "ort", None), ("OpenVINO f32", "openvino", "f32"), ("Ope
 def step_feeds(n: int = 10) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     y = np.eye(10, dtype=np.float32)[[3]]
-    return [{"x": rng.standard_normal((1, 1, 80, 88), dtype=np.float32), "t": np.array([t], np.float32), "y": y,
-             "gamma": np.array([3.0], np.float32)} for t in np.linspace(0.02, 1.0, n)]
+    return [
+        {"x": rng.standard_normal((1, 1, 80, 88), dtype=np.float32), "t": np.array([t], np.float32), "y": y, "gamma": np.array([3.0], np.float32)}
+        for t in np.linspace(0.02, 1.0, n)
+    ]
 
 
 def two_model_bundle(out: Path) -> Path:
@@ -53,8 +56,7 @@ def graph_facts(bundle: Path) -> dict:
     model = onnx.load(str(path))
     meta = decode_metadata({p.key: p.value for p in model.metadata_props}, str(path))
     params = meta.params["total"] if isinstance(meta.params, dict) else meta.params
-    return {"file": str(path), "variant": meta.variant, "params": params, "macs_per_step": meta.macs_per_step,
-            "nodes": len(model.graph.node)}
+    return {"file": str(path), "variant": meta.variant, "params": params, "macs_per_step": meta.macs_per_step, "nodes": len(model.graph.node)}
 
 
 def part_of(node_name: str) -> str:
@@ -89,17 +91,19 @@ def main() -> None:
     graphs |= {label: Path(d) for label, d in (a.split("=", 1) for a in args.also)}
     facts = {label: graph_facts(d) for label, d in graphs.items()}
     feeds = step_feeds()
-    result = {"command": "python -m c2d.benchmarks.backbones", "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(),
-              "graphs": facts, "runs": {}}
+    result = {"command": "python -m c2d.benchmarks.backbones", "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "graphs": facts, "runs": {}}
     lines = [f"Per guided step, batch 1, median of {args.rounds} interleaved rounds x {args.calls} calls; {cpu_model()}.", ""]
     single, two = facts["single backbone"], facts["two-model"]
-    lines += [f"Parameters single / two-model: {single['params'] / two['params']:.2f}; MACs per guided step: "
-              f"{single['macs_per_step'] / two['macs_per_step']:.2f} ({single['macs_per_step'] / 1e6:.0f} M / {two['macs_per_step'] / 1e6:.0f} M); "
-              f"nodes {single['nodes']} / {two['nodes']}.", ""]
+    lines += [
+        f"Parameters single / two-model: {single['params'] / two['params']:.2f}; MACs per guided step: "
+        f"{single['macs_per_step'] / two['macs_per_step']:.2f} ({single['macs_per_step'] / 1e6:.0f} M / {two['macs_per_step'] / 1e6:.0f} M); "
+        f"nodes {single['nodes']} / {two['nodes']}.",
+        "",
+    ]
     for threads in args.threads:
         opened = {}
         for engine, backend, precision in ENGINES:
-            for label, d in graphs.items():
+            for label in graphs:
                 try:
                     opened[(engine, label)] = open_backend(backend, Path(facts[label]["file"]), BackendOptions(threads=threads, precision=precision))
                 except BackendUnavailable as exc:
@@ -108,13 +112,20 @@ def main() -> None:
         per_round = interleaved_rounds({f"{e} | {g}": b for (e, g), b in opened.items()}, feeds, args.rounds, args.calls, warmup=3)
         peaks = gemm_peaks(threads)
         ms = {key: statistics.median(v) for key, v in per_round.items()}
-        run = {"gemm_peaks_gmacs": {k: round(v, 1) for k, v in peaks.items()}, "step_ms": {k: round(v, 2) for k, v in ms.items()},
-               "rounds_ms": {k: [round(x, 2) for x in v] for k, v in per_round.items()},
-               "kernel_ms": {label: kernel_split(facts[label]["file"], feeds, threads) for label in graphs}}
+        run = {
+            "gemm_peaks_gmacs": {k: round(v, 1) for k, v in peaks.items()},
+            "step_ms": {k: round(v, 2) for k, v in ms.items()},
+            "rounds_ms": {k: [round(x, 2) for x in v] for k, v in per_round.items()},
+            "kernel_ms": {label: kernel_split(facts[label]["file"], feeds, threads) for label in graphs},
+        }
         result["runs"][str(threads)] = run
         peak_line = ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
-        lines += [f"### {threads} thread{'s' if threads > 1 else ''} (GEMM 1024^3 in GMAC/s: {peak_line})", "",
-                  "| engine | graph | ms/step | ratio to two-model | GMAC/s |", "|---|---|---|---|---|"]
+        lines += [
+            f"### {threads} thread{'s' if threads > 1 else ''} (GEMM 1024^3 in GMAC/s: {peak_line})",
+            "",
+            "| engine | graph | ms/step | ratio to two-model | GMAC/s |",
+            "|---|---|---|---|---|",
+        ]
         for engine, _, _ in ENGINES:
             base = ms.get(f"{engine} | two-model")
             for label in graphs:
@@ -122,8 +133,13 @@ def main() -> None:
                 if m is not None:
                     lines.append(f"| {engine} | {label} | {m:.2f} | {m / base:.2f} | {facts[label]['macs_per_step'] / m / 1e6:.1f} |")
         parts = sorted({p for split in run["kernel_ms"].values() for p in split})
-        lines += ["", "ORT kernel ms per step by part of the graph:", "", "| graph | " + " | ".join(parts) + " | total |",
-                  "|---|" + "---|" * (len(parts) + 1)]
+        lines += [
+            "",
+            "ORT kernel ms per step by part of the graph:",
+            "",
+            "| graph | " + " | ".join(parts) + " | total |",
+            "|---|" + "---|" * (len(parts) + 1),
+        ]
         for label, split in run["kernel_ms"].items():
             lines.append(f"| {label} | " + " | ".join(f"{split.get(p, 0):.2f}" for p in parts) + f" | {sum(split.values()):.2f} |")
         lines.append("")

@@ -9,6 +9,7 @@ state), median over rounds, and the ratio of each to PyTorch bf16. Each engine's
 bundle's reference cases is listed next to it, and each fp32-bundle engine runs the quantization issue's quality
 gate against ONNX Runtime fp32 (same digits and noise, --gate-count per digit, EM 100 steps, evaluator accuracy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,8 +107,12 @@ def main() -> None:
     ckpt = load_checkpoint(CKPT)
     model = build_single_backbone(ckpt, str(CKPT)).float().eval()
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.standard_normal((1, 1, 80, 88), dtype=np.float32), "t": np.array([0.5], np.float32),
-             "y": np.eye(10, dtype=np.float32)[[7]], "gamma": np.array([3.0], np.float32)}
+    feeds = {
+        "x": rng.standard_normal((1, 1, 80, 88), dtype=np.float32),
+        "t": np.array([0.5], np.float32),
+        "y": np.eye(10, dtype=np.float32)[[7]],
+        "gamma": np.array([3.0], np.float32),
+    }
     opened = engines(args.bundle, int8, args.threads)
     runs = {"PyTorch eager fp32": torch_step(model, feeds, False), "PyTorch eager bf16": torch_step(model, feeds, True)}
     runs |= {name: (lambda b=b: b.run(feeds, ["eps"])) for name, (b, _) in opened.items()}
@@ -125,19 +130,41 @@ def main() -> None:
     parity = {name: max(check_parity(b, args.bundle, 1.0).errors.values()) for name, (b, _) in opened.items()}
     gated = {k: v for k, v in opened.items() if args.gate_engines is None or k in args.gate_engines}
     gates = quality_gates(gated, args.bundle, args.threads, args.gate_count) if args.gate_count else {}
-    rows = {name: {"step_ms": ms, "ratio_to_pytorch_bf16": ms / base, "rounds_ms": [round(v, 2) for v in times[name]],
-                   "parity_vs_pytorch_fp32": parity.get(name), "gate": gates.get(name)} for name, ms in med.items()}
-    lines = [f"per-step latency, shipped generator, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x {args.calls} calls",
-             "", "| engine | ms/step | ratio to PyTorch bf16 | worst relative error vs PyTorch fp32 (reference cases) | quality gate vs ORT fp32 |",
-             "|---|---|---|---|---|"]
+    rows = {
+        name: {
+            "step_ms": ms,
+            "ratio_to_pytorch_bf16": ms / base,
+            "rounds_ms": [round(v, 2) for v in times[name]],
+            "parity_vs_pytorch_fp32": parity.get(name),
+            "gate": gates.get(name),
+        }
+        for name, ms in med.items()
+    }
+    lines = [
+        f"per-step latency, shipped generator, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x {args.calls} calls",
+        "",
+        "| engine | ms/step | ratio to PyTorch bf16 | worst relative error vs PyTorch fp32 (reference cases) | quality gate vs ORT fp32 |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in sorted(rows.items(), key=lambda kv: kv[1]["step_ms"]):
         p = "-" if r["parity_vs_pytorch_fp32"] is None else f"{r['parity_vs_pytorch_fp32']:.1e}"
         g = r["gate"]
-        gate = "-" if g is None else (f"{'pass' if not g['failures'] else 'fail'}: step {g['max_step_error']:.4f}, log-Mel {g['mel_distance']:.3f}, "
-                                      f"accuracy {g['accuracy'] * 100:.0f} % (ORT fp32 {g['accuracy_fp32'] * 100:.0f} %)")
+        gate = (
+            "-"
+            if g is None
+            else (
+                f"{'pass' if not g['failures'] else 'fail'}: step {g['max_step_error']:.4f}, log-Mel {g['mel_distance']:.3f}, "
+                f"accuracy {g['accuracy'] * 100:.0f} % (ORT fp32 {g['accuracy_fp32'] * 100:.0f} %)"
+            )
+        )
         lines.append(f"| {name} | {r['step_ms']:.2f} | {r['ratio_to_pytorch_bf16']:.2f} | {p} | {gate} |")
-    result = {"command": "python -m c2d.benchmarks.backends", "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
-              "int8_bundle": str(int8) if int8 else None, "engines": rows}
+    result = {
+        "command": "python -m c2d.benchmarks.backends",
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": args.threads,
+        "int8_bundle": str(int8) if int8 else None,
+        "engines": rows,
+    }
     write_results(args.results, result, "\n".join(lines) + "\n")
 
 

@@ -2,6 +2,7 @@
 
 python -m c2d.benchmarks.classifier_accuracy CKPT [CKPT ...] [--features F] [--device cpu|cuda] [--json OUT]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ from pathlib import Path
 import torch
 
 from c2d.models.checkpoint import build_classifier, load_checkpoint, sde_from
-from c2d.models.data import load_features
 from c2d.models.classifier import NOISY_TIMES, noisy_accuracy
+from c2d.models.data import load_features
 
 TIMES = NOISY_TIMES
 

@@ -8,6 +8,7 @@ FSDD's 300 test clips at t = 0, 0.25, 0.5, 0.75 and 1 (two fixed noise draws per
 measured here with the same draws and becomes the curve's first point. Writes the JSON, a Markdown table beside it
 and a PNG.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ def read_curve(log: Path) -> list[dict]:
     for line in log.read_text().splitlines():
         record = json.loads(line)
         if "accuracy" in record:
-            rows.append({"step": record["step"], "accuracy": {float(k): v for k, v in record["accuracy"].items()},
-                         "elapsed_s": record.get("elapsed_s")})
+            rows.append(
+                {"step": record["step"], "accuracy": {float(k): v for k, v in record["accuracy"].items()}, "elapsed_s": record.get("elapsed_s")}
+            )
     return rows
 
 
@@ -67,15 +69,23 @@ def main() -> None:
     for r in rows:
         r["total_steps"] = r["step"] + offset
     header = "| steps (batch " + str(batch or "?") + ") | " + " | ".join(f"t={t:g}" for t in NOISY_TIMES) + " |"
-    lines = [f"Classifier accuracy on the 300 FSDD test clips against training steps ({DRAWS} noise draws per clip and t; "
-             f"{cpu_model()}).", "", header, "|---|" + "---|" * len(NOISY_TIMES)]
+    lines = [
+        f"Classifier accuracy on the 300 FSDD test clips against training steps ({DRAWS} noise draws per clip and t; {cpu_model()}).",
+        "",
+        header,
+        "|---|" + "---|" * len(NOISY_TIMES),
+    ]
     for r in rows:
         label = f"{r['total_steps']:,}" + (f" ({r['source']})" if "source" in r else "")
         lines.append(f"| {label} | " + " | ".join(f"{100 * r['accuracy'][t]:.1f} %" for t in NOISY_TIMES) + " |")
-    result = {"rows": [{**r, "accuracy": {str(k): v for k, v in r["accuracy"].items()}} for r in rows], "log": str(args.log),
-              "checkpoint": str(args.checkpoint) if args.checkpoint else None, "cpu": cpu_model(),
-              "command": "python -m c2d.benchmarks.classifier_curve " + " ".join(
-                  [str(args.log)] + (["--checkpoint", str(args.checkpoint)] if args.checkpoint else []))}
+    result = {
+        "rows": [{**r, "accuracy": {str(k): v for k, v in r["accuracy"].items()}} for r in rows],
+        "log": str(args.log),
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "cpu": cpu_model(),
+        "command": "python -m c2d.benchmarks.classifier_curve "
+        + " ".join([str(args.log)] + (["--checkpoint", str(args.checkpoint)] if args.checkpoint else [])),
+    }
     write_results(args.results, result, "\n".join(lines) + "\n")
     plot(rows, args.results.with_suffix(".png"))
 

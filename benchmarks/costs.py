@@ -2,6 +2,7 @@
 
 python -m c2d.benchmarks.costs [--out benchmarks/results/costs.md]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -10,6 +10,7 @@ accuracy, FID and KID against FSDD's training recordings; DNSMOS OVRL. Each poin
 paired-bootstrap 95 % interval (the same items drawn for both); a point passes when no difference lies wholly on the
 worse side. Audio is cached per generator file in --out-dir, so an interrupted run resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,11 @@ def passes(diffs: dict) -> bool:
 
 def markdown(result: dict) -> str:
     judges = list(result["judges"])
-    lines = [f"Default choice: {result['samples']} clips per point, seeds {SEED} + k, paired against {result['reference']} "
-             f"({result['cpu']}; {result['date']}). 95 % intervals; KID x 1000; difference = point - reference.", ""]
+    lines = [
+        f"Default choice: {result['samples']} clips per point, seeds {SEED} + k, paired against {result['reference']} "
+        f"({result['cpu']}; {result['date']}). 95 % intervals; KID x 1000; difference = point - reference.",
+        "",
+    ]
     header = ["point", "NFE"] + [f"{j} {m}" for j in judges for m in ("accuracy", "FID", "KID")] + ["DNSMOS OVRL", "not worse than reference"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, row in result["points"].items():
@@ -86,8 +90,11 @@ def markdown(result: dict) -> str:
             text += f" ({de['value']:+.3f} [{de['low']:+.3f}, {de['high']:+.3f}])"
         cells += [text, "reference" if d is None else ("yes" if row["passes"] else "no")]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Chosen: {result['chosen'] or 'none (no point passes)'}: the fewest network evaluations not worse than "
-              f"{result['reference']} on any measure."]
+    lines += [
+        "",
+        f"Chosen: {result['chosen'] or 'none (no point passes)'}: the fewest network evaluations not worse than "
+        f"{result['reference']} on any measure.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -116,12 +123,27 @@ def main() -> None:
             row["passes"] = passes(diffs)
     passing = [k for k, r in points.items() if r.get("passes")]
     chosen = min(passing, key=lambda k: (points[k]["nfe"], k)) if passing else None
-    command = " ".join(["python -m c2d.benchmarks.default_choice", "--points", *(f"{s}:{n}" for s, n in args.points),
-                        "--count", str(args.count)] + (["--bundle", str(args.bundle)] if args.bundle else []))
-    result = {"points": points, "reference": ref_key, "chosen": chosen, "samples": 10 * args.count, "cpu": cpu_model(),
-              "date": time.strftime("%Y-%m-%d"), "judges": {j.name: j.about for j in judges},
-              "provenance": provenance(command=command, bundle=str(bundle), generator_sha256=generator_sha256(bundle),
-                                       seed=SEED, samples_per_digit=args.count, dnsmos=dnsmos is not None)}
+    command = " ".join(
+        ["python -m c2d.benchmarks.default_choice", "--points", *(f"{s}:{n}" for s, n in args.points), "--count", str(args.count)]
+        + (["--bundle", str(args.bundle)] if args.bundle else [])
+    )
+    result = {
+        "points": points,
+        "reference": ref_key,
+        "chosen": chosen,
+        "samples": 10 * args.count,
+        "cpu": cpu_model(),
+        "date": time.strftime("%Y-%m-%d"),
+        "judges": {j.name: j.about for j in judges},
+        "provenance": provenance(
+            command=command,
+            bundle=str(bundle),
+            generator_sha256=generator_sha256(bundle),
+            seed=SEED,
+            samples_per_digit=args.count,
+            dnsmos=dnsmos is not None,
+        ),
+    }
     write_results(args.results, result, markdown(result))
 
 

@@ -12,6 +12,7 @@ Ladders (the recordings are FSDD's 300 test clips; generated sets are --count pe
 - steps: the bundle's generator, ancestral sampler at 100, 25, 8 and 4 steps, as `c2d generate` writes them.
 Generated audio is cached in --out-dir, so an interrupted run resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,17 @@ import numpy as np
 from c2d.benchmarks import cpu_model, write_results
 from c2d.models.audio_eval import RATE as RECORDING_RATE
 from c2d.models.audio_eval import load_split_audio
-from c2d.models.evaluation import (default_judges, generate_as_users_hear, judge_waves, load_scored, open_dnsmos, provenance,
-                                   save_scored, scores_table, summarise)
+from c2d.models.evaluation import (
+    default_judges,
+    generate_as_users_hear,
+    judge_waves,
+    load_scored,
+    open_dnsmos,
+    provenance,
+    save_scored,
+    scores_table,
+    summarise,
+)
 from c2d.models.scoring import paired_differences
 from c2d.runtime.generate import default_bundle
 
@@ -92,20 +102,32 @@ def verdicts(ladders: dict[str, list[str]], rows: dict[str, dict], scored: dict,
             ends_apart = (last["low"] > first["high"]) if sign > 0 else (last["high"] < first["low"])
             diffs = [d[judge][measure] for d in paired]
             resolved = [(e.low > 0) if sign > 0 else (e.high < 0) for e in diffs]
-            out.append({"ladder": ladder, "judge": judge, "measure": measure, "monotone": all(m >= 0 for m in moves),
-                        "ends_beyond_intervals": bool(ends_apart), "adjacent_resolved": f"{sum(resolved)}/{len(resolved)}",
-                        "paired_differences": [e.to_dict() for e in diffs]})
+            out.append(
+                {
+                    "ladder": ladder,
+                    "judge": judge,
+                    "measure": measure,
+                    "monotone": all(m >= 0 for m in moves),
+                    "ends_beyond_intervals": bool(ends_apart),
+                    "adjacent_resolved": f"{sum(resolved)}/{len(resolved)}",
+                    "paired_differences": [e.to_dict() for e in diffs],
+                }
+            )
     return out
 
 
 def verdict_table(rows: list[dict]) -> str:
-    lines = ["| ladder | judge | measure | monotone | ends beyond intervals | adjacent rungs resolved (paired) | paired differences, rung to rung |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| ladder | judge | measure | monotone | ends beyond intervals | adjacent rungs resolved (paired) | paired differences, rung to rung |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         scale = 1000 if r["measure"] == "kid" else (100 if r["measure"] == "accuracy" else 1)
         diffs = "; ".join(f"{scale * d['value']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}]" for d in r["paired_differences"])
-        lines.append(f"| {r['ladder']} | {r['judge']} | {r['measure']} | {'yes' if r['monotone'] else 'NO'} | "
-                     f"{'yes' if r['ends_beyond_intervals'] else 'NO'} | {r['adjacent_resolved']} | {diffs} |")
+        lines.append(
+            f"| {r['ladder']} | {r['judge']} | {r['measure']} | {'yes' if r['monotone'] else 'NO'} | "
+            f"{'yes' if r['ends_beyond_intervals'] else 'NO'} | {r['adjacent_resolved']} | {diffs} |"
+        )
     return "\n".join(lines)
 
 
@@ -158,12 +180,27 @@ def main() -> None:
         "steps": [f"generated, ancestral {s} steps" for s in STEPS],
     }
     checks = verdicts(ladders, rows, scored, [j.name for j in judges])
-    record = {"rows": rows, "ladders": ladders, "verdicts": checks,
-              "provenance": provenance(command="python -m c2d.benchmarks.evaluation_sensitivity", bundle=str(bundle),
-                                       samples_per_digit=args.count, seed=SEED, cpu=cpu_model(),
-                                       judges={j.name: j.about for j in judges}, dnsmos=dnsmos is not None)}
-    markdown = (f"Sensitivity of the audio evaluation ({cpu_model()}); 95 % intervals; KID x 1000.\n\n"
-                + scores_table(rows) + "\n\n" + verdict_table(checks) + "\n")
+    record = {
+        "rows": rows,
+        "ladders": ladders,
+        "verdicts": checks,
+        "provenance": provenance(
+            command="python -m c2d.benchmarks.evaluation_sensitivity",
+            bundle=str(bundle),
+            samples_per_digit=args.count,
+            seed=SEED,
+            cpu=cpu_model(),
+            judges={j.name: j.about for j in judges},
+            dnsmos=dnsmos is not None,
+        ),
+    }
+    markdown = (
+        f"Sensitivity of the audio evaluation ({cpu_model()}); 95 % intervals; KID x 1000.\n\n"
+        + scores_table(rows)
+        + "\n\n"
+        + verdict_table(checks)
+        + "\n"
+    )
     write_results(args.results, record, markdown)
 
 

@@ -9,6 +9,7 @@ python -m c2d.benchmarks.export_shipped [--out-dir runs/bundles] [--results benc
    Conv with flipped weights or as ConvTranspose): ONNX Runtime CPU per-call latency, interleaved rounds in one
    process, median ratios to the exporter's default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,22 +37,29 @@ BUNDLES = {
 
 
 def summarize_bundles(out_dir: Path) -> list[str]:
-    rows = ["| bundle | vocoder | generator MB | nodes | Conv | ConvTranspose | export s | max rel. error eps / logits / guidance | 100-step sampling rel. error |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| bundle | vocoder | generator MB | nodes | Conv | ConvTranspose | export s "
+        "| max rel. error eps / logits / guidance | 100-step sampling rel. error |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, ckpts in BUNDLES.items():
         vocoder = "hifigan" if name == "single-backbone" else "griffin-lim"
         manifest = export_bundle([str(CKPT / c) for c in ckpts], out_dir / name, vocoder=vocoder)
         desc = describe_bundle(out_dir / name)["files"]["generator"]
         err = manifest["generator"]["validation"]["max_relative_error"]
-        rows.append(f"| {name} | {vocoder} | {desc['bytes'] / 1e6:.2f} | {desc['nodes']} | {desc['ops'].get('Conv', 0)} | "
-                    f"{desc['ops'].get('ConvTranspose', 0)} | {manifest['generator']['export_seconds']:.2f} | "
-                    f"{err['eps']:.1e} / {err['logits']:.1e} / {err['guidance']:.1e} | "
-                    f"{manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e} |")
+        rows.append(
+            f"| {name} | {vocoder} | {desc['bytes'] / 1e6:.2f} | {desc['nodes']} | {desc['ops'].get('Conv', 0)} | "
+            f"{desc['ops'].get('ConvTranspose', 0)} | {manifest['generator']['export_seconds']:.2f} | "
+            f"{err['eps']:.1e} / {err['logits']:.1e} / {err['guidance']:.1e} | "
+            f"{manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e} |"
+        )
         if manifest["vocoder"].get("file"):
             v = describe_bundle(out_dir / name)["files"]["vocoder"]
-            rows.append(f"| (vocoder) | hifigan | {v['bytes'] / 1e6:.2f} | {v['nodes']} | {v['ops'].get('Conv', 0)} | "
-                        f"{v['ops'].get('ConvTranspose', 0)} | {manifest['vocoder']['export_seconds']:.2f} | "
-                        f"{manifest['vocoder']['validation']['max_relative_error']:.1e} (waveform) | - |")
+            rows.append(
+                f"| (vocoder) | hifigan | {v['bytes'] / 1e6:.2f} | {v['nodes']} | {v['ops'].get('Conv', 0)} | "
+                f"{v['ops'].get('ConvTranspose', 0)} | {manifest['vocoder']['export_seconds']:.2f} | "
+                f"{manifest['vocoder']['validation']['max_relative_error']:.1e} (waveform) | - |"
+            )
     return rows
 
 
@@ -72,16 +80,28 @@ def time_graph_variants(batch_sizes=(1, 4), rounds: int = 7, calls: int = 10) ->
         for i, (label, (batched, as_conv)) in enumerate(GRAPH_VARIANTS.items()):
             path = Path(tmp) / f"{i}.onnx"
             args = (torch.randn(2, 1, 80, 88), torch.rand(2), torch.eye(10)[:2], torch.full((2,), 3.0))
-            onnx_export(SingleBackboneGraph(model, batched, as_conv).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES,
-                        {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES})
+            onnx_export(
+                SingleBackboneGraph(model, batched, as_conv).eval(),
+                args,
+                path,
+                INPUT_NAMES,
+                OUTPUT_NAMES,
+                {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES},
+            )
             sessions[label] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     labels = list(GRAPH_VARIANTS)
-    rows = ["| batch | " + " | ".join(f"{k} ms" for k in labels) + " | " + " | ".join(f"{k} / default" for k in labels[1:]) + " |",
-            "|---|" + "---|" * (2 * len(labels) - 1)]
+    rows = [
+        "| batch | " + " | ".join(f"{k} ms" for k in labels) + " | " + " | ".join(f"{k} / default" for k in labels[1:]) + " |",
+        "|---|" + "---|" * (2 * len(labels) - 1),
+    ]
     rng = np.random.default_rng(0)
     for b in batch_sizes:
-        feeds = {"x": rng.standard_normal((b, 1, 80, 88), dtype=np.float32), "t": np.full(b, 0.5, np.float32),
-                 "y": np.eye(10, dtype=np.float32)[rng.integers(0, 10, b)], "gamma": np.full(b, 3.0, np.float32)}
+        feeds = {
+            "x": rng.standard_normal((b, 1, 80, 88), dtype=np.float32),
+            "t": np.full(b, 0.5, np.float32),
+            "y": np.eye(10, dtype=np.float32)[rng.integers(0, 10, b)],
+            "gamma": np.full(b, 3.0, np.float32),
+        }
         outs = [s.run(None, feeds) for s in sessions.values()]  # warm-up, and all must agree
         assert all(np.allclose(a, c, rtol=1e-4, atol=1e-5) for other in outs[1:] for a, c in zip(outs[0], other))
         times = {k: [] for k in sessions}
@@ -101,8 +121,12 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path("runs/bundles"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/export_shipped.md"))
     args = ap.parse_args()
-    lines = ["# Export of the shipped checkpoints", "", f"`python -m c2d.benchmarks.export_shipped` on {time.strftime('%Y-%m-%d')}, "
-             f"torch {torch.__version__}, onnxruntime {ort.__version__}, CPU.", ""]
+    lines = [
+        "# Export of the shipped checkpoints",
+        "",
+        f"`python -m c2d.benchmarks.export_shipped` on {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, onnxruntime {ort.__version__}, CPU.",
+        "",
+    ]
     lines += summarize_bundles(args.out_dir)
     lines += ["", "## How the backward passes are built: single backbone, ORT CPU, 2 threads, median of interleaved rounds", ""]
     lines += time_graph_variants()

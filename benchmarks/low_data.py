@@ -12,6 +12,7 @@ digit's samples against the real training clips of that digit. Digits the subnet
 checkpoint's `train_subset`) and the others ("unseen") are averaged apart. Samples are cached in --out-dir, so an
 interrupted run resumes. Writes JSON, Markdown and a per-digit PNG chart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,16 @@ import numpy as np
 from c2d.benchmarks import cached_samples, cpu_model, write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.checkpoint import load_checkpoint
-from c2d.models.data import load_features
+from c2d.models.data import describe_subset, load_features
 from c2d.models.evaluator import classify, frechet_distance, generate_normalised, load_evaluator
-from c2d.runtime.bundle import describe_subset
 
 CKPT = files("c2d.models.checkpoints")
-SUBNETS = {"full data": "subnet-small.pt", "3 % of the data": "subnet-small-frac3.pt",
-           "digits 3, 5, 7": "subnet-small-digits357.pt", "digit 4": "subnet-small-digit4.pt"}
+SUBNETS = {
+    "full data": "subnet-small.pt",
+    "3 % of the data": "subnet-small-frac3.pt",
+    "digits 3, 5, 7": "subnet-small-digits357.pt",
+    "digit 4": "subnet-small-digit4.pt",
+}
 N_DIGITS = 10
 
 
@@ -45,8 +49,11 @@ def per_digit_metrics(evaluator, x: np.ndarray, digits: np.ndarray, real_emb: di
     out = {}
     for d in range(N_DIGITS):
         mask = digits == d
-        out[str(d)] = {"accuracy": float((predicted[mask] == d).mean()), "fid": frechet_distance(emb[mask], real_emb[d]),
-                       "predicted": np.bincount(predicted[mask], minlength=N_DIGITS).tolist()}
+        out[str(d)] = {
+            "accuracy": float((predicted[mask] == d).mean()),
+            "fid": frechet_distance(emb[mask], real_emb[d]),
+            "predicted": np.bincount(predicted[mask], minlength=N_DIGITS).tolist(),
+        }
     return out
 
 
@@ -56,8 +63,13 @@ def summarise(per_digit: dict, seen: list[int]) -> dict:
     def mean(key, ds):
         return float(np.mean([per_digit[str(d)][key] for d in ds])) if ds else None
 
-    return {"accuracy_seen": mean("accuracy", seen), "accuracy_unseen": mean("accuracy", unseen),
-            "fid_seen": mean("fid", seen), "fid_unseen": mean("fid", unseen), "accuracy_all": mean("accuracy", range(N_DIGITS))}
+    return {
+        "accuracy_seen": mean("accuracy", seen),
+        "accuracy_unseen": mean("accuracy", unseen),
+        "fid_seen": mean("fid", seen),
+        "fid_unseen": mean("fid", unseen),
+        "accuracy_all": mean("accuracy", range(N_DIGITS)),
+    }
 
 
 def _pct(v) -> str:
@@ -69,18 +81,27 @@ def _num(v) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Deployed sampler {result['sampler']}, {result['count']} samples per digit, evaluator accuracy per digit "
-             f"(FID per digit against that digit's real training clips); {result['cpu']}.", "",
-             "| subnet | trained on | gamma | accuracy seen | accuracy unseen | FID seen | FID unseen | per-digit accuracy 0-9 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Deployed sampler {result['sampler']}, {result['count']} samples per digit, evaluator accuracy per digit "
+        f"(FID per digit against that digit's real training clips); {result['cpu']}.",
+        "",
+        "| subnet | trained on | gamma | accuracy seen | accuracy unseen | FID seen | FID unseen | per-digit accuracy 0-9 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, sub in result["subnets"].items():
         for gamma, row in sub["gammas"].items():
             s = row["summary"]
             digits = " ".join(f"{'*' if int(d) not in sub['seen'] else ''}{100 * m['accuracy']:.0f}" for d, m in row["per_digit"].items())
-            lines.append(f"| {name} | {sub['trained_on']} | {gamma} | {_pct(s['accuracy_seen'])} | {_pct(s['accuracy_unseen'])} | "
-                         f"{_num(s['fid_seen'])} | {_num(s['fid_unseen'])} | {digits} |")
-    lines += ["", "Per-digit accuracy in %; * marks a digit the subnet never saw in training. With 100 samples a digit, one "
-              "standard error of an accuracy is at most 5 points.", ""] + unseen_table(result)
+            lines.append(
+                f"| {name} | {sub['trained_on']} | {gamma} | {_pct(s['accuracy_seen'])} | {_pct(s['accuracy_unseen'])} | "
+                f"{_num(s['fid_seen'])} | {_num(s['fid_unseen'])} | {digits} |"
+            )
+    lines += [
+        "",
+        "Per-digit accuracy in %; * marks a digit the subnet never saw in training. With 100 samples a digit, one "
+        "standard error of an accuracy is at most 5 points.",
+        "",
+    ] + unseen_table(result)
     return "\n".join(lines) + "\n"
 
 
@@ -98,12 +119,23 @@ def unseen_table(result: dict) -> list[str]:
             rows.append(f"| {name} | {d} | " + " | ".join(_pct(acc[g]) for g in gammas) + f" | {best} | {ref} |")
     if not rows:
         return []
-    unguided = [f"- {name}: at gamma 0, {_pct(seen_share(sub['gammas']['0'], sub['seen']))} of all samples are labelled one of its "
-                f"training digits ({', '.join(map(str, sub['seen']))})" for name, sub in result["subnets"].items()
-                if len(sub["seen"]) < N_DIGITS and "0" in sub["gammas"]]
-    return (["How often guidance produces each unseen digit (evaluator accuracy on the samples asked for that digit):", "",
-             "| subnet | unseen digit | " + " | ".join(f"gamma {g}" for g in gammas) + " | best gamma | full data, same gamma |",
-             "|---|---|" + "---|" * (len(gammas) + 2)] + rows + [""] + unguided)
+    unguided = [
+        f"- {name}: at gamma 0, {_pct(seen_share(sub['gammas']['0'], sub['seen']))} of all samples are labelled one of its "
+        f"training digits ({', '.join(map(str, sub['seen']))})"
+        for name, sub in result["subnets"].items()
+        if len(sub["seen"]) < N_DIGITS and "0" in sub["gammas"]
+    ]
+    return (
+        [
+            "How often guidance produces each unseen digit (evaluator accuracy on the samples asked for that digit):",
+            "",
+            "| subnet | unseen digit | " + " | ".join(f"gamma {g}" for g in gammas) + " | best gamma | full data, same gamma |",
+            "|---|---|" + "---|" * (len(gammas) + 2),
+        ]
+        + rows
+        + [""]
+        + unguided
+    )
 
 
 def seen_share(row: dict, seen: list[int]) -> float:
@@ -159,9 +191,12 @@ def main() -> None:
         seen = seen_digits(subset)
         sub = {"checkpoint": str(checkpoint), "seen": seen, "subset": subset, "trained_on": describe_subset(subset), "gammas": {}}
         for gamma in gammas:
-            x, digits = cached_samples(args.out_dir / "samples" / f"{Path(checkpoint).stem}-g{gamma:g}-n{args.count}-s{args.seed}.npz",
-                                       lambda: generate_normalised(bundle, args.count, None, None, gamma, args.seed, threads=args.threads),
-                                       f"{name}, gamma {gamma:g}", print)
+            x, digits = cached_samples(
+                args.out_dir / "samples" / f"{Path(checkpoint).stem}-g{gamma:g}-n{args.count}-s{args.seed}.npz",
+                lambda bundle=bundle, gamma=gamma: generate_normalised(bundle, args.count, None, None, gamma, args.seed, threads=args.threads),
+                f"{name}, gamma {gamma:g}",
+                print,
+            )
             per_digit = per_digit_metrics(evaluator, x, digits, real_emb)
             sub["gammas"][f"{gamma:g}"] = {"per_digit": per_digit, "summary": summarise(per_digit, seen)}
         result["subnets"][name] = sub

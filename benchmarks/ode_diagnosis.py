@@ -14,6 +14,7 @@ python -m c2d.benchmarks.ode_diagnosis --bundle shipped=runtime/bundles/small --
 4. First bundle only: the rms of x_t and of the predicted eps along four DDIM trajectories.
 Every sample set uses count samples per digit on the same seeds (1000 + k).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import write_results
-from c2d.benchmarks import cpu_model
+from c2d.benchmarks import cpu_model, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, load_evaluator
 from c2d.runtime import load
@@ -73,8 +73,13 @@ def trajectories(gen, seeds=(1072, 1093, 1000, 1025)) -> list[dict]:
 
     def traced(x, t):
         eps = eps_fn(x, t)
-        rows.append({"t": t, "x_rms": np.sqrt((x**2).mean(axis=(1, 2, 3))).round(3).tolist(),
-                     "eps_rms": np.sqrt((eps**2).mean(axis=(1, 2, 3))).round(3).tolist()})
+        rows.append(
+            {
+                "t": t,
+                "x_rms": np.sqrt((x**2).mean(axis=(1, 2, 3))).round(3).tolist(),
+                "eps_rms": np.sqrt((eps**2).mean(axis=(1, 2, 3))).round(3).tolist(),
+            }
+        )
         return eps
 
     SAMPLERS["ddim"].fn(traced, x_T, None, ts, gen.meta.sde)
@@ -84,12 +89,21 @@ def trajectories(gen, seeds=(1072, 1093, 1000, 1025)) -> list[dict]:
 def markdown(result: dict) -> str:
     names = list(result["bundles"])
     keys = list(next(iter(result["radial_slope"].values())))
-    lines = ["Radial response: slope <eps(c z), z> / |z|^2 (exact: about c at t = 1).", "",
-             "| t, c | " + " | ".join(names) + " | exact |", "|---|" + "---|" * (len(names) + 1)]
+    lines = [
+        "Radial response: slope <eps(c z), z> / |z|^2 (exact: about c at t = 1).",
+        "",
+        "| t, c | " + " | ".join(names) + " | exact |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
     for k in keys:
         lines.append(f"| {k} | " + " | ".join(f"{result['radial_slope'][n][k]:.3f}" for n in names) + f" | ~{k.split('c=')[1]} |")
-    lines += ["", f"Samples ({result['samples']} per row, guided, {STEPS} log-SNR steps, same seeds):", "",
-              "| bundle | run | accuracy | FID | IS | near-silent share |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Samples ({result['samples']} per row, guided, {STEPS} log-SNR steps, same seeds):",
+        "",
+        "| bundle | run | accuracy | FID | IS | near-silent share |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result["runs"]:
         m = row["metrics"]
         lines.append(f"| {row['bundle']} | {row['run']} | {m['accuracy'] * 100:.0f} % | {m['fid']:.2f} | {m['is']:.2f} | {m['floor_share']:.2f} |")
@@ -135,10 +149,16 @@ def main() -> None:
             x, digits = run_sampler(gen, fn, args.count, x_rms)
             runs.append({"bundle": name, "run": label, "metrics": quality(x, digits), "seconds": round(time.time() - start, 1)})
             print(f"{name} {label}: {runs[-1]['metrics']}", flush=True)
-    result = {"command": "python -m c2d.benchmarks.ode_diagnosis " + " ".join(f"--bundle {n}={p}" for n, p in args.bundle),
-              "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "samples": args.count * 10,
-              "bundles": {n: str(p) for n, p in args.bundle}, "radial_slope": slopes, "runs": runs,
-              "ddim_trajectories": trajectories(gens[first])}
+    result = {
+        "command": "python -m c2d.benchmarks.ode_diagnosis " + " ".join(f"--bundle {n}={p}" for n, p in args.bundle),
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu_model(),
+        "samples": args.count * 10,
+        "bundles": {n: str(p) for n, p in args.bundle},
+        "radial_slope": slopes,
+        "runs": runs,
+        "ddim_trajectories": trajectories(gens[first]),
+    }
     write_results(args.results, result, markdown(result))
 
 

@@ -7,6 +7,7 @@ OpenVINO f32 and bf16 (its inference precision hint), and int8 as a QDQ graph (a
 per tensor; ORT fuses it into an integer MatMul, OpenVINO runs it as an int8 FullyConnected). The best of `calls`
 timed runs, in GMAC/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,15 +43,19 @@ def gemm_model(n: int, int8: bool) -> onnx.ModelProto:
         inits = [numpy_helper.from_array(weight, "w")]
     else:
         w_scale = np.float32(np.abs(weight).max() / 127)
-        inits = [numpy_helper.from_array(np.round(weight / w_scale).astype(np.int8), "w_q"),
-                 numpy_helper.from_array(np.array(w_scale, np.float32), "w_scale"),
-                 numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
-                 numpy_helper.from_array(np.array(8 / 255, np.float32), "a_scale"),
-                 numpy_helper.from_array(np.array(128, np.uint8), "a_zero")]
-        nodes = [helper.make_node("QuantizeLinear", ["a", "a_scale", "a_zero"], ["a_q"]),
-                 helper.make_node("DequantizeLinear", ["a_q", "a_scale", "a_zero"], ["a_dq"]),
-                 helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w_dq"]),
-                 helper.make_node("MatMul", ["a_dq", "w_dq"], ["y"])]
+        inits = [
+            numpy_helper.from_array(np.round(weight / w_scale).astype(np.int8), "w_q"),
+            numpy_helper.from_array(np.array(w_scale, np.float32), "w_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+            numpy_helper.from_array(np.array(8 / 255, np.float32), "a_scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+        ]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["a", "a_scale", "a_zero"], ["a_q"]),
+            helper.make_node("DequantizeLinear", ["a_q", "a_scale", "a_zero"], ["a_dq"]),
+            helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w_dq"]),
+            helper.make_node("MatMul", ["a_dq", "w_dq"], ["y"]),
+        ]
     graph = helper.make_graph(nodes, "gemm", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

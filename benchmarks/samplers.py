@@ -11,6 +11,7 @@ python -m c2d.benchmarks.samplers [--bundle DIR] [--sweep-count 10] [--final-cou
 The default is chosen as the fewest steps whose 1,000-sample accuracy is within one standard error of EM-100's (or
 above) and whose FID is no worse. Samples are cached in --out-dir, so an interrupted run resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ import statistics
 import time
 from importlib.resources import files
 from pathlib import Path
-
 
 from c2d.benchmarks import cached_samples, cpu_model, write_results
 from c2d.models.data import load_features
@@ -32,8 +32,12 @@ from c2d.runtime.generate import default_bundle
 from c2d.runtime.samplers import SAMPLERS
 
 SWEEP = {  # steps per sampler: the few-step range for the few-step samplers, enough of the rest to show their curve
-    "em": (25, 50, 100), "ancestral": (4, 6, 10, 15, 25, 50), "dpm2m-sde": (4, 6, 10, 15, 25, 50),
-    "dpm3m-sde": (4, 6, 10, 15, 25, 50), "ddim": (25, 100), "dpm2m": (10, 20, 50),
+    "em": (25, 50, 100),
+    "ancestral": (4, 6, 10, 15, 25, 50),
+    "dpm2m-sde": (4, 6, 10, 15, 25, 50),
+    "dpm3m-sde": (4, 6, 10, 15, 25, 50),
+    "ddim": (25, 100),
+    "dpm2m": (10, 20, 50),
 }
 TABLE1_SEED = 1000  # Table 1's first seed: EM-100 at --final-count 100 is its shipped row
 SWEEP_SEED = 5000  # the sweep's seeds are apart from the operating points'
@@ -43,8 +47,9 @@ REFERENCE = ("em", 100)
 def samples(out_dir: Path, bundle: Path, sampler: str, steps: int, guidance: float, count: int, seed: int, threads: int, log):
     """count samples per digit (normalised log-Mels, digits), generated once and kept as .npz in out_dir."""
     cache = out_dir / f"{sampler}-{steps}-g{guidance:g}-n{count}-s{seed}.npz"
-    return cached_samples(cache, lambda: generate_normalised(bundle, count, sampler, steps, guidance, seed, threads=threads),
-                          f"{sampler}-{steps}", log)
+    return cached_samples(
+        cache, lambda: generate_normalised(bundle, count, sampler, steps, guidance, seed, threads=threads), f"{sampler}-{steps}", log
+    )
 
 
 def table1_reference(path: Path) -> dict:
@@ -80,8 +85,14 @@ def real_time_factors(bundle: Path, backend: str, threads: int, points: list[tup
             times[(sampler, steps)].append(r.sampling_seconds + r.vocoder_seconds)
     clip = gen.meta.mel.clip_seconds
     em = statistics.median(times[REFERENCE]) if REFERENCE in times else None
-    return {f"{s}-{n}": {"seconds": statistics.median(v), "rtf": statistics.median(v) / clip,
-                         "speedup_vs_em100": em / statistics.median(v) if em else None} for (s, n), v in times.items()}
+    return {
+        f"{s}-{n}": {
+            "seconds": statistics.median(v),
+            "rtf": statistics.median(v) / clip,
+            "speedup_vs_em100": em / statistics.median(v) if em else None,
+        }
+        for (s, n), v in times.items()
+    }
 
 
 def choose_default(final: dict[str, dict]) -> str | None:
@@ -115,21 +126,35 @@ def _share(value: float | None) -> str:
 
 def markdown(result: dict) -> str:
     steps = result["sweep_steps"]
-    lines = [f"Sweep: {result['sweep_samples']} samples per point (guided, gamma {result['guidance']:g}); FID / accuracy.", "",
-             "| sampler | " + " | ".join(str(n) for n in steps) + " |", "|---|" + "---|" * len(steps)]
+    lines = [
+        f"Sweep: {result['sweep_samples']} samples per point (guided, gamma {result['guidance']:g}); FID / accuracy.",
+        "",
+        "| sampler | " + " | ".join(str(n) for n in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
     for name, by_steps in result["sweep"].items():
         cells = [f"{by_steps[str(n)]['fid']:.2f} / {by_steps[str(n)]['accuracy'] * 100:.0f} %" if str(n) in by_steps else "-" for n in steps]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"Operating points: {result['final_samples']} samples each on Table 1's seeds; real-time factor on "
-              f"{result['backend']} ({result['threads']} threads, batch 1, sampling + Griffin-Lim).", "",
-              "| sampler-steps | accuracy | FID | IS | mIS | AM | near-silent share | RTF | speed-up vs EM-100 |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Operating points: {result['final_samples']} samples each on Table 1's seeds; real-time factor on "
+        f"{result['backend']} ({result['threads']} threads, batch 1, sampling + Griffin-Lim).",
+        "",
+        "| sampler-steps | accuracy | FID | IS | mIS | AM | near-silent share | RTF | speed-up vs EM-100 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, m in result["final"].items():
         r = result["rtf"].get(key, {})
-        lines.append(f"| {key}{' (default)' if key == result['chosen_default'] else ''} | {m['accuracy'] * 100:.1f} ± {m['accuracy_se'] * 100:.1f} % | "
-                     f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.2f} | {m['am']:.3f} | {_share(m['floor_share'])} | "
-                     f"{r.get('rtf', float('nan')):.3f} | {r.get('speedup_vs_em100') or float('nan'):.1f}x |")
-    lines += ["", f"Chosen default: {result['chosen_default']} (fewest steps with accuracy within one standard error of EM-100's "
-              "and FID no higher). CPU: " + result["cpu"]] + [f"Note: {n}." for n in result.get("notes", [])]
+        lines.append(
+            f"| {key}{' (default)' if key == result['chosen_default'] else ''} | {m['accuracy'] * 100:.1f} ± {m['accuracy_se'] * 100:.1f} % | "
+            f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.2f} | {m['am']:.3f} | {_share(m['floor_share'])} | "
+            f"{r.get('rtf', float('nan')):.3f} | {r.get('speedup_vs_em100') or float('nan'):.1f}x |"
+        )
+    lines += [
+        "",
+        f"Chosen default: {result['chosen_default']} (fewest steps with accuracy within one standard error of EM-100's "
+        "and FID no higher). CPU: " + result["cpu"],
+    ] + [f"Note: {n}." for n in result.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -148,8 +173,12 @@ def main() -> None:
     ap.add_argument("--sweep-count", type=int, default=10, help="samples per digit of each sweep point")
     ap.add_argument("--final-count", type=int, default=100, help="samples per digit of each operating point (Table 1: 100)")
     ap.add_argument("--final", type=parse_point, nargs="*", default=[], help="operating points SAMPLER:STEPS beside EM-100")
-    ap.add_argument("--reference-from", type=Path, default=None,
-                    help="take EM-100's operating-point quality from this table1.json (its shipped row) instead of sampling it again")
+    ap.add_argument(
+        "--reference-from",
+        type=Path,
+        default=None,
+        help="take EM-100's operating-point quality from this table1.json (its shipped row) instead of sampling it again",
+    )
     ap.add_argument("--sweep-only", action="store_true", help="stop after the sweep (its samples stay cached)")
     ap.add_argument("--backend", default="ort")
     ap.add_argument("--threads", type=int, default=2)
@@ -183,14 +212,31 @@ def main() -> None:
         final[f"{sampler}-{steps}"] = quality(evaluator, reference, x, digits)
         log(f"final {sampler}-{steps}: {final[f'{sampler}-{steps}']}")
     rtf = real_time_factors(args.bundle, args.backend, args.threads, points)
-    command = " ".join(["python -m c2d.benchmarks.samplers", *(f"--final {s}:{n}" for s, n in points[1:]),
-                        *([f"--reference-from {args.reference_from}"] if args.reference_from else [])])
-    result = {"command": command,
-              "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "bundle": str(args.bundle),
-              "generator_sha256": gen.manifest["generator"]["sha256"], "guidance": guidance, "backend": args.backend,
-              "threads": args.threads, "sweep_steps": sorted({n for v in sweep.values() for n in v}), "sweep_samples": args.sweep_count * len(gen.meta.labels),
-              "final_samples": args.final_count * len(gen.meta.labels), "sweep": {s: {str(n): m for n, m in v.items()} for s, v in sweep.items()},
-              "final": final, "rtf": rtf, "chosen_default": choose_default(final), "notes": notes}
+    command = " ".join(
+        [
+            "python -m c2d.benchmarks.samplers",
+            *(f"--final {s}:{n}" for s, n in points[1:]),
+            *([f"--reference-from {args.reference_from}"] if args.reference_from else []),
+        ]
+    )
+    result = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu_model(),
+        "bundle": str(args.bundle),
+        "generator_sha256": gen.manifest["generator"]["sha256"],
+        "guidance": guidance,
+        "backend": args.backend,
+        "threads": args.threads,
+        "sweep_steps": sorted({n for v in sweep.values() for n in v}),
+        "sweep_samples": args.sweep_count * len(gen.meta.labels),
+        "final_samples": args.final_count * len(gen.meta.labels),
+        "sweep": {s: {str(n): m for n, m in v.items()} for s, v in sweep.items()},
+        "final": final,
+        "rtf": rtf,
+        "chosen_default": choose_default(final),
+        "notes": notes,
+    }
     plot(sweep, args.results.with_suffix(".png"))
     write_results(args.results, result, markdown(result))
 

@@ -12,6 +12,7 @@ row; exported bundles on ONNX Runtime CPU), per-step latency and peak memory of 
 Generated samples are cached in --out-dir, so an interrupted run resumes where it stopped.
 A row of real test-split clips gives the metrics' floor.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ from c2d.models.evaluator import Reference, evaluate_samples, generate_normalise
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 CKPT = files("c2d.models.checkpoints")
-BUNDLES = {"single": ["subnet-small.pt"], "notaps": ["subnet-small-notaps.pt"], "two-model": ["unet-small.pt", "classifier-small.pt"],
-           "shipped": [SHIPPED_SUBNET]}
+BUNDLES = {
+    "single": ["subnet-small.pt"],
+    "notaps": ["subnet-small-notaps.pt"],
+    "two-model": ["unet-small.pt", "classifier-small.pt"],
+    "shipped": [SHIPPED_SUBNET],
+}
 SAME_GRAPH = {"shipped": "single"}  # longer-trained weights, same graph: profiled once
 SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
 DEFAULT_ROW = f"... {DEFAULT_SAMPLER} {DEFAULT_STEPS} steps (the bundle's default sampler)"
@@ -72,8 +77,12 @@ def samples_for(row: str, bundle: Path, guidance: float, sampling: tuple[str, in
 def profile_once(bundle: Path, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "p.json"
-        subprocess.run([sys.executable, "-m", "c2d", "profile", str(bundle), "--steps", str(steps), "--json", str(out)],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "c2d", "profile", str(bundle), "--steps", str(steps), "--json", str(out)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return json.loads(out.read_text())
 
 
@@ -82,28 +91,42 @@ def latency_and_memory(bundles: dict[str, Path], rounds: int = 3, steps: int = 4
     for _ in range(rounds):  # interleaved: every bundle sees the same machine state
         for name, path in bundles.items():
             runs[name].append(profile_once(path, steps))
-    return {name: {"step_ms": statistics.median(r["step_ms"]["median"] for r in rs),
-                   "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
-                   "generator_mb": rs[0]["file_bytes"]["generator.onnx"] / 1e6} for name, rs in runs.items()}
+    return {
+        name: {
+            "step_ms": statistics.median(r["step_ms"]["median"] for r in rs),
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
+            "generator_mb": rs[0]["file_bytes"]["generator.onnx"] / 1e6,
+        }
+        for name, rs in runs.items()
+    }
 
 
 def markdown(result: dict) -> str:
-    lines = ["| model | params total [trainable] | GMACs/step | FID | IS | mIS | AM | accuracy | ORT ms/step | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | params total [trainable] | GMACs/step | FID | IS | mIS | AM | accuracy | ORT ms/step | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         m, p = r["metrics"], r["profile"]
         acc = f"{m['accuracy'] * 100:.1f} %" if "accuracy" in m else "-"
-        lines.append(f"| {r['model']} | {r['params_total'] / 1e6:.2f} M [{r['params_trainable'] / 1e6:.2f}] | {r['gmacs_per_step']:.3f} | "
-                     f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.1f} | {m['am']:.3f} | {acc} | {p['step_ms']:.1f} | {p['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['params_total'] / 1e6:.2f} M [{r['params_trainable'] / 1e6:.2f}] | {r['gmacs_per_step']:.3f} | "
+            f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.1f} | {m['am']:.3f} | {acc} | {p['step_ms']:.1f} | {p['peak_rss_mb']:.0f} |"
+        )
     real = result["real_test_split"]
-    lines.append(f"| real test clips ({real['samples']}) | - | - | {real['fid']:.2f} | {real['is']:.2f} | {real['mis']:.1f} | "
-                 f"{real['am']:.3f} | {real['accuracy'] * 100:.1f} % | - | - |")
+    lines.append(
+        f"| real test clips ({real['samples']}) | - | - | {real['fid']:.2f} | {real['is']:.2f} | {real['mis']:.1f} | "
+        f"{real['am']:.3f} | {real['accuracy'] * 100:.1f} % | - | - |"
+    )
     r = result["ratios_single_over_two_model_guided"]
     lines += ["", "single backbone / two-model (guided): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())]
     t = result["shipped_model_targets"]
-    lines += ["", f"shipped model as `c2d generate` runs it ({DEFAULT_ROW}, gamma 3) against the default-model targets: evaluator accuracy "
-                  f"{t['accuracy'] * 100:.1f} % (target >= {t['accuracy_target'] * 100:.0f} %: {'met' if t['accuracy_met'] else 'NOT met'}); "
-                  f"FID / U-Net + Classifier FID {t['fid_ratio']:.2f} (target <= {t['fid_ratio_target']}: {'met' if t['fid_ratio_met'] else 'NOT met'})"]
+    lines += [
+        "",
+        f"shipped model as `c2d generate` runs it ({DEFAULT_ROW}, gamma 3) against the default-model targets: evaluator accuracy "
+        f"{t['accuracy'] * 100:.1f} % (target >= {t['accuracy_target'] * 100:.0f} %: {'met' if t['accuracy_met'] else 'NOT met'}); "
+        f"FID / U-Net + Classifier FID {t['fid_ratio']:.2f} (target <= {t['fid_ratio_target']}: {'met' if t['fid_ratio_met'] else 'NOT met'})",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -112,8 +135,14 @@ TARGET_ACCURACY, TARGET_FID_RATIO = 0.90, 1.5  # the default-model issue's quali
 
 def shipped_model_targets(single_guided: dict, two_model_guided: dict) -> dict:
     acc, ratio = single_guided["metrics"]["accuracy"], single_guided["metrics"]["fid"] / two_model_guided["metrics"]["fid"]
-    return {"accuracy": acc, "accuracy_target": TARGET_ACCURACY, "accuracy_met": acc >= TARGET_ACCURACY,
-            "fid_ratio": ratio, "fid_ratio_target": TARGET_FID_RATIO, "fid_ratio_met": ratio <= TARGET_FID_RATIO}
+    return {
+        "accuracy": acc,
+        "accuracy_target": TARGET_ACCURACY,
+        "accuracy_met": acc >= TARGET_ACCURACY,
+        "fid_ratio": ratio,
+        "fid_ratio_target": TARGET_FID_RATIO,
+        "fid_ratio_met": ratio <= TARGET_FID_RATIO,
+    }
 
 
 def main() -> None:
@@ -138,21 +167,38 @@ def main() -> None:
     log("profiling (fresh process per measurement, interleaved)")
     prof = latency_and_memory({name: path for name, path in bundles.items() if name not in SAME_GRAPH}, steps=args.profile_steps)
     cost = lambda row: costs[COST_ROW.get(row, row)]
-    rows = [{"model": row, "bundle": bundle, "guidance": gamma, "params_total": cost(row).params_total,
-             "params_trainable": cost(row).params_trainable, "gmacs_per_step": cost(row).macs_per_step / 1e9,
-             "sampler": f"{sampling[0]}-{sampling[1]}", "metrics": quality[row], "profile": prof[SAME_GRAPH.get(bundle, bundle)]}
-            for row, bundle, gamma, sampling in ROWS]
+    rows = [
+        {
+            "model": row,
+            "bundle": bundle,
+            "guidance": gamma,
+            "params_total": cost(row).params_total,
+            "params_trainable": cost(row).params_trainable,
+            "gmacs_per_step": cost(row).macs_per_step / 1e9,
+            "sampler": f"{sampling[0]}-{sampling[1]}",
+            "metrics": quality[row],
+            "profile": prof[SAME_GRAPH.get(bundle, bundle)],
+        }
+        for row, bundle, gamma, sampling in ROWS
+    ]
     by_name = {r["model"]: r for r in rows}
     one, two = by_name[SINGLE_ROW], by_name[TWO_MODEL_ROW]
     result = {
-        "command": f"python -m c2d.benchmarks.table1 --count {args.count}", "date": time.strftime("%Y-%m-%d"),
-        "sampler": f"em, 100 steps (the last row: {DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps)", "samples_per_row": args.count * 10, "rows": rows, "real_test_split": real,
+        "command": f"python -m c2d.benchmarks.table1 --count {args.count}",
+        "date": time.strftime("%Y-%m-%d"),
+        "sampler": f"em, 100 steps (the last row: {DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps)",
+        "samples_per_row": args.count * 10,
+        "rows": rows,
+        "real_test_split": real,
         "ratios_single_over_two_model_guided": {
-            "params": one["params_total"] / two["params_total"], "MACs": one["gmacs_per_step"] / two["gmacs_per_step"],
-            "latency": one["profile"]["step_ms"] / two["profile"]["step_ms"], "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"]},
+            "params": one["params_total"] / two["params_total"],
+            "MACs": one["gmacs_per_step"] / two["gmacs_per_step"],
+            "latency": one["profile"]["step_ms"] / two["profile"]["step_ms"],
+            "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"],
+        },
         "shipped_model_targets": shipped_model_targets(by_name[DEFAULT_ROW], two),
         "note": "unconditional rows run the same exported graph as their guided row with gamma 0, and the shipped row the "
-                "same graph as the 4,000-step subnet, so they share its latency",
+        "same graph as the 4,000-step subnet, so they share its latency",
     }
     write_results(args.results, result, markdown(result))
 

@@ -5,6 +5,7 @@ All four variants of a model are measured interleaved (one step of each per roun
 hits them alike; the ratios are the figures to read.
 python -m c2d.benchmarks.train_speed [--size small] [--batch-size 32] [--steps 6000] [--repeats 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,14 +57,21 @@ def measure(kind: str, taps: bool, size: str, classifier: str, x, y, repeats: in
 
 def markdown(result: dict) -> str:
     names = list(VARIANTS)
-    lines = [f"Seconds per training step, batch {result['batch_size']}, {result['threads']} threads, median of {result['repeats']} "
-             f"interleaved rounds; {result['cpu']}.", "",
-             "| model | " + " | ".join(f"s/step {n}" for n in names) + " | channels-last / default (fp32) | bf16 / fp32 | "
-             f"hours for {result['steps']} steps (fastest) |", "|---|" + "---|" * (len(names) + 3)]
+    lines = [
+        f"Seconds per training step, batch {result['batch_size']}, {result['threads']} threads, median of {result['repeats']} "
+        f"interleaved rounds; {result['cpu']}.",
+        "",
+        "| model | " + " | ".join(f"s/step {n}" for n in names) + " | channels-last / default (fp32) | bf16 / fp32 | "
+        f"hours for {result['steps']} steps (fastest) |",
+        "|---|" + "---|" * (len(names) + 3),
+    ]
     for model, row in result["rows"].items():
         fastest = min(row.values())
-        lines.append(f"| {model} | " + " | ".join(f"{row[n]:.3f}" for n in names) +
-                     f" | {row['fp32 channels-last'] / row['fp32']:.2f} | {row['bf16'] / row['fp32']:.2f} | {fastest * result['steps'] / 3600:.2f} |")
+        lines.append(
+            f"| {model} | "
+            + " | ".join(f"{row[n]:.3f}" for n in names)
+            + f" | {row['fp32 channels-last'] / row['fp32']:.2f} | {row['bf16'] / row['fp32']:.2f} | {fastest * result['steps'] / 3600:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -80,8 +88,16 @@ def main() -> None:
     data = load_features("train")
     x, y = torch.from_numpy(data.x[: args.batch_size]), torch.from_numpy(data.y[: args.batch_size])
     wanted = set(args.models.split(","))
-    result = {"cpu": cpu_model(), "size": args.size, "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": {}}
+    result = {
+        "cpu": cpu_model(),
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": {},
+    }
     for name, kind, taps in MODELS:
         if name in wanted:
             result["rows"][name] = measure(kind, taps, args.size, args.classifier, x, y, args.repeats)

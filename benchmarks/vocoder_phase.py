@@ -12,6 +12,7 @@ is close to "recording round trip" the magnitudes are good; if "recording magnit
 it the phase is what the student gets wrong; "recording magnitude + teacher phase" is the ceiling of the training
 recipe (recordings targets: the recording's magnitudes with the teacher's phase).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from c2d.benchmarks import cpu_model, write_results
+from c2d.benchmarks.vocoders import CLIP, STOI_GROUP, fourier_onnx, hifigan_onnx, onnx_vocoder, pesq_wb, stoi_of_group, test_set, vocode_clips
 from c2d.models.dnsmos import DNSMOS
-from c2d.benchmarks.vocoders import (CLIP, STOI_GROUP, fourier_onnx, hifigan_onnx, onnx_vocoder, pesq_wb,
-                                     stoi_of_group, test_set, vocode_clips)
 from c2d.runtime.audio import DEFAULT_MEL, log_mel, stft
 from c2d.runtime.generate import default_bundle
 from c2d.runtime.vocoder import istft
@@ -57,9 +57,12 @@ def scores(waves: np.ndarray, originals: np.ndarray, dnsmos: DNSMOS) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Spectrum swap on {result['clips']} FSDD test clips ({result['cpu']}, {result['threads']} threads); "
-             f"Fourier vocoder: `{result['fourier']}`", "",
-             "| magnitude + phase | PESQ-wb | STOI | log-Mel L1 | DNSMOS OVRL |", "|---|---|---|---|---|"]
+    lines = [
+        f"Spectrum swap on {result['clips']} FSDD test clips ({result['cpu']}, {result['threads']} threads); Fourier vocoder: `{result['fourier']}`",
+        "",
+        "| magnitude + phase | PESQ-wb | STOI | log-Mel L1 | DNSMOS OVRL |",
+        "|---|---|---|---|---|",
+    ]
     for label, row in result["rows"].items():
         lines.append(f"| {label} | {row['pesq']:.3f} | {row['stoi']:.3f} | {row['log_mel_l1']:.3f} | {row['dnsmos_ovrl']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ the recording, as benchmarks/vocoders.py scores vocoders: PESQ and DNSMOS OVRL. 
 that misses the waveform budget while its log-Mel L1 and PESQ against fp32 are at the round-trip level changes the
 samples, not the sound.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from c2d.benchmarks import cpu_model, write_results
-from c2d.models.dnsmos import DNSMOS
 from c2d.benchmarks.vocoders import CLIP, pesq_wb, test_set
+from c2d.models.dnsmos import DNSMOS
 from c2d.runtime.audio import DEFAULT_MEL, log_mel
 from c2d.runtime.backends import BackendUnavailable, open_backend
 from c2d.runtime.bundle import bundle_file, read_manifest
@@ -47,15 +48,21 @@ def compare(waves: np.ndarray, reference: np.ndarray, originals: np.ndarray, dns
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Vocoder of `{result['bundle']}` on {result['clips']} FSDD test clips ({result['cpu']}, {result['threads']} threads); "
-             "every row against ONNX Runtime fp32's output of the same mel.", "",
-             "| backend | precision | parity on the bundle's reference (budget) | worst waveform error, median / max clip | "
-             "log-Mel L1 vs fp32 | PESQ vs fp32 | PESQ vs recording | DNSMOS OVRL |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Vocoder of `{result['bundle']}` on {result['clips']} FSDD test clips ({result['cpu']}, {result['threads']} threads); "
+        "every row against ONNX Runtime fp32's output of the same mel.",
+        "",
+        "| backend | precision | parity on the bundle's reference (budget) | worst waveform error, median / max clip | "
+        "log-Mel L1 vs fp32 | PESQ vs fp32 | PESQ vs recording | DNSMOS OVRL |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for label, row in result["rows"].items():
         backend, precision = label.split()
-        lines.append(f"| {backend} | {precision} | {row['parity']:.1e} ({row['parity_budget']:.0e}) | {row['waveform_error_median']:.1e} / "
-                     f"{row['waveform_error_max']:.1e} | {row['log_mel_l1_vs_fp32']:.4f} | {row['pesq_vs_fp32']:.2f} | "
-                     f"{row['pesq_vs_recording']:.3f} | {row['dnsmos_ovrl']:.3f} |")
+        lines.append(
+            f"| {backend} | {precision} | {row['parity']:.1e} ({row['parity_budget']:.0e}) | {row['waveform_error_median']:.1e} / "
+            f"{row['waveform_error_max']:.1e} | {row['log_mel_l1_vs_fp32']:.4f} | {row['pesq_vs_fp32']:.2f} | "
+            f"{row['pesq_vs_recording']:.3f} | {row['dnsmos_ovrl']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -84,8 +91,11 @@ def main() -> None:
         waves = vocode(backend, mels)
         reference = waves if reference is None else reference
         budget = VOCODER_BUDGETS[cand.precision]
-        rows[cand.label] = {"parity": check_vocoder_parity(backend, args.bundle, budget), "parity_budget": budget,
-                            **compare(waves, reference, originals, dnsmos)}
+        rows[cand.label] = {
+            "parity": check_vocoder_parity(backend, args.bundle, budget),
+            "parity_budget": budget,
+            **compare(waves, reference, originals, dnsmos),
+        }
         print(f"{cand.label}: {rows[cand.label]}", flush=True)
     result = {"cpu": cpu_model(), "threads": args.threads, "clips": len(mels), "bundle": str(args.bundle), "rows": rows}
     write_results(args.results, result, markdown(result))

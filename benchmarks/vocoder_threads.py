@@ -8,6 +8,7 @@ cores. Each condition times both settings interleaved (same machine state), batc
 processes busy-looping in pure Python (default: one per core), and one process multiplying matrices with BLAS on
 every core (like a training job or another model beside ours).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,18 +76,29 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/vocoder_threads.json"))
     args = ap.parse_args()
     mel = chirp_log_mel()
-    conditions = {"quiet": (0, spin), f"loaded: {args.load_procs} busy Python processes": (args.load_procs, spin),
-                  "loaded: 1 process multiplying matrices on every core": (1, blas_spin)}
+    conditions = {
+        "quiet": (0, spin),
+        f"loaded: {args.load_procs} busy Python processes": (args.load_procs, spin),
+        "loaded: 1 process multiplying matrices on every core": (1, blas_spin),
+    }
     runs = {label: measure(mel, args.rounds, n, target) for label, (n, target) in conditions.items()}
     medians = {label: {name: statistics.median(v) for name, v in times.items()} for label, times in runs.items()}
     default, one = SETTINGS
-    lines = [f"Griffin-Lim, batch 1, 1 s of audio, {os.cpu_count()} cores, median of {args.rounds} interleaved rounds",
-             "", f"| CPU | {default} s | {one} s | default / one thread |", "|---|---|---|---|"]
+    lines = [
+        f"Griffin-Lim, batch 1, 1 s of audio, {os.cpu_count()} cores, median of {args.rounds} interleaved rounds",
+        "",
+        f"| CPU | {default} s | {one} s | default / one thread |",
+        "|---|---|---|---|",
+    ]
     for label, m in medians.items():
         lines.append(f"| {label} | {m[default]:.3f} | {m[one]:.3f} | {m[default] / m[one]:.1f} |")
-    result = {"command": "python -m c2d.benchmarks.vocoder_threads", "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
-              "rounds_s": {label: {name: [round(x, 4) for x in v] for name, v in t.items()} for label, t in runs.items()},
-              "median_s": medians}
+    result = {
+        "command": "python -m c2d.benchmarks.vocoder_threads",
+        "date": time.strftime("%Y-%m-%d"),
+        "cores": os.cpu_count(),
+        "rounds_s": {label: {name: [round(x, 4) for x in v] for name, v in t.items()} for label, t in runs.items()},
+        "median_s": medians,
+    }
     write_results(args.results, result, "\n".join(lines) + "\n")
 
 

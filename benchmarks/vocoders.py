@@ -18,6 +18,7 @@ python -m c2d.benchmarks.vocoders [--fourier BUNDLE|VOCODER.onnx|CHECKPOINT.pt] 
    with the front end (with its binomial standard error) beside its accuracy on the mels themselves, and DNSMOS of
    the audio (what a listener of `c2d generate` gets).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -197,10 +198,14 @@ def plot_examples(path: Path, vocoders: dict, mels: np.ndarray, originals: np.nd
 def markdown(result: dict) -> str:
     names = list(result["vocoders"])
     v = result["vocoders"]
-    lines = [f"CPU: {result['cpu']}, {result['threads']} threads. Speed: ms per second of audio, median of {result['rounds']} "
-             "interleaved rounds; quality: 300 FSDD test clips (copy synthesis, mean ± s.e.) and "
-             f"{result['generated']['n']} generated mels.", "",
-             "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines = [
+        f"CPU: {result['cpu']}, {result['threads']} threads. Speed: ms per second of audio, median of {result['rounds']} "
+        "interleaved rounds; quality: 300 FSDD test clips (copy synthesis, mean ± s.e.) and "
+        f"{result['generated']['n']} generated mels.",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
 
     def row(label, fmt):
         lines.append(f"| {label} | " + " | ".join(fmt(v[n]) for n in names) + " |")
@@ -209,16 +214,24 @@ def markdown(result: dict) -> str:
     row("parameters (M)", lambda r: f"{r['params'] / 1e6:.2f}")
     for b in result["batches"]:
         row(f"ms per audio s, batch {b}", lambda r, b=b: f"{r['speed'][str(b)]:.1f}")
-    for key, label in (("log_mel_l1", "log-Mel L1 (lower is better)"), ("mr_stft", "MR-STFT distance (lower)"),
-                       ("pesq", "PESQ wide band (higher)"), ("stoi", "STOI (higher)"),
-                       ("dnsmos_sig", "DNSMOS SIG (higher)"), ("dnsmos_ovrl", "DNSMOS OVRL (higher)")):
+    for key, label in (
+        ("log_mel_l1", "log-Mel L1 (lower is better)"),
+        ("mr_stft", "MR-STFT distance (lower)"),
+        ("pesq", "PESQ wide band (higher)"),
+        ("stoi", "STOI (higher)"),
+        ("dnsmos_sig", "DNSMOS SIG (higher)"),
+        ("dnsmos_ovrl", "DNSMOS OVRL (higher)"),
+    ):
         row(label, lambda r, key=key: f"{r['copy'][key]['mean']:.3f} ± {r['copy'][key]['sem']:.3f}")
     row("evaluator accuracy on generated audio", lambda r: f"{r['generated']['accuracy'] * 100:.1f} ± {r['generated']['sem'] * 100:.1f} %")
     for key, label in (("dnsmos_sig", "DNSMOS SIG, generated audio"), ("dnsmos_ovrl", "DNSMOS OVRL, generated audio")):
         row(label, lambda r, key=key: f"{r['generated'][key]['mean']:.3f} ± {r['generated'][key]['sem']:.3f}")
     g, rec = result["generated"], result["recordings_dnsmos"]
-    lines += ["", f"The evaluator on the generated mels themselves (no vocoder): {g['accuracy'] * 100:.1f} ± {g['sem'] * 100:.1f} %. "
-              f"DNSMOS of the 300 test recordings themselves: SIG {rec['dnsmos_sig']['mean']:.3f}, OVRL {rec['dnsmos_ovrl']['mean']:.3f}."]
+    lines += [
+        "",
+        f"The evaluator on the generated mels themselves (no vocoder): {g['accuracy'] * 100:.1f} ± {g['sem'] * 100:.1f} %. "
+        f"DNSMOS of the 300 test recordings themselves: SIG {rec['dnsmos_sig']['mean']:.3f}, OVRL {rec['dnsmos_ovrl']['mean']:.3f}.",
+    ]
     ratios = result["ratios"]
     lines += ["", "Speed ratios (same run): " + "; ".join(f"{k} {x:.1f}x" for k, x in ratios.items()) + "."]
     return "\n".join(lines) + "\n"
@@ -227,8 +240,9 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fourier", type=Path, default=default_bundle(), help="bundle, vocoder .onnx or vocoder checkpoint")
-    ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=SOURCE",
-                    help="more Fourier vocoders (bundle, .onnx or checkpoint) measured beside the others")
+    ap.add_argument(
+        "--extra", nargs="*", default=[], metavar="NAME=SOURCE", help="more Fourier vocoders (bundle, .onnx or checkpoint) measured beside the others"
+    )
     ap.add_argument("--bundle", type=Path, default=default_bundle(), help="the generator whose samples are vocoded")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
@@ -259,12 +273,19 @@ def main() -> None:
     speed = {b: interleaved_speed(vocoders, mels, b, args.rounds, args.calls) for b in args.batches}
     evaluator = load_evaluator(args.evaluator or Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "evaluator.pt")
     cache = args.out_dir / f"generated-n{args.gen_count}-s{GEN_SEED}.npz"
-    x, digits = cached_samples(cache, lambda: generate_normalised(args.bundle, args.gen_count, None, None, None, GEN_SEED,
-                                                                     threads=args.threads), "generated", print)
+    x, digits = cached_samples(
+        cache, lambda: generate_normalised(args.bundle, args.gen_count, None, None, None, GEN_SEED, threads=args.threads), "generated", print
+    )
     gen_mels = denormalize(x[:, 0])
-    result = {"cpu": cpu_model(), "threads": args.threads, "rounds": args.rounds, "batches": args.batches, "vocoders": {},
-              "generated": generated_audio(None, gen_mels, digits, evaluator, dnsmos),
-              "recordings_dnsmos": mean_and_sem(dnsmos_rows(originals, dnsmos))}
+    result = {
+        "cpu": cpu_model(),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "batches": args.batches,
+        "vocoders": {},
+        "generated": generated_audio(None, gen_mels, digits, evaluator, dnsmos),
+        "recordings_dnsmos": mean_and_sem(dnsmos_rows(originals, dnsmos)),
+    }
     for name, v in vocoders.items():
         start = time.time()
         path = paths.get(name)
@@ -276,8 +297,9 @@ def main() -> None:
             "generated": generated_audio(v, gen_mels, digits, evaluator, dnsmos),
         }
         print(f"{name}: quality measured in {time.time() - start:.0f} s")
-    result["ratios"] = {f"fourier vs {other}, batch {b}": speed[b][other] / speed[b]["fourier"]
-                        for other in ("hifigan-v1", "griffin-lim") for b in args.batches}
+    result["ratios"] = {
+        f"fourier vs {other}, batch {b}": speed[b][other] / speed[b]["fourier"] for other in ("hifigan-v1", "griffin-lim") for b in args.batches
+    }
     if args.plot:
         plot_examples(args.plot, vocoders, mels, originals, index=7)
     write_results(args.results, result, markdown(result))

@@ -4,6 +4,7 @@ Static int8 gives every tensor one range for the whole trajectory; where a tenso
 the noise level, the low-noise steps use a sliver of that range (few effective bits). This summary shows
 how much, per band of diffusion time.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,26 +68,37 @@ def ranges_by_noise_level(path: str | Path, feeds: dict[str, np.ndarray], sde: S
     overall = np.max([b[3] for b in bands], axis=0)
     used = overall > 0
     summary = []
-    for lo, hi, rows, absmax in bands:
+    for _lo, _hi, rows, absmax in bands:
         share = absmax[used] / overall[used]
         _, sig = alpha_sigma(t[rows], sde)
         by_name = dict(zip(names, absmax))
-        summary.append({
-            "t": [round(float(t[rows].min()), 4), round(float(t[rows].max()), 4)],
-            "sigma": [round(float(sig.min()), 4), round(float(sig.max()), 4)], "rows": int(len(rows)),
-            "absmax": {k: round(float(by_name[k]), 4) for k in ("eps", "guidance") if k in by_name} | {"x": round(float(np.abs(feeds["x"][rows]).max()), 4)},
-            "median_share_of_range": round(float(np.median(share)), 3), "tensors_under_10pct": int((share < 0.1).sum()),
-        })
+        summary.append(
+            {
+                "t": [round(float(t[rows].min()), 4), round(float(t[rows].max()), 4)],
+                "sigma": [round(float(sig.min()), 4), round(float(sig.max()), 4)],
+                "rows": int(len(rows)),
+                "absmax": {k: round(float(by_name[k]), 4) for k in ("eps", "guidance") if k in by_name}
+                | {"x": round(float(np.abs(feeds["x"][rows]).max()), 4)},
+                "median_share_of_range": round(float(np.median(share)), 3),
+                "tensors_under_10pct": int((share < 0.1).sum()),
+            }
+        )
     swing = np.max([b[3] for b in bands], axis=0) / np.maximum(np.min([b[3] for b in bands], axis=0), 1e-12)
     widest = [{"tensor": names[i], "max_over_min_absmax": round(float(swing[i]), 1)} for i in np.argsort(-swing)[:5]]
     return {"tensors": len(names), "bands": summary, "widest_swing": widest}
 
 
 def ranges_markdown(ranges: dict) -> str:
-    lines = [f"activation ranges by noise level ({ranges['tensors']} activation tensors)", "",
-             "| t | sigma | rows | max abs x | max abs eps | max abs guidance | median share of range | tensors < 10 % |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"activation ranges by noise level ({ranges['tensors']} activation tensors)",
+        "",
+        "| t | sigma | rows | max abs x | max abs eps | max abs guidance | median share of range | tensors < 10 % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for b in ranges["bands"]:
         a = b["absmax"]
-        lines.append(f"| {b['t'][0]:.3f}-{b['t'][1]:.3f} | {b['sigma'][0]:.3f}-{b['sigma'][1]:.3f} | {b['rows']} | {a.get('x', 0):.2f} | "
-                     f"{a.get('eps', 0):.2f} | {a.get('guidance', 0):.2f} | {b['median_share_of_range']:.2f} | {b['tensors_under_10pct']} |")
+        lines.append(
+            f"| {b['t'][0]:.3f}-{b['t'][1]:.3f} | {b['sigma'][0]:.3f}-{b['sigma'][1]:.3f} | {b['rows']} | {a.get('x', 0):.2f} | "
+            f"{a.get('eps', 0):.2f} | {a.get('guidance', 0):.2f} | {b['median_share_of_range']:.2f} | {b['tensors_under_10pct']} |"
+        )
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
 """An ONNX Runtime `CalibrationDataReader` over a recording: yields each recorded graph call's feeds, in order."""
+
 from __future__ import annotations
 
 import numpy as np

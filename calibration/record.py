@@ -8,6 +8,7 @@ A recording is a folder:
 
 numpy + ONNX Runtime only: recordings can be made on the target device with the deployed sampler.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,18 @@ import re
 import shutil
 import time
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from c2d.runtime.errors import C2DError
 from c2d.runtime.bundle import generator_sha256, read_manifest
-from c2d.runtime.files import InputError, OutputError, atomic_path, check_output_dir, replace_dir, staging_dir, read_json
+from c2d.runtime.errors import C2DError
+from c2d.runtime.files import InputError, OutputError, atomic_path, check_output_dir, read_json, replace_dir, staging_dir
 from c2d.runtime.gate import RecordingBackend
-from c2d.runtime.limits import MAX_BATCH, MAX_CALIBRATION_SEEDS
 from c2d.runtime.generate import Generator
+from c2d.runtime.limits import MAX_BATCH, MAX_CALIBRATION_SEEDS
 from c2d.runtime.samplers import SAMPLERS
 
 FEEDS_FILE = "feeds.npz"
@@ -65,9 +66,18 @@ def stack_calls(calls: Sequence[dict[str, np.ndarray]], steps: int) -> tuple[dic
     return feeds, offsets, step
 
 
-def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(range(10)), seeds: int = 1,
-           guidances: Sequence[float] | None = None, sampler: str | None = None, steps: int | None = None, seed: int = 0,
-           threads: int | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+def record(
+    bundle: str | Path,
+    out: str | Path,
+    digits: Sequence[int] = tuple(range(10)),
+    seeds: int = 1,
+    guidances: Sequence[float] | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Run the sampler for every digit x seed x guidance scale and write the recording to `out` (atomically)."""
     from c2d.calibration.ranges import ranges_by_noise_level
     from c2d.runtime.backends import BackendOptions
@@ -78,8 +88,10 @@ def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(ra
     except OutputError as exc:
         raise CalibrationError(str(exc)) from exc
     if not digits or not 1 <= seeds <= MAX_CALIBRATION_SEEDS or len(digits) * seeds > MAX_BATCH:
-        raise CalibrationError(f"need at least one digit and 1 to {MAX_CALIBRATION_SEEDS} seeds, at most {MAX_BATCH} samples "
-                               f"per guidance scale (one graph call runs them all); got {len(digits)} digits x {seeds} seeds")
+        raise CalibrationError(
+            f"need at least one digit and 1 to {MAX_CALIBRATION_SEEDS} seeds, at most {MAX_BATCH} samples "
+            f"per guidance scale (one graph call runs them all); got {len(digits)} digits x {seeds} seeds"
+        )
     if sampler is not None and sampler not in SAMPLERS:
         raise CalibrationError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     gen = Generator(bundle, "ort", BackendOptions(threads=threads))
@@ -91,14 +103,21 @@ def record(bundle: str | Path, out: str | Path, digits: Sequence[int] = tuple(ra
     for k, gamma in enumerate(guidances):
         log(f"sampling {len(digits)} digits x {seeds} seeds at gamma {gamma} ({sampler}, {steps} steps)")
         batch = len(digits) * seeds  # one graph call per step for the whole set
-        gen.sample(list(digits), count=seeds, seed=seed + k * batch, steps=steps, sampler=sampler, guidance=gamma, batch_size=batch,
-                   vocode=False)
+        gen.sample(list(digits), count=seeds, seed=seed + k * batch, steps=steps, sampler=sampler, guidance=gamma, batch_size=batch, vocode=False)
     feeds, offsets, step = stack_calls(recorder.calls, steps)
     generator_file = bundle / read_manifest(bundle)["generator"]["file"]
     info = {
-        "bundle": str(bundle), "generator_sha256": generator_sha256(bundle), "sampler": sampler, "steps": steps,
-        "digits": list(map(int, digits)), "seeds": seeds, "first_seed": seed, "guidances": guidances, "calls": len(offsets) - 1,
-        "rows": int(offsets[-1]), "seconds": round(time.perf_counter() - start, 1),
+        "bundle": str(bundle),
+        "generator_sha256": generator_sha256(bundle),
+        "sampler": sampler,
+        "steps": steps,
+        "digits": list(map(int, digits)),
+        "seeds": seeds,
+        "first_seed": seed,
+        "guidances": guidances,
+        "calls": len(offsets) - 1,
+        "rows": int(offsets[-1]),
+        "seconds": round(time.perf_counter() - start, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     log(f"recorded {info['calls']} graph calls ({info['rows']} rows); measuring activation ranges by noise level")
@@ -176,5 +195,7 @@ def check_matches(recording: Recording, bundle: str | Path) -> None:
     bundle = Path(bundle)
     generator_file = bundle / read_manifest(bundle)["generator"]["file"]
     if recording.info.get("generator_sha256") != generator_sha256(bundle):
-        raise CalibrationError(f"the calibration data was recorded from {recording.info.get('bundle')!r}, whose generator "
-                               f"differs from {generator_file}; record it again with `c2d calibrate {bundle} -o CALIB`")
+        raise CalibrationError(
+            f"the calibration data was recorded from {recording.info.get('bundle')!r}, whose generator "
+            f"differs from {generator_file}; record it again with `c2d calibrate {bundle} -o CALIB`"
+        )

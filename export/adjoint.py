@@ -11,6 +11,7 @@ for the same B inputs; saved activations [B, ...] broadcast over the n copies.
 `tests/test_export.py` checks every adjoint against torch autograd on random models, so an architecture
 change that this file does not follow fails loudly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 
 Registered targets (a test covers each): generator variants by the checkpoint kinds they take, and vocoders.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,27 +11,40 @@ import shutil
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from c2d.runtime.errors import C2DError
 from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph, TwoModelGraph
 from c2d.export.istft_basis import inline_istft_basis
-from c2d.export.validate import (summarize, validate_generator, validate_sampling, validate_vocoder, write_reference,
-                                 write_vocoder_reference)
+from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder, write_reference, write_vocoder_reference
 from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, mel_from, sde_from
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
-from c2d.runtime.parity import REFERENCE_FILE
-from c2d.runtime.bundle import (BUNDLE_FORMAT, cached_sha256, file_sha256, GENERATOR_FILE, LABELS, MANIFEST, VOCODER_FILE, GeneratorMeta, VocoderMeta,
-                                decode_metadata, encode_metadata, not_a_bundle, read_manifest, stamp_files)
+from c2d.runtime.bundle import (
+    BUNDLE_FORMAT,
+    GENERATOR_FILE,
+    LABELS,
+    MANIFEST,
+    VOCODER_FILE,
+    GeneratorMeta,
+    VocoderMeta,
+    cached_sha256,
+    decode_metadata,
+    encode_metadata,
+    file_sha256,
+    not_a_bundle,
+    read_manifest,
+    stamp_files,
+)
+from c2d.runtime.errors import C2DError
 from c2d.runtime.files import OutputError, check_output_dir, replace_dir, staging_dir
+from c2d.runtime.parity import REFERENCE_FILE
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 OPSET = 17
@@ -60,10 +74,12 @@ def _build_two_model(ckpts: dict, paths: dict) -> nn.Module:
 
 
 GENERATOR_TARGETS = {
-    "single-backbone": GeneratorTarget(("subnet",), _build_single, SingleBackboneGraph,
-                                       "frozen classifier + score subnetwork (one subnet checkpoint)"),
-    "two-model": GeneratorTarget(("classifier", "unet"), _build_two_model, TwoModelGraph,
-                                 "U-Net + separate classifier (a unet and a classifier checkpoint)"),
+    "single-backbone": GeneratorTarget(
+        ("subnet",), _build_single, SingleBackboneGraph, "frozen classifier + score subnetwork (one subnet checkpoint)"
+    ),
+    "two-model": GeneratorTarget(
+        ("classifier", "unet"), _build_two_model, TwoModelGraph, "U-Net + separate classifier (a unet and a classifier checkpoint)"
+    ),
 }
 VOCODER_TARGETS = ("fourier", "hifigan", "griffin-lim")  # the first is the default
 VOCODER_REFERENCE_FILE = "vocoder_reference.npz"
@@ -109,7 +125,9 @@ def source_commit() -> str:
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -120,8 +138,17 @@ def onnx_export(module: nn.Module, args: tuple, path: Path, input_names, output_
     start = time.perf_counter()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # deprecation of the TorchScript exporter and tracer warnings on static sizes
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
-                          input_names=list(input_names), output_names=list(output_names), dynamic_axes=dynamic_axes)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+        )
     return time.perf_counter() - start
 
 
@@ -162,10 +189,21 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
         variant = name
         output_kind = model.unet.cfg.output
     return GeneratorMeta(
-        format_version=BUNDLE_FORMAT, variant=variant, mel=mel, sde=sde_from(ckpt), labels=LABELS, n_frames=mel.n_frames,
-        default_steps=DEFAULT_STEPS, default_guidance=DEFAULT_GUIDANCE, params={"total": sum(parts.values()), **parts},
-        macs_per_step=guided_step_macs(model), precision="fp32", source_commit=commit, default_sampler=DEFAULT_SAMPLER,
-        gaussian_skip=output_kind != "eps", parameterisation=output_kind,
+        format_version=BUNDLE_FORMAT,
+        variant=variant,
+        mel=mel,
+        sde=sde_from(ckpt),
+        labels=LABELS,
+        n_frames=mel.n_frames,
+        default_steps=DEFAULT_STEPS,
+        default_guidance=DEFAULT_GUIDANCE,
+        params={"total": sum(parts.values()), **parts},
+        macs_per_step=guided_step_macs(model),
+        precision="fp32",
+        source_commit=commit,
+        default_sampler=DEFAULT_SAMPLER,
+        gaussian_skip=output_kind != "eps",
+        parameterisation=output_kind,
         train_subset=dict(ckpt.get("train_subset") or {}),
     )
 
@@ -174,8 +212,12 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
     """Trace, write, tag and validate the generator graph; returns its manifest entry."""
     shape = (1, meta.mel.n_mels, meta.n_frames)
     torch.manual_seed(0)
-    args = (torch.randn(TRACE_BATCH, *shape), torch.rand(TRACE_BATCH), torch.eye(len(meta.labels))[:TRACE_BATCH],
-            torch.full((TRACE_BATCH,), meta.default_guidance))
+    args = (
+        torch.randn(TRACE_BATCH, *shape),
+        torch.rand(TRACE_BATCH),
+        torch.eye(len(meta.labels))[:TRACE_BATCH],
+        torch.full((TRACE_BATCH,), meta.default_guidance),
+    )
     axes = {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES}
     seconds = onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, axes)
     write_metadata(path, meta, {"eps": ["batch", *shape], "guidance": ["batch", *shape], "logits": ["batch", len(meta.labels)]})
@@ -183,14 +225,19 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
     cases = validate_generator(model, session, meta.sde, shape, len(meta.labels))
     sampling = validate_sampling(model, session, meta.sde, meta.mel, shape)
     write_reference(model, meta.sde, shape, len(meta.labels), path.parent / REFERENCE_FILE)
-    return {"file": path.name, "variant": meta.variant, "export_seconds": round(seconds, 3), "reference": REFERENCE_FILE,
-            "validation": {**summarize(cases), "sampling_100_steps_relative_error": sampling}}
+    return {
+        "file": path.name,
+        "variant": meta.variant,
+        "export_seconds": round(seconds, 3),
+        "reference": REFERENCE_FILE,
+        "validation": {**summarize(cases), "sampling_100_steps_relative_error": sampling},
+    }
 
 
 def load_vocoder(kind: str, mel_cfg, checkpoint: str | os.PathLike | None = None) -> tuple[nn.Module, str, int]:
     """(torch vocoder [B, n_mels, T] -> [B, 1, T * hop] in eval mode, its name, its sample rate); checks its mel space."""
     if kind == "hifigan":
-        from c2d.export.hifigan import load_hifigan
+        from c2d.models.hifigan import load_hifigan
 
         generator, config = load_hifigan()
         theirs = (config["num_mels"], config["sampling_rate"], config["hop_size"])
@@ -205,8 +252,10 @@ def load_vocoder(kind: str, mel_cfg, checkpoint: str | os.PathLike | None = None
         name, rate = "fourier-distilled-" + ckpt.get("teacher", "unknown"), vmel.sample_rate
     ours = (mel_cfg.n_mels, mel_cfg.sample_rate, mel_cfg.hop_length)
     if theirs != ours:
-        raise ExportError(f"the {kind} vocoder's mel space ({theirs[0]} mels, {theirs[1]} Hz, hop {theirs[2]}) does not match the "
-                          f"model's ({ours[0]} mels, {ours[1]} Hz, hop {ours[2]})")
+        raise ExportError(
+            f"the {kind} vocoder's mel space ({theirs[0]} mels, {theirs[1]} Hz, hop {theirs[2]}) does not match the "
+            f"model's ({ours[0]} mels, {ours[1]} Hz, hop {ours[2]})"
+        )
     return model.float().eval(), name, rate
 
 
@@ -226,18 +275,31 @@ def export_vocoder(kind: str, mel_cfg, commit: str, path: Path, checkpoint: str 
     model, name, rate = load_vocoder(kind, mel_cfg, checkpoint)
     mel = torch.randn(1, mel_cfg.n_mels, 64) - 5.0
     seconds = onnx_export(model, (mel,), path, ["mel"], ["wave"], {"mel": {0: "batch", 2: "frames"}, "wave": {0: "batch", 2: "samples"}})
-    meta = VocoderMeta(format_version=BUNDLE_FORMAT, name=name, mel=mel_cfg, hop_length=mel_cfg.hop_length, sample_rate=rate,
-                       params=n_params(model), precision="fp32", source_commit=commit)
+    meta = VocoderMeta(
+        format_version=BUNDLE_FORMAT,
+        name=name,
+        mel=mel_cfg,
+        hop_length=mel_cfg.hop_length,
+        sample_rate=rate,
+        params=n_params(model),
+        precision="fp32",
+        source_commit=commit,
+    )
     write_metadata(path, meta, {"wave": ["batch", 1, "samples"]})
     if kind == "fourier" and not inline_istft_basis(path, mel_cfg.n_fft):
         raise ExportError("the Fourier vocoder's graph holds no inverse-STFT basis to inline (the exporter and models/vocoder.py disagree)")
     error = validate_vocoder(model, _session(path), mel_cfg.n_mels)
     write_vocoder_reference(model, mel_cfg, path.parent / VOCODER_REFERENCE_FILE)
-    return {"kind": kind, "file": path.name, "export_seconds": round(seconds, 3), "reference": VOCODER_REFERENCE_FILE,
-            "validation": {"max_relative_error": error}}
+    return {
+        "kind": kind,
+        "file": path.name,
+        "export_seconds": round(seconds, 3),
+        "reference": VOCODER_REFERENCE_FILE,
+        "validation": {"max_relative_error": error},
+    }
 
 
-def _check_destination(out: Path) -> None:
+def check_destination(out: Path) -> None:
     """`out` may be new, empty, or a c2d bundle (nothing else in it): anything else is refused, never deleted."""
     try:
         check_output_dir(out, not_a_bundle, "c2d bundle")
@@ -245,14 +307,19 @@ def _check_destination(out: Path) -> None:
         raise ExportError(str(exc)) from exc
 
 
-def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, vocoder: str = VOCODER_TARGETS[0],
-                  variant: str | None = None, log: Callable[[str], None] = lambda _: None,
-                  vocoder_checkpoint: str | os.PathLike | None = None) -> dict:
+def export_bundle(
+    checkpoints: list[str | os.PathLike],
+    out: str | os.PathLike,
+    vocoder: str = VOCODER_TARGETS[0],
+    variant: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+    vocoder_checkpoint: str | os.PathLike | None = None,
+) -> dict:
     """Export, validate and write a bundle; returns its manifest. A failure leaves `out` exactly as it was."""
     if vocoder not in VOCODER_TARGETS:
         raise ExportError(f"unknown vocoder {vocoder!r}; choose one of {VOCODER_TARGETS}")
     out = Path(out)
-    _check_destination(out)
+    check_destination(out)
     name, model, ckpts, paths = load_generator(checkpoints, variant)
     main_ckpt = ckpts.get("subnet") or ckpts["unet"]
     commit = source_commit()
@@ -267,10 +334,14 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
         if vocoder == "fourier":
             checkpoint_paths["vocoder"] = str(vocoder_checkpoint or shipped_vocoder_checkpoint())
         manifest = {
-            "format_version": BUNDLE_FORMAT, "variant": meta.variant, "precision": meta.precision, "source_commit": commit,
+            "format_version": BUNDLE_FORMAT,
+            "variant": meta.variant,
+            "precision": meta.precision,
+            "source_commit": commit,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "checkpoints": {kind: {"file": Path(p).name, "sha256": file_sha256(Path(p))} for kind, p in checkpoint_paths.items()},
-            "generator": generator, "vocoder": vocoder_entry,
+            "generator": generator,
+            "vocoder": vocoder_entry,
         }
         if meta.train_subset:
             manifest["train_subset"] = meta.train_subset
@@ -282,9 +353,12 @@ def export_bundle(checkpoints: list[str | os.PathLike], out: str | os.PathLike, 
     return manifest
 
 
-
-def replace_vocoder(bundle: str | os.PathLike, vocoder: str = VOCODER_TARGETS[0], vocoder_checkpoint: str | os.PathLike | None = None,
-                    log: Callable[[str], None] = lambda _: None) -> dict:
+def replace_vocoder(
+    bundle: str | os.PathLike,
+    vocoder: str = VOCODER_TARGETS[0],
+    vocoder_checkpoint: str | os.PathLike | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Give an fp32 bundle another vocoder and keep its generator file byte for byte, so its SHA-256, and with it the
     calibrations, quantized bundles and deployment profiles keyed to it, stay valid (a re-export changes it: metadata,
     and the last bit of constants across CPUs). The new vocoder is exported and validated like every export; a

@@ -7,12 +7,13 @@ Every generator graph has the same interface, so the runtime and the profiler tr
            guidance [B, 1, n_mels, T]  grad_x log p(y | x_t, t)
 The noise prediction, not the score, leaves the graph: dividing by a tiny sigma_t inside it amplifies error.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from c2d.export.adjoint import ClassifierAdjoint, split_copies, guidance_cotangent
+from c2d.export.adjoint import ClassifierAdjoint, guidance_cotangent, split_copies
 from c2d.models.subnet import SingleBackbone, subnet_eps
 from c2d.models.unet import TwoModel, unet_eps
 from c2d.runtime.sde import SDEConfig, log_alpha

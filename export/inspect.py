@@ -1,4 +1,5 @@
 """`c2d inspect BUNDLE`: what is in a bundle, from its files alone (needs onnx, not torch)."""
+
 from __future__ import annotations
 
 import collections
@@ -8,10 +9,16 @@ from pathlib import Path
 
 import onnx
 
-from c2d.runtime.bundle import BundleError, decode_metadata, describe_subset, read_manifest
+from c2d.models.data import describe_subset
+from c2d.runtime.bundle import BundleError, decode_metadata, read_manifest
 
-_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
-           onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
+_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+}
 
 
 def _value_info(v) -> dict:
@@ -49,23 +56,35 @@ def describe_bundle(bundle: str | Path) -> dict:
         entry = manifest[role]
         if entry.get("file"):
             validation = entry.get("validation")
-            files[role] = {**describe_model(bundle / entry["file"]), "export_seconds": entry.get("export_seconds"),
-                           "validation": validation.get("max_relative_error") if isinstance(validation, dict) else None}
-    return {"bundle": str(bundle), "manifest": {k: v for k, v in manifest.items() if k not in ("generator", "vocoder")},
-            "vocoder_kind": manifest["vocoder"]["kind"], "files": files}
+            files[role] = {
+                **describe_model(bundle / entry["file"]),
+                "export_seconds": entry.get("export_seconds"),
+                "validation": validation.get("max_relative_error") if isinstance(validation, dict) else None,
+            }
+    return {
+        "bundle": str(bundle),
+        "manifest": {k: v for k, v in manifest.items() if k not in ("generator", "vocoder")},
+        "vocoder_kind": manifest["vocoder"]["kind"],
+        "files": files,
+    }
 
 
 def format_description(desc: dict) -> str:
     m = desc["manifest"]
-    lines = [f"bundle {desc['bundle']}: {m['variant']}, {m.get('precision', '?')}, format {m['format_version']}, "
-             f"commit {m.get('source_commit', '?')}, created {m.get('created', '?')}", f"vocoder: {desc['vocoder_kind']}"]
+    lines = [
+        f"bundle {desc['bundle']}: {m['variant']}, {m.get('precision', '?')}, format {m['format_version']}, "
+        f"commit {m.get('source_commit', '?')}, created {m.get('created', '?')}",
+        f"vocoder: {desc['vocoder_kind']}",
+    ]
     generator = desc["files"].get("generator", {}).get("metadata", {})
     if "train_subset" in generator:
         lines.append(f"subnet trained on: {describe_subset(generator['train_subset'])}")
     for role, f in desc["files"].items():
         lines.append("")
-        lines.append(f"{role}: {f['file']}  {f['bytes'] / 1e6:.2f} MB  opset {f['opset']}  {f['nodes']} nodes  "
-                     f"{f['initializers']} initializers  exported in {f['export_seconds']} s")
+        lines.append(
+            f"{role}: {f['file']}  {f['bytes'] / 1e6:.2f} MB  opset {f['opset']}  {f['nodes']} nodes  "
+            f"{f['initializers']} initializers  exported in {f['export_seconds']} s"
+        )
         for kind in ("inputs", "outputs"):
             for v in f[kind]:
                 lines.append(f"  {kind[:-1]:6s} {v['name']:9s} {v['dtype']:8s} [{', '.join(map(str, v['shape']))}]")
@@ -83,6 +102,8 @@ def format_description(desc: dict) -> str:
     if v is not None:
         errors = ", ".join(f"{k} {e:.1e}" for k, e in v["generator_parity"].items())
         vocoder = "" if v["vocoder_parity"] is None else f"; vocoder {v['vocoder_parity']:.1e}"
-        lines.append(f"verify (ONNX Runtime fp32 vs the stored PyTorch outputs, budget {v['budget']:.0e}): {errors}{vocoder}: "
-                     + ("PASS" if v["passed"] else "FAIL"))
+        lines.append(
+            f"verify (ONNX Runtime fp32 vs the stored PyTorch outputs, budget {v['budget']:.0e}): {errors}{vocoder}: "
+            + ("PASS" if v["passed"] else "FAIL")
+        )
     return "\n".join(lines)

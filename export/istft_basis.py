@@ -7,6 +7,7 @@ formula, with k * n reduced mod n_fft in int64 first so that the angles stay exa
 constant, so ONNX Runtime and OpenVINO fold them once when the model is loaded: no cost per call. The exporter's
 validation against PyTorch runs after this pass.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,14 @@ def basis_nodes(out: str, n_fft: int, prefix: str | None = None) -> list[onnx.No
     coef[0] = coef[-1] = 1.0
     ints = lambda name, value: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, np.int64), name))
     nodes = [
-        ints(p + "zero", 0), ints(p + "one", 1), ints(p + "bins", bins), ints(p + "n_fft", n_fft), ints(p + "col", [-1, 1]),
-        _const(p + "step", 2 * math.pi / n_fft), _const(p + "half", 0.5), _const(p + "coef", coef / n_fft),
+        ints(p + "zero", 0),
+        ints(p + "one", 1),
+        ints(p + "bins", bins),
+        ints(p + "n_fft", n_fft),
+        ints(p + "col", [-1, 1]),
+        _const(p + "step", 2 * math.pi / n_fft),
+        _const(p + "half", 0.5),
+        _const(p + "coef", coef / n_fft),
         helper.make_node("Range", [p + "zero", p + "bins", p + "one"], [p + "k_flat"]),  # int64: exact index arithmetic
         helper.make_node("Range", [p + "zero", p + "n_fft", p + "one"], [p + "n"]),  # [N]
         helper.make_node("Reshape", [p + "k_flat", p + "col"], [p + "k"]),  # [bins, 1]

@@ -14,6 +14,7 @@ add work), so the noise-level arithmetic, all elementwise, is never quantized, a
 weight (attention's products of two activations stay float: activation_products); fp16 keeps every node that does not
 depend on x in float32.
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,21 +25,21 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from c2d.runtime.errors import C2DError
 from c2d.calibration.record import Recording, check_matches, load_recording
 from c2d.export.exporter import read_metadata, write_metadata
 from c2d.export.istft_basis import inline_istft_basis
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.backends.ort import session_options
 from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, file_sha256, listed_files, read_manifest, stamp_files
+from c2d.runtime.errors import C2DError
 from c2d.runtime.files import atomic_path, replace_dir, staging_dir
 from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
 from c2d.runtime.onnx_edit import unshare_initializers
@@ -57,6 +58,7 @@ class QuantizationError(C2DError, RuntimeError):
 
 
 # --- graph preparation --------------------------------------------------------------------------------------
+
 
 def name_nodes(model: onnx.ModelProto) -> None:
     """ORT's quantizer selects and excludes nodes by name: give every node one."""
@@ -132,14 +134,16 @@ def quantizable_blocks(model: onnx.ModelProto, exclude: set[str]) -> dict[str, l
 
 # --- quantizers ---------------------------------------------------------------------------------------------
 
+
 def _calibration_method(method: str):
     from onnxruntime.quantization import CalibrationMethod
 
     return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
 
 
-def quantize_int8_static(model: Path, out: Path, recording: Recording | None, method: str, cache: Path,
-                         exclude: list[str], only: list[str] | None = None) -> None:
+def quantize_int8_static(
+    model: Path, out: Path, recording: Recording | None, method: str, cache: Path, exclude: list[str], only: list[str] | None = None
+) -> None:
     """QDQ int8; calibration runs once per (model, method) and is cached in `cache`, so a sweep re-quantizes cheaply."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -148,11 +152,21 @@ def quantize_int8_static(model: Path, out: Path, recording: Recording | None, me
     # MinMax keeps two numbers per tensor and call; the histogram methods keep whole activations: small passes
     reader = None if recording is None else RecordingReader(recording, None if method == "minmax" else HISTOGRAM_ROWS)
     stride = 1 if reader is None else calibration_stride(len(reader), CALIBRATION_CHUNK if method == "minmax" else 1)
-    quantize_static(str(model), str(out), reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_quantize=only, nodes_to_exclude=exclude,
-                    calibrate_method=_calibration_method(method), calibration_cache_path=str(cache),
-                    extra_options={"CalibStridedMinMax": stride, "CalibPercentile": 99.99})
+    quantize_static(
+        str(model),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=only,
+        nodes_to_exclude=exclude,
+        calibrate_method=_calibration_method(method),
+        calibration_cache_path=str(cache),
+        extra_options={"CalibStridedMinMax": stride, "CalibPercentile": 99.99},
+    )
 
 
 def calibration_stride(calls: int, most: int = CALIBRATION_CHUNK) -> int:
@@ -168,8 +182,9 @@ def calibration_stride(calls: int, most: int = CALIBRATION_CHUNK) -> int:
 def quantize_int8_dynamic(model: Path, out: Path, exclude: list[str], op_types=("Conv", "MatMul")) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(model), str(out), op_types_to_quantize=list(op_types), per_channel=False, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=exclude)
+    quantize_dynamic(
+        str(model), str(out), op_types_to_quantize=list(op_types), per_channel=False, weight_type=QuantType.QInt8, nodes_to_exclude=exclude
+    )
 
 
 def convert_fp16(model: Path, out: Path, exclude: list[str]) -> None:
@@ -178,8 +193,9 @@ def convert_fp16(model: Path, out: Path, exclude: list[str]) -> None:
     the converter does not know. The converter appends the Casts it inserts, so the nodes are sorted again."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    converted = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True, node_block_list=exclude,
-                                         op_block_list=DEFAULT_OP_BLOCK_LIST + ["LayerNormalization"])
+    converted = convert_float_to_float16(
+        onnx.load(str(model)), keep_io_types=True, node_block_list=exclude, op_block_list=DEFAULT_OP_BLOCK_LIST + ["LayerNormalization"]
+    )
     sort_nodes(converted.graph)
     onnx.save(converted, str(out))
 
@@ -203,6 +219,7 @@ def sort_nodes(graph: onnx.GraphProto) -> None:
 
 # --- measuring ----------------------------------------------------------------------------------------------
 
+
 def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), session_options(BackendOptions(threads=threads)), providers=["CPUExecutionProvider"])
 
@@ -216,8 +233,17 @@ def sweep_calls(recording: Recording, n: int = SWEEP_CALLS) -> list[dict[str, np
     return [recording.call(int(i)) for i in np.linspace(0, recording.calls - 1, min(n, recording.calls)).astype(int)]
 
 
-def sensitivity_sweep(model: onnx.ModelProto, prepared: Path, fp32_path: Path, recording: Recording, method: str, cache: Path, exclude: list[str],
-                      work: Path, log: Callable[[str], None]) -> dict[str, float]:
+def sensitivity_sweep(
+    model: onnx.ModelProto,
+    prepared: Path,
+    fp32_path: Path,
+    recording: Recording,
+    method: str,
+    cache: Path,
+    exclude: list[str],
+    work: Path,
+    log: Callable[[str], None],
+) -> dict[str, float]:
     """Error against fp32 when only one block is quantized, for every block (worst first)."""
     calls = sweep_calls(recording)
     ref = reference_eps(session_eps(cpu_session(fp32_path)), calls)
@@ -232,8 +258,9 @@ def sensitivity_sweep(model: onnx.ModelProto, prepared: Path, fp32_path: Path, r
     return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
 
 
-def choose_float_blocks(model, prepared, fp32_path, recording, method, cache, exclude, scores: dict[str, float], target: float, work: Path,
-                        log) -> tuple[list[str], float]:
+def choose_float_blocks(
+    model, prepared, fp32_path, recording, method, cache, exclude, scores: dict[str, float], target: float, work: Path, log
+) -> tuple[list[str], float]:
     """The fewest of the worst blocks kept float with which the rest, in int8, meets `target` (fewest_float_blocks)."""
     blocks = quantizable_blocks(model, set(exclude))
     ranked = list(scores)
@@ -284,6 +311,7 @@ def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluato
 
 
 # --- bundle -------------------------------------------------------------------------------------------------
+
 
 def copy_into_staging(src: Path, dst: Path, out: Path) -> None:
     """Copy a source file into the output's staging folder; a failure (a full disk) names the output being written,
@@ -336,8 +364,9 @@ def keep_ranges(computed: Path, kept: Path) -> None:
         pass
 
 
-def quantize_generator_file(src: Path, dst: Path, mode: str, recording: Recording | None, method: str, mixed_target: float, work: Path,
-                            log: Callable[[str], None]) -> dict:
+def quantize_generator_file(
+    src: Path, dst: Path, mode: str, recording: Recording | None, method: str, mixed_target: float, work: Path, log: Callable[[str], None]
+) -> dict:
     """Write the quantized generator graph to dst; returns what was done (for the metadata)."""
     prepared = work / "prepared.onnx"
     model = prepare(src, prepared)
@@ -398,13 +427,22 @@ def quantize_vocoder_file(src: Path, dst: Path, mode: str, mel_cfg, budget: Budg
     return {"mode": mode, "mel_distance": round(distance, 4)}
 
 
-def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str | Path | None = None, method: str = "minmax",
-                    budget: Budget = Budget(), vocoder_mode: str = "keep", evaluator_path: str | Path | None = None,
-                    mixed_target: float | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+def quantize_bundle(
+    bundle: str | Path,
+    out: str | Path,
+    mode: str,
+    calib: str | Path | None = None,
+    method: str = "minmax",
+    budget: Budget = Budget(),
+    vocoder_mode: str = "keep",
+    evaluator_path: str | Path | None = None,
+    mixed_target: float | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Quantize, gate against the fp32 bundle, and write OUT atomically; QuantizationError (nothing written) otherwise.
     mixed_target: the sweep's error target on calibration calls [default: half the gate's step-error budget, a margin
     for the held-out gate samples]."""
-    from c2d.export.exporter import _check_destination
+    from c2d.export.exporter import check_destination
 
     bundle, out = Path(bundle), Path(out)
     if mode not in MODES:
@@ -426,7 +464,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         check_matches(recording, bundle)
     if manifest["vocoder"].get("file") is None and vocoder_mode != "keep":
         raise QuantizationError(f"{bundle} uses the weight-free {manifest['vocoder']['kind']} vocoder; --vocoder-mode must be keep")
-    _check_destination(out)
+    check_destination(out)
     evaluator = None
     if evaluator_path is not None:
         from c2d.models.evaluator import load_evaluator
@@ -456,8 +494,14 @@ def quantize_bundle(bundle: str | Path, out: str | Path, mode: str, calib: str |
         gate = quality_gate(Generator(bundle), Generator(tmp), budget, accuracy, sampler=sampler, steps=steps)
         if gate.failures:
             raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
-        quantization = {**info, "budget": asdict(budget), "measured": gate.summary(), "vocoder": vocoder_info,
-                        "seconds": round(seconds, 1), "source_sha256": file_sha256(gen_file)}
+        quantization = {
+            **info,
+            "budget": asdict(budget),
+            "measured": gate.summary(),
+            "vocoder": vocoder_info,
+            "seconds": round(seconds, 1),
+            "source_sha256": file_sha256(gen_file),
+        }
         write_metadata(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
         manifest = _quantized_manifest(manifest, tmp, mode, quantization)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -3,6 +3,7 @@
 Errors are relative: max |onnx - torch| / max |torch|. Any case over budget fails the export (optimum's
 `validate_model_outputs`, but failing instead of warning).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -10,10 +11,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from c2d.runtime.errors import C2DError
 from c2d.models.sampling import reference_sample
 from c2d.models.subnet import classifier_pass
 from c2d.runtime.audio import MelConfig, denormalize
+from c2d.runtime.errors import C2DError
 from c2d.runtime.samplers import draw_noise, euler_maruyama, linear_schedule
 from c2d.runtime.sde import SDEConfig
 
@@ -68,8 +69,7 @@ def torch_outputs(model, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
     return eps.detach().numpy(), logits.detach().numpy(), guidance.numpy()
 
 
-def validate_generator(model, session, sde: SDEConfig, shape: tuple[int, ...], n_classes: int,
-                       budget: float = GENERATOR_BUDGET) -> list[CaseResult]:
+def validate_generator(model, session, sde: SDEConfig, shape: tuple[int, ...], n_classes: int, budget: float = GENERATOR_BUDGET) -> list[CaseResult]:
     """Every (batch, seed, t) case; raises ExportValidationError listing the cases over budget."""
     results = []
     for batch, seed in zip(VALIDATION_BATCHES, VALIDATION_SEEDS):
@@ -80,13 +80,16 @@ def validate_generator(model, session, sde: SDEConfig, shape: tuple[int, ...], n
             results.append(CaseResult(batch, seed, t, *errs))
     failed = [r for r in results if not r.worst() <= budget]  # NaN fails too
     if failed:
-        lines = "\n".join(f"  batch {r.batch} seed {r.seed} t={r.t:g}: eps {r.eps:.2e} logits {r.logits:.2e} guidance {r.guidance:.2e}" for r in failed)
+        lines = "\n".join(
+            f"  batch {r.batch} seed {r.seed} t={r.t:g}: eps {r.eps:.2e} logits {r.logits:.2e} guidance {r.guidance:.2e}" for r in failed
+        )
         raise ExportValidationError(f"ONNX Runtime disagrees with PyTorch beyond {budget:g} (relative):\n{lines}")
     return results
 
 
-def validate_sampling(model, session, sde: SDEConfig, mel: MelConfig, shape: tuple[int, ...],
-                      steps: int = 100, gamma: float = 3.0, budget: float = SAMPLING_BUDGET) -> float:
+def validate_sampling(
+    model, session, sde: SDEConfig, mel: MelConfig, shape: tuple[int, ...], steps: int = 100, gamma: float = 3.0, budget: float = SAMPLING_BUDGET
+) -> float:
     """A whole guided EM run from the same noise in ORT and in PyTorch: relative error of the final log-Mel."""
     seeds, digits = (11, 12), (3, 7)
     y = np.eye(10, dtype=np.float32)[list(digits)]
@@ -101,8 +104,9 @@ def validate_sampling(model, session, sde: SDEConfig, mel: MelConfig, shape: tup
     ref = reference_sample(model, sde, seeds, digits, gamma, steps, shape)
     err = relative_error(denormalize(ours, mel), denormalize(ref, mel))
     if not err <= budget:
-        raise ExportValidationError(f"a {steps}-step guided ONNX Runtime sampling run ends {err:.2e} (relative, log-Mel) "
-                                    f"from the PyTorch reference; budget {budget:g}")
+        raise ExportValidationError(
+            f"a {steps}-step guided ONNX Runtime sampling run ends {err:.2e} (relative, log-Mel) from the PyTorch reference; budget {budget:g}"
+        )
     return err
 
 
@@ -123,7 +127,7 @@ def vocoder_reference_mels(n_mels: int, frames: int = 88) -> np.ndarray:
     """Two log-Mels [2, n_mels, frames]: a smooth speech-like pattern and random values, both in the model's range."""
     rng = np.random.default_rng(404)
     bands, time = np.arange(n_mels)[:, None], np.arange(frames)[None, :]
-    smooth = -7.0 + 6.0 * np.exp(-((bands - 20) / 12.0) ** 2) * np.sin(np.pi * time / frames) ** 2
+    smooth = -7.0 + 6.0 * np.exp(-(((bands - 20) / 12.0) ** 2)) * np.sin(np.pi * time / frames) ** 2
     return np.stack([smooth, rng.normal(-5.0, 2.0, (n_mels, frames))]).astype(np.float32)
 
 

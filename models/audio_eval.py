@@ -8,6 +8,7 @@ are all in what it judges. Trained on the training split's recordings only, with
 
 Every clip is first brought to what a listener gets from `c2d generate`: 1 s, centred, peak at -1 dBFS, 16-bit.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,6 +64,7 @@ def as_written(wave: np.ndarray, rate: int, seconds: float = 1.0, out_rate: int 
 
 def _mel_filterbank(cfg: MfccConfig) -> np.ndarray:
     """HTK mel triangles [n_mels, n_fft // 2 + 1]."""
+
     def hz_to_mel(hz):
         return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
 
@@ -99,7 +101,7 @@ def mfcc_features(clips: np.ndarray, cfg: MfccConfig = MfccConfig()) -> np.ndarr
     window[start : start + cfg.win_length] = hann_window(cfg.win_length)
     idx = np.arange(cfg.n_frames)[:, None] * cfg.hop_length + np.arange(cfg.n_fft)[None]
     frames = padded[:, idx] * window  # [N, frames, n_fft]
-    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2 / (window ** 2).sum()  # [N, frames, bins]
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2 / (window**2).sum()  # [N, frames, bins]
     mel = power @ _mel_filterbank(cfg).T  # [N, frames, n_mels]
     log_mel = 10.0 * np.log10(np.maximum(mel, 10 ** (cfg.floor_db / 10)))
     mfcc = (log_mel @ _dct_matrix(cfg.n_mels, cfg.n_mfcc).T).transpose(0, 2, 1)  # [N, n_mfcc, frames]
@@ -118,6 +120,7 @@ def load_split_audio(split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]
 
 # --- the network ------------------------------------------------------------------------------------------------
 
+
 @register_config
 @dataclass(frozen=True)
 class AudioEvaluatorConfig:
@@ -134,8 +137,9 @@ class _Residual(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.skip = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-                     if stride != 1 or c_in != c_out else nn.Identity())
+        self.skip = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)) if stride != 1 or c_in != c_out else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(self.conv1(x)))
@@ -170,6 +174,7 @@ class AudioEvaluator(nn.Module):
 
 # --- training ---------------------------------------------------------------------------------------------------
 
+
 def augment_waves(clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Training-time variation of 8 kHz clips [B, L]: speed x U(0.9, 1.1) (linear interpolation), a shift of up to
     +-100 ms, and, for half the clips, white noise at 25-50 dB SNR; then as a listener gets them (as_written)."""
@@ -188,8 +193,9 @@ def augment_waves(clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return as_written(out, RATE)
 
 
-def train_audio_evaluator(clips: np.ndarray, labels: np.ndarray, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3,
-                          seed: int = 0, bf16: bool = False, log=print) -> AudioEvaluator:
+def train_audio_evaluator(
+    clips: np.ndarray, labels: np.ndarray, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, bf16: bool = False, log=print
+) -> AudioEvaluator:
     """clips [N, 8000] at 8 kHz (as_written), labels [N]. AdamW with cosine decay, label smoothing 0.05; bf16: autocast
     the network (about 2.5x faster where the CPU has AMX, slower elsewhere)."""
     torch.manual_seed(seed)
@@ -209,8 +215,7 @@ def train_audio_evaluator(clips: np.ndarray, labels: np.ndarray, steps: int = 20
 
 def classify_audio(model: AudioEvaluator, clips: np.ndarray, batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Clips [N, 8000] at 8 kHz (as_written) -> (posteriors [N, K], embeddings [N, D]) as float64."""
-    return posteriors_and_embeddings(model, lambda i, j: torch.from_numpy(mfcc_features(clips[i:j], model.cfg.mfcc)),
-                                     len(clips), batch_size)
+    return posteriors_and_embeddings(model, lambda i, j: torch.from_numpy(mfcc_features(clips[i:j], model.cfg.mfcc)), len(clips), batch_size)
 
 
 def audio_evaluator_checkpoint(model: AudioEvaluator, test_accuracy: float, steps: int) -> dict:

@@ -3,6 +3,7 @@
 A checkpoint rebuilds its own model: it stores the config, and a subnetwork checkpoint embeds the frozen
 classifier it was trained on (weights, config and SHA-256), so the file alone is a complete generator.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from c2d.runtime.errors import C2DError
 from c2d.models.classifier import NoiseConditionedClassifier
 from c2d.models.config import ClassifierConfig, SubnetConfig, UNetConfig, config_from_dict, config_to_dict
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.models.unet import UNet
 from c2d.models.vocoder import FourierVocoder, VocoderConfig
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig
+from c2d.runtime.errors import C2DError
 from c2d.runtime.files import atomic_path
 from c2d.runtime.sde import SDEConfig
 
@@ -36,8 +37,11 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         try:
             torch.save(obj, tmp)
         except RuntimeError as exc:  # torch reports a full disk or a failed write as RuntimeError (inline_container.cc)
-            raise OSError(28 if "No space" in str(exc) or "file write failed" in str(exc) else 5,
-                          f"cannot write the checkpoint ({str(exc).splitlines()[0][:200]})", str(path)) from exc
+            raise OSError(
+                28 if "No space" in str(exc) or "file write failed" in str(exc) else 5,
+                f"cannot write the checkpoint ({str(exc).splitlines()[0][:200]})",
+                str(path),
+            ) from exc
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
@@ -153,8 +157,7 @@ def release(ckpt: dict) -> dict:
 def new_checkpoint(kind: str, size: str, config, sde: SDEConfig, mel: MelConfig = DEFAULT_MEL) -> dict:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    return {"format": FORMAT_VERSION, "kind": kind, "size": size, "config": config_to_dict(config),
-            "sde": config_to_dict(sde), "mel": mel.to_dict()}
+    return {"format": FORMAT_VERSION, "kind": kind, "size": size, "config": config_to_dict(config), "sde": config_to_dict(sde), "mel": mel.to_dict()}
 
 
 def mel_from(ckpt: dict) -> MelConfig:

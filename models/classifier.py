@@ -1,4 +1,5 @@
 """The noise-conditioned classifier: the frozen backbone of the single-backbone generator."""
+
 from __future__ import annotations
 
 import torch
@@ -46,8 +47,9 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def noisy_accuracy(classifier: nn.Module, x0: torch.Tensor, y: torch.Tensor, sde: SDEConfig, times=NOISY_TIMES,
-                   draws: int = 1, seed: int = 1234, batch: int = 100) -> dict[float, float]:
+def noisy_accuracy(
+    classifier: nn.Module, x0: torch.Tensor, y: torch.Tensor, sde: SDEConfig, times=NOISY_TIMES, draws: int = 1, seed: int = 1234, batch: int = 100
+) -> dict[float, float]:
     """Fraction of clips x0 [N, 1, 80, 88] classified correctly from x_t at each time, over `draws` fixed noise
     draws per clip and time (the same draws for every call with the same seed, so checkpoints compare fairly)."""
     was_training = classifier.training

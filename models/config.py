@@ -1,4 +1,5 @@
 """Frozen, typed configs. Each checkpoint stores its config so that the file alone rebuilds the model."""
+
 from __future__ import annotations
 
 import math
@@ -85,8 +86,7 @@ def _sizes(enc: EncoderConfig, sub: SubnetConfig, unet_blocks: int = 3) -> Model
 SIZES: dict[str, ModelSizes] = {
     # A few seconds per step on CPU at most; for tests.
     "tiny": _sizes(
-        EncoderConfig(base_width=8, width_mults=(1, 2, 2), blocks_per_level=1, bottleneck_blocks=1,
-                      time_dim=16, groups=4, dropout=0.0),
+        EncoderConfig(base_width=8, width_mults=(1, 2, 2), blocks_per_level=1, bottleneck_blocks=1, time_dim=16, groups=4, dropout=0.0),
         SubnetConfig(base_width=8, blocks_per_stage=1, heads=2, time_dim=16, groups=4),
         unet_blocks=1,
     ),
@@ -152,8 +152,12 @@ def _check_like_default(cls: type, f, value) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     elif isinstance(default, tuple):
         fixed = "..." not in str(f.type)
-        ok = (isinstance(value, tuple) and 1 <= len(value) <= 16 and (not fixed or len(value) == len(default))
-              and all(int_ok(v) and v >= 1 for v in value))
+        ok = (
+            isinstance(value, tuple)
+            and 1 <= len(value) <= 16
+            and (not fixed or len(value) == len(default))
+            and all(int_ok(v) and v >= 1 for v in value)
+        )
     else:
         ok = isinstance(value, type(default))
     if not ok:

@@ -14,6 +14,7 @@ depend on x and is never traversed. Per sampling step, batch 1, one 80 x 88 inpu
   subnet (guided)               ... + backward to x (a second cotangent through the same classifier)
   without gradient taps         the backward to the taps is dropped (the subnet has no g-projections/attention)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,10 @@ def trace_macs(root: nn.Module, run) -> dict[str, int]:
     counts: dict[str, int] = {}
     handles = []
     for name, module in root.named_modules():
+
         def hook(mod, inputs, output, name=name):
             counts[name] = counts.get(name, 0) + _leaf_macs(mod, inputs, output)
+
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -128,8 +131,10 @@ def format_cost_table(rows: list[CostRow]) -> str:
     lines = ["| model | params total [trainable] | GMACs/step |", "|---|---|---|"]
     lines += [f"| {r.model} | {r.params_total / 1e6:.2f} M [{r.params_trainable / 1e6:.2f}] | {r.macs_per_step / 1e9:.3f} |" for r in rows]
     lines.append("")
-    lines.append(f"single backbone / two-model (guided): parameters {one.params_total / two.params_total:.2f}, "
-                 f"MACs {one.macs_per_step / two.macs_per_step:.2f} (paper: 0.50, 0.72)")
+    lines.append(
+        f"single backbone / two-model (guided): parameters {one.params_total / two.params_total:.2f}, "
+        f"MACs {one.macs_per_step / two.macs_per_step:.2f} (paper: 0.50, 0.72)"
+    )
     return "\n".join(lines)
 
 

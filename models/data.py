@@ -1,4 +1,5 @@
 """FSDD loading: WAV -> 22,050 Hz -> centred 1 s clip -> normalised log-Mel, cached on disk."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from c2d.runtime.audio import DEFAULT_MEL, MelConfig, clip_features
 from c2d.runtime.errors import C2DError
 from c2d.runtime.files import atomic_path, cache_root
-from c2d.runtime.audio import DEFAULT_MEL, MelConfig, clip_features
 
 DATA_ENV = "C2D_DATA"
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
@@ -169,8 +170,10 @@ def _load_npz(path: Path, cfg: MelConfig = DEFAULT_MEL) -> dict:
     n = len(y)
     want = (1, cfg.n_mels, cfg.n_frames)
     if x.ndim != 4 or tuple(x.shape[1:]) != want or len(x) != n:
-        raise DataError(f"the feature file {path} holds x of shape {list(x.shape)}; this front end needs [{n}, {', '.join(map(str, want))}] "
-                        f"({cfg.n_mels} mel bands, {cfg.n_frames} frames)")
+        raise DataError(
+            f"the feature file {path} holds x of shape {list(x.shape)}; this front end needs [{n}, {', '.join(map(str, want))}] "
+            f"({cfg.n_mels} mel bands, {cfg.n_frames} frames)"
+        )
     if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
         raise DataError(f"the feature file {path} holds non-finite or non-float features")
     if not np.issubdtype(y.dtype, np.integer) or (n and (y.min() < 0 or y.max() > 9)):
@@ -201,7 +204,7 @@ N_DIGITS = 10
 
 
 def parse_digit_list(text: str) -> tuple[int, ...]:
-    """"3,5,7" -> (3, 5, 7); DataError naming a value that is not a digit 0-9 (or a repeated one)."""
+    """ "3,5,7" -> (3, 5, 7); DataError naming a value that is not a digit 0-9 (or a repeated one)."""
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     if not parts:
         raise DataError(f"--train-digits {text!r} names no digit; give e.g. 3,5,7")
@@ -246,8 +249,7 @@ def _stratified(features: Features, keep: np.ndarray, fraction: float, rng: np.r
     return chosen
 
 
-def train_subset(features: Features, digits: tuple[int, ...] | None = None, fraction: float | None = None,
-                 seed: int = 0) -> tuple[Features, dict]:
+def train_subset(features: Features, digits: tuple[int, ...] | None = None, fraction: float | None = None, seed: int = 0) -> tuple[Features, dict]:
     """The clips of `digits` only, then a seeded `fraction` of them stratified by digit and speaker: round(fraction *
     n) clips in all, shared over the digits and then over each digit's speakers in proportion (largest remainder,
     ties broken by the seed). Returns the subset and a record of it for the checkpoint and the bundle:
@@ -260,7 +262,24 @@ def train_subset(features: Features, digits: tuple[int, ...] | None = None, frac
     if not keep.any():
         raise DataError(f"the training subset is empty: no clips of digits {list(digits or [])} in {len(features)} clips")
     subset = Features(features.x[keep], features.y[keep], features.speakers[keep])
-    info = {"digits": None if digits is None else [int(d) for d in digits], "fraction": None if fraction is None else float(fraction),
-            "seed": int(seed), "clips": int(keep.sum()), "of": len(features),
-            "per_digit": {str(d): int((subset.y == d).sum()) for d in range(N_DIGITS)}}
+    info = {
+        "digits": None if digits is None else [int(d) for d in digits],
+        "fraction": None if fraction is None else float(fraction),
+        "seed": int(seed),
+        "clips": int(keep.sum()),
+        "of": len(features),
+        "per_digit": {str(d): int((subset.y == d).sum()) for d in range(N_DIGITS)},
+    }
     return subset, info
+
+
+def describe_subset(info: dict | None) -> str:
+    """ "all training clips" or e.g. "digits 3,5,7: 810 of 2700 clips"."""
+    if not info:
+        return "all training clips"
+    parts = []
+    if info.get("digits") is not None:
+        parts.append("digits " + ",".join(map(str, info["digits"])))
+    if info.get("fraction") is not None:
+        parts.append(f"fraction {info['fraction']:g} (seed {info.get('seed', 0)})")
+    return f"{', '.join(parts)}: {info.get('clips')} of {info.get('of')} clips"

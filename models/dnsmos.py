@@ -6,6 +6,7 @@ model's 9.01 s input, and the raw outputs are mapped by DNSMOS' published polyno
 reference, so it scores generated digits as well as copy synthesis, and it rewards what listeners hear (HiFi-GAN's
 wide-band output scores above FSDD's own 8 kHz recordings).
 """
+
 from __future__ import annotations
 
 from importlib.resources import files

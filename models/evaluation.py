@@ -8,13 +8,14 @@ judge's embeddings of FSDD's training recordings, brought through the same path)
 - DNSMOS P.835 (`models/dnsmos.py`), a no-reference quality predictor, on the waveform (when speechmos is installed).
 Every clip, generated or recorded, is first made what a listener gets: 1 s, centred, peak at -1 dBFS, 16-bit.
 """
+
 from __future__ import annotations
 
 import datetime
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -48,8 +49,13 @@ def mfcc_judge(checkpoint: str | Path, train_waves: np.ndarray, train_rate: int)
     def classify(waves: np.ndarray, rate: int):
         return classify_audio(model, as_written(waves, rate))
 
-    about = {"checkpoint": Path(checkpoint).name, "sha256": file_sha256(checkpoint), "test_accuracy": stored.get("test_accuracy"),
-             "front_end": "MFCC 20 + deltas, 8 kHz, 25/10 ms", "network": "2-D ResNet"}
+    about = {
+        "checkpoint": Path(checkpoint).name,
+        "sha256": file_sha256(checkpoint),
+        "test_accuracy": stored.get("test_accuracy"),
+        "front_end": "MFCC 20 + deltas, 8 kHz, 25/10 ms",
+        "network": "2-D ResNet",
+    }
     return Judge("mfcc-resnet", classify, classify(train_waves, train_rate)[1], about)
 
 
@@ -69,21 +75,27 @@ def mel_judge(checkpoint: str | Path, train_waves: np.ndarray, train_rate: int) 
         x = np.stack([clip_features(c, mel) for c in clips])[:, None]  # [N, 1, 80, 88]
         return classify_mel(model, x)
 
-    about = {"checkpoint": Path(checkpoint).name, "sha256": file_sha256(checkpoint), "test_accuracy": stored.get("test_accuracy"),
-             "front_end": "log-Mel 80, 22,050 Hz, re-analysed from the waveform", "network": "1-D TDNN"}
+    about = {
+        "checkpoint": Path(checkpoint).name,
+        "sha256": file_sha256(checkpoint),
+        "test_accuracy": stored.get("test_accuracy"),
+        "front_end": "log-Mel 80, 22,050 Hz, re-analysed from the waveform",
+        "network": "1-D TDNN",
+    }
     return Judge("mel-tdnn", classify, classify(train_waves, train_rate)[1], about)
 
 
-def default_judges(data_dir=None, audio_evaluator: str | Path | None = None, mel_evaluator: str | Path | None = None,
-                   log=print) -> list[Judge]:
+def default_judges(data_dir=None, audio_evaluator: str | Path | None = None, mel_evaluator: str | Path | None = None, log=print) -> list[Judge]:
     """Both shipped judges with their reference embeddings of FSDD's training recordings."""
     from c2d.models.audio_eval import load_split_audio
     from c2d.models.checkpoints import shipped_checkpoint
 
     log("reading FSDD's training recordings for the judges' reference statistics")
     waves, _ = load_split_audio("train", data_dir)
-    return [mfcc_judge(audio_evaluator or shipped_checkpoint("audio-evaluator.pt"), waves, JUDGE_RATE),
-            mel_judge(mel_evaluator or shipped_checkpoint("evaluator.pt"), waves, JUDGE_RATE)]
+    return [
+        mfcc_judge(audio_evaluator or shipped_checkpoint("audio-evaluator.pt"), waves, JUDGE_RATE),
+        mel_judge(mel_evaluator or shipped_checkpoint("evaluator.pt"), waves, JUDGE_RATE),
+    ]
 
 
 def open_dnsmos():
@@ -147,8 +159,7 @@ def summarise(scored: ScoredSet, n_boot: int = 200, seed: int = 0) -> dict:
     return result
 
 
-def score_waves(waves: np.ndarray, rate: int, wanted: np.ndarray | None, judges: list[Judge], dnsmos=None,
-                n_boot: int = 200, seed: int = 0) -> dict:
+def score_waves(waves: np.ndarray, rate: int, wanted: np.ndarray | None, judges: list[Judge], dnsmos=None, n_boot: int = 200, seed: int = 0) -> dict:
     """Every measure of one set of clips [N, L] at `rate`, with 95 % intervals (judge_waves, then summarise)."""
     return summarise(judge_waves(waves, rate, wanted, judges, dnsmos), n_boot, seed)
 
@@ -158,8 +169,7 @@ def provenance(**what) -> dict:
     from c2d import __version__
     from c2d.runtime.deployment import machine
 
-    return {**what, "c2d": __version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine()}
+    return {**what, "c2d": __version__, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": machine()}
 
 
 def judges_provenance(judges: list[Judge], dnsmos) -> dict:
@@ -168,8 +178,16 @@ def judges_provenance(judges: list[Judge], dnsmos) -> dict:
     return about
 
 
-def generate_as_users_hear(bundle, count_per_digit: int, sampler: str | None, steps: int | None, guidance: float | None,
-                           seed: int, batch_size: int = 50, threads: int | None = None):
+def generate_as_users_hear(
+    bundle,
+    count_per_digit: int,
+    sampler: str | None,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    batch_size: int = 50,
+    threads: int | None = None,
+):
     """count_per_digit samples of every digit as `c2d generate` makes them (the bundle's vocoder, peak -1 dBFS) on
     ORT: the runtime's Generation (audio [N, L], log_mel, digits, seeds, sampler, steps, guidance)."""
     from c2d.runtime import load
@@ -180,8 +198,18 @@ def generate_as_users_hear(bundle, count_per_digit: int, sampler: str | None, st
     return gen, gen.sample(digits, count_per_digit, seed, steps, sampler, guidance, batch_size)
 
 
-def evaluate_bundle(bundle, count_per_digit: int, sampler: str | None, steps: int | None, guidance: float | None, seed: int,
-                    judges: list[Judge], dnsmos=None, threads: int | None = None, n_boot: int = 200) -> dict:
+def evaluate_bundle(
+    bundle,
+    count_per_digit: int,
+    sampler: str | None,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    judges: list[Judge],
+    dnsmos=None,
+    threads: int | None = None,
+    n_boot: int = 200,
+) -> dict:
     """Generate as users hear it and score the audio with every judge; the record says what produced it."""
     from c2d.runtime.bundle import generator_sha256
 
@@ -191,9 +219,16 @@ def evaluate_bundle(bundle, count_per_digit: int, sampler: str | None, steps: in
     return {
         "scores": scores,
         "provenance": provenance(
-            bundle=str(bundle or "shipped"), generator_sha256=generator_sha256(gen.bundle), sampler=run.sampler, steps=run.steps,
-            guidance=run.guidance, seeds=[run.seeds[0], run.seeds[-1]], samples_per_digit=count_per_digit,
-            vocoder=gen.vocoder.name, judges=judges_provenance(judges, dnsmos)),
+            bundle=str(bundle or "shipped"),
+            generator_sha256=generator_sha256(gen.bundle),
+            sampler=run.sampler,
+            steps=run.steps,
+            guidance=run.guidance,
+            seeds=[run.seeds[0], run.seeds[-1]],
+            samples_per_digit=count_per_digit,
+            vocoder=gen.vocoder.name,
+            judges=judges_provenance(judges, dnsmos),
+        ),
     }
 
 

@@ -5,6 +5,7 @@ The evaluator is deliberately unlike the generator's backbone: a 1-D time-delay 
 U-Net encoder. Its 128-d penultimate activations are the FID embedding; its softmax gives IS, mIS, AM and
 class accuracy. Trained on the training split only.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.clamp(-1.0, 1.0)
 
 
-def train_evaluator(train: Features, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-                    log=print) -> EvalClassifier:
+def train_evaluator(train: Features, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, log=print) -> EvalClassifier:
     """Adam with cosine decay, cross-entropy with label smoothing 0.05; CPU, a couple of minutes."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -113,14 +113,20 @@ def posteriors_and_embeddings(model: nn.Module, inputs, n: int, batch_size: int)
 
 def classify(model: EvalClassifier, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Normalised log-Mels [N, 1, n_mels, T] -> (posteriors [N, K], embeddings [N, D]) as float64."""
-    return posteriors_and_embeddings(model, lambda i, j: torch.from_numpy(np.ascontiguousarray(x[i:j], dtype=np.float32)),
-                                     len(x), batch_size)
+    return posteriors_and_embeddings(model, lambda i, j: torch.from_numpy(np.ascontiguousarray(x[i:j], dtype=np.float32)), len(x), batch_size)
 
 
 def judge_checkpoint(kind: str, model: nn.Module, test_accuracy: float, steps: int) -> dict:
     """A judge's released checkpoint (weights, config, its accuracy on the test split)."""
-    return {"format": FORMAT_VERSION, "kind": kind, "config": config_to_dict(model.cfg), "ema": model.state_dict(),
-            "released": True, "step": steps, "test_accuracy": test_accuracy}
+    return {
+        "format": FORMAT_VERSION,
+        "kind": kind,
+        "config": config_to_dict(model.cfg),
+        "ema": model.state_dict(),
+        "released": True,
+        "step": steps,
+        "test_accuracy": test_accuracy,
+    }
 
 
 def load_judge(path, kind: str, network: type, config: type) -> nn.Module:
@@ -143,6 +149,7 @@ def load_evaluator(path) -> EvalClassifier:
 
 
 # --- metrics (numpy; definitions from METHOD.md) --------------------------------------------------------------
+
 
 def _kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """KL(p || q) along the last axis."""
@@ -191,17 +198,22 @@ def class_accuracy(probs: np.ndarray, wanted: np.ndarray) -> float:
     return float((probs.argmax(1) == wanted).mean())
 
 
-def quality_metrics(probs: np.ndarray, embs: np.ndarray, real_embs: np.ndarray, train_prior: np.ndarray,
-                    wanted: np.ndarray | None = None) -> dict:
+def quality_metrics(probs: np.ndarray, embs: np.ndarray, real_embs: np.ndarray, train_prior: np.ndarray, wanted: np.ndarray | None = None) -> dict:
     """All of the paper's metrics for one set of generated samples (accuracy only for conditional samples)."""
-    out = {"fid": frechet_distance(embs, real_embs), "is": inception_score(probs), "mis": modified_inception_score(probs),
-           "am": am_score(probs, train_prior), "samples": int(len(probs))}
+    out = {
+        "fid": frechet_distance(embs, real_embs),
+        "is": inception_score(probs),
+        "mis": modified_inception_score(probs),
+        "am": am_score(probs, train_prior),
+        "samples": int(len(probs)),
+    }
     if wanted is not None:
         out["accuracy"] = class_accuracy(probs, wanted)
     return out
 
 
 # --- evaluating a bundle ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -211,13 +223,14 @@ class Reference:
     prior: np.ndarray  # [K] class frequencies of the training split
 
     @classmethod
-    def from_features(cls, model: EvalClassifier, train: Features, n_classes: int = 10) -> "Reference":
+    def from_features(cls, model: EvalClassifier, train: Features, n_classes: int = 10) -> Reference:
         _, emb = classify(model, train.x)
         return cls(emb, np.bincount(train.y, minlength=n_classes) / len(train.y))
 
 
-def generate_normalised(bundle, count_per_class: int, sampler: str | None, steps: int | None, guidance: float, seed: int,
-                        batch_size: int = 50, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def generate_normalised(
+    bundle, count_per_class: int, sampler: str | None, steps: int | None, guidance: float, seed: int, batch_size: int = 50, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """count_per_class samples of every digit from a bundle on ORT: (x [N, 1, n_mels, T] in [-1, 1], digits [N])."""
     from c2d.runtime import load
     from c2d.runtime.audio import normalize

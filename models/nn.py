@@ -1,4 +1,5 @@
 """Building blocks shared by the classifier, the score subnetwork and the U-Net."""
+
 from __future__ import annotations
 
 import math
@@ -161,8 +162,7 @@ class CrossAttention(nn.Module):
         q_tok = q_map.reshape(-1, c, h * w).transpose(1, 2)  # [B, HW, C]
         kv_tok = kv_map.reshape(-1, c, int(kv_map.shape[2]) * int(kv_map.shape[3])).transpose(1, 2)  # [B, hw, C]
         split = lambda z: z.reshape(-1, int(z.shape[1]), self.heads, d).transpose(1, 2)  # [B, heads, N, C/heads]
-        attn = F.scaled_dot_product_attention(split(self.to_q(q_tok)), split(self.to_k(kv_tok)), split(self.to_v(kv_tok)),
-                                              scale=1.0 / math.sqrt(d))
+        attn = F.scaled_dot_product_attention(split(self.to_q(q_tok)), split(self.to_k(kv_tok)), split(self.to_v(kv_tok)), scale=1.0 / math.sqrt(d))
         out = self.out(attn.transpose(1, 2).reshape(-1, h * w, c))  # [B, HW, C]
         return out.transpose(1, 2).reshape(-1, c, h, w)
 
@@ -200,9 +200,7 @@ class Encoder(nn.Module):
             c = w
             if i < len(widths) - 1:
                 self.downs.append(Downsample(w))
-        self.bottleneck = nn.ModuleList(
-            [ResBlock(c, c, cfg.time_dim, cfg.groups, cfg.dropout) for _ in range(cfg.bottleneck_blocks)]
-        )
+        self.bottleneck = nn.ModuleList([ResBlock(c, c, cfg.time_dim, cfg.groups, cfg.dropout) for _ in range(cfg.bottleneck_blocks)])
         self.tap_channels = tuple(widths) + (c,)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -14,6 +14,7 @@ becomes eps:
 The frozen classifier still reads x_t as it was trained; only the output changes, so graphs, samplers and the
 runtime stay as they are.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,11 +38,10 @@ def gaussian_eps(x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, mean
 
 def c_out(alpha: torch.Tensor, sigma: torch.Tensor, var: float) -> torch.Tensor:
     """EDM's output scale for eps, [B]: alpha sqrt(v) / sqrt(alpha^2 v + sigma^2)."""
-    return alpha * var ** 0.5 / torch.sqrt(alpha * alpha * var + sigma * sigma)
+    return alpha * var**0.5 / torch.sqrt(alpha * alpha * var + sigma * sigma)
 
 
-def eps_from_output(kind: str, raw: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, mean: float,
-                    var: float) -> torch.Tensor:
+def eps_from_output(kind: str, raw: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, mean: float, var: float) -> torch.Tensor:
     """The network's raw output [B, 1, H, W] -> eps under the parameterisation `kind`; alpha, sigma [B]."""
     if kind == "eps":
         return raw

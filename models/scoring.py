@@ -5,6 +5,7 @@ computed from multiplicities w (how often each item was drawn) instead of copied
 covariances, KID from the precomputed kernel matrices as w^T K w with the repeated-item pairs taken out, so a
 replicate costs one matrix-vector product. Percentile intervals at 95 % by default.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ class Estimate:
         digits = 3 if abs(self.value) >= 0.1 or self.value == 0 else 2 - int(math.floor(math.log10(abs(self.value))))
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
-    def overlaps(self, other: "Estimate") -> bool:
+    def overlaps(self, other: Estimate) -> bool:
         return self.low <= other.high and other.low <= self.high
 
 
@@ -122,8 +123,10 @@ class FeatureDistance:
         low, high = _percentiles(fids, level)
         median = float(np.median(fids))
         kid = self.kid()
-        return {"fid": Estimate(fid, fid - (median - low), fid + (high - median)),
-                "kid": Estimate(kid, *_percentiles([self.kid(wg, wr) for wg, wr in draws], level))}
+        return {
+            "fid": Estimate(fid, fid - (median - low), fid + (high - median)),
+            "kid": Estimate(kid, *_percentiles([self.kid(wg, wr) for wg, wr in draws], level)),
+        }
 
 
 def mean_estimate(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = LEVEL) -> Estimate:
@@ -160,8 +163,8 @@ def paired_differences(a: ScoredSet, b: ScoredSet, n_boot: int = N_BOOT, seed: i
         da, db = a.distances[name], b.distances[name]
         stats = {
             "accuracy": lambda w, wr, ca=a.correct[name], cb=b.correct[name]: float(np.average(cb, weights=w) - np.average(ca, weights=w)),
-            "fid": lambda w, wr: db.fid(w, wr) - da.fid(w, wr),
-            "kid": lambda w, wr: db.kid(w, wr) - da.kid(w, wr),
+            "fid": lambda w, wr, da=da, db=db: db.fid(w, wr) - da.fid(w, wr),
+            "kid": lambda w, wr, da=da, db=db: db.kid(w, wr) - da.kid(w, wr),
         }
         out[name] = {}
         for measure, stat in stats.items():

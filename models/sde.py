@@ -1,4 +1,5 @@
 """VP SDE in torch for training: marginals and the denoising score matching (noise prediction) loss."""
+
 from __future__ import annotations
 
 import torch

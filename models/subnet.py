@@ -1,4 +1,5 @@
 """The score subnetwork on the frozen classifier, and the single-backbone generator that joins them."""
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,9 @@ class TapFusion(nn.Module):
         if kernel != (1, 1):
             exact = tuple(int(n) * k for n, k in zip(q_c.shape[2:], kernel)) == (hh, ww)
             # an integer scale factor resizes exactly like size=(hh, ww), and traces without Shape nodes
-            fused = (F.interpolate(fused, scale_factor=kernel, mode="nearest") if exact
-                     else F.interpolate(fused, size=(hh, ww), mode="nearest"))  # back to [B, width, H, W]
+            fused = (
+                F.interpolate(fused, scale_factor=kernel, mode="nearest") if exact else F.interpolate(fused, size=(hh, ww), mode="nearest")
+            )  # back to [B, width, H, W]
         return q + gp + fused
 
 
@@ -144,7 +146,7 @@ def classifier_pass(
     return logits.detach(), [h.detach() for h in taps], tap_grads, guidance
 
 
-def subnet_eps(subnet: "ScoreSubnet", taps, tap_grads, t: torch.Tensor, x: torch.Tensor, alpha_sigma_t) -> torch.Tensor:
+def subnet_eps(subnet: ScoreSubnet, taps, tap_grads, t: torch.Tensor, x: torch.Tensor, alpha_sigma_t) -> torch.Tensor:
     """The subnet's unguided eps [B, 1, H, W]: its output under the config's parameterisation (models/precond.py).
     alpha_sigma_t: (alpha_t, sigma_t) [B] each (the exported graph passes its own ONNX-friendly sigma)."""
     cfg = subnet.cfg

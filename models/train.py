@@ -5,6 +5,7 @@ c2d train subnet      -> score subnetwork on the frozen classifier, DSM only
 c2d train unet        -> U-Net baseline, DSM
 Scales out with torchrun (torch.distributed DDP; gloo on CPU, nccl on CUDA).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -37,8 +38,7 @@ from c2d.models.checkpoint import (
 )
 from c2d.models.classifier import NoiseConditionedClassifier, noisy_accuracy
 from c2d.models.config import SIZES, config_to_dict
-from c2d.models.data import Features
-from c2d.runtime.bundle import describe_subset
+from c2d.models.data import Features, describe_subset
 from c2d.models.precond import Preconditioned, loss_weight
 from c2d.models.sde import alpha_sigma, dsm_loss, perturb, sample_t
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
@@ -115,8 +115,16 @@ class Job:
     monitor: Callable[[nn.Module], dict] | None = None  # EMA copy of `trainable` -> figures for the log (e.g. test accuracy)
 
 
-def make_job(kind: str, size: str, sde: SDEConfig, classifier_path: str | None = None, gradient_taps: bool = True,
-             seed: int = 0, output: str = "eps", moments: tuple[float, float] | None = None) -> Job:
+def make_job(
+    kind: str,
+    size: str,
+    sde: SDEConfig,
+    classifier_path: str | None = None,
+    gradient_taps: bool = True,
+    seed: int = 0,
+    output: str = "eps",
+    moments: tuple[float, float] | None = None,
+) -> Job:
     """Build the networks for one training (initialised from `seed`) and its checkpoint header. output: how the
     score network's raw output becomes eps ("eps", "gaussian-skip", "edm"; models/precond.py), which needs the
     training data's (mean, variance) as `moments` unless it is "eps"."""
@@ -161,8 +169,12 @@ def init_from(job: Job, path: str | os.PathLike) -> None:
         job.trainable.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
-    job.ckpt["init_from"] = {"file": Path(path).name, "sha256": state_sha256(weights), "step": int(src.get("step", 0)),
-                             "batch_size": int(src.get("train", {}).get("batch_size", 0))}
+    job.ckpt["init_from"] = {
+        "file": Path(path).name,
+        "sha256": state_sha256(weights),
+        "step": int(src.get("step", 0)),
+        "batch_size": int(src.get("train", {}).get("batch_size", 0)),
+    }
 
 
 def classifier_monitor(x0: torch.Tensor, y: torch.Tensor, sde: SDEConfig, draws: int = 2) -> Callable[[nn.Module], dict]:
@@ -211,8 +223,9 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return _dist_info()
 
 
-def train(job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu",
-          fresh: bool = False, progress: bool = True) -> dict:
+def train(
+    job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu", fresh: bool = False, progress: bool = True
+) -> dict:
     """Train job.trainable on data; write a resumable checkpoint to `out`. Returns the final checkpoint."""
     if len(data) == 0:
         raise ValueError("no training examples: the data split is empty")
@@ -238,8 +251,14 @@ def train(job: Job, data: Features, cfg: TrainConfig, out: str | os.PathLike, de
     y_all = torch.from_numpy(data.y).to(dev)
     model.train()
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=job.ckpt["kind"],
-               dynamic_ncols=True, mininterval=0.2 if sys.stderr.isatty() else 30.0)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not progress or rank != 0,
+        desc=job.ckpt["kind"],
+        dynamic_ncols=True,
+        mininterval=0.2 if sys.stderr.isatty() else 30.0,
+    )
     smooth, start, first_step, max_steps = None, time.time(), step, cfg.steps
     while step < cfg.steps:
         torch.manual_seed((cfg.seed * 1_000_003 + step) * 97 + rank)  # dropout masks: reproducible across resumes
@@ -311,11 +330,12 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
     if ckpt["config"] != job.ckpt["config"]:
         raise CheckpointError(f"{out} was trained with another config; use --fresh or another --out")
     if ckpt.get("targets") != job.ckpt.get("targets"):  # the vocoder's recipe: resuming must not switch it silently
-        raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; "
-                              "use --fresh or another --out")
+        raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; use --fresh or another --out")
     if ckpt.get("train_subset") != job.ckpt.get("train_subset"):
-        raise CheckpointError(f"{out} was trained on another subset of the data ({describe_subset(ckpt.get('train_subset'))}, now "
-                              f"{describe_subset(job.ckpt.get('train_subset'))}); use --fresh or another --out")
+        raise CheckpointError(
+            f"{out} was trained on another subset of the data ({describe_subset(ckpt.get('train_subset'))}, now "
+            f"{describe_subset(job.ckpt.get('train_subset'))}); use --fresh or another --out"
+        )
     job.trainable.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     for k, v in ckpt["ema"].items():
@@ -328,4 +348,3 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
 def _log(out: Path, record: dict) -> None:
     with open(out.with_suffix(out.suffix + ".log"), "a") as f:
         f.write(json.dumps(record) + "\n")
-

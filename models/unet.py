@@ -1,4 +1,5 @@
 """Baselines: a U-Net score model trained end to end, and two-model guidance (U-Net + classifier)."""
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,10 @@ class UNet(nn.Module):
         self.stages = nn.ModuleList()
         for level, w in enumerate(widths):
             c_in = self.encoder.tap_channels[-1] if level == len(widths) - 1 else w
-            blocks = [ResBlock((c_in if j == 0 else w) + (widths[level] if j == 0 else 0), w, enc.time_dim, enc.groups, enc.dropout)
-                      for j in range(cfg.decoder_blocks_per_level)]
+            blocks = [
+                ResBlock((c_in if j == 0 else w) + (widths[level] if j == 0 else 0), w, enc.time_dim, enc.groups, enc.dropout)
+                for j in range(cfg.decoder_blocks_per_level)
+            ]
             self.stages.append(nn.ModuleList(blocks))
         self.ups = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(len(widths) - 1))
         self.head_norm = GroupNorm(min(enc.groups, widths[0]), widths[0])

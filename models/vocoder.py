@@ -8,6 +8,7 @@ centred on sample i * hop, like the mel frame it comes from, and `InverseSTFT(st
 
 Trained by distillation from HiFi-GAN V1 universal (models/vocoder_train.py).
 """
+
 from __future__ import annotations
 
 import math

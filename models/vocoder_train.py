@@ -10,15 +10,16 @@ Training mels: the FSDD training split (never the test split) plus mels sampled 
 samplers (generated mels are smoother than real ones, and the vocoder must handle what the product feeds it).
 The pairs (mel, teacher waveform) are computed once and cached as .npz in the feature cache folder.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -58,8 +59,9 @@ class DistillSet:
         if targets == "teacher":
             return Features(self.mels, self.waves, self.source)
         if self.originals is None:
-            raise ValueError("--targets recordings needs FSDD's recordings (--data); a --features file holds no recordings "
-                             "(use --targets teacher with it)")
+            raise ValueError(
+                "--targets recordings needs FSDD's recordings (--data); a --features file holds no recordings (use --targets teacher with it)"
+            )
         return Features(self.mels, np.stack([self.waves, self.originals], axis=1), self.source)
 
 
@@ -77,8 +79,9 @@ def real_training_waves(data_dir=None, cfg: MelConfig = DEFAULT_MEL) -> np.ndarr
 
     length = cfg.n_frames * cfg.hop_length
     clips = [c for c in list_clips(data_dir) if c.split == "train"]
-    return np.stack([np.pad(fit_clip(read_resampled(c.path, cfg.sample_rate), cfg.clip_samples), (0, length - cfg.clip_samples))
-                     for c in clips]).astype(np.float16)
+    return np.stack(
+        [np.pad(fit_clip(read_resampled(c.path, cfg.sample_rate), cfg.clip_samples), (0, length - cfg.clip_samples)) for c in clips]
+    ).astype(np.float16)
 
 
 def generated_mels(bundle, count: int, log: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray]:
@@ -103,17 +106,17 @@ def generated_mels(bundle, count: int, log: Callable[[str], None] = print) -> tu
     return np.concatenate(mels).astype(np.float32), np.array(sources)
 
 
-def teacher_waves(mels: np.ndarray, batch: int = 8, log: Callable[[str], None] = print) -> np.ndarray:
-    """HiFi-GAN V1 universal on [N, n_mels, T] -> [N, T * hop] float32. Run as its validated ONNX export on ONNX
-    Runtime: about 3x faster than the PyTorch module on a CPU (same waveform within the export's 1e-4)."""
+def teacher_waves(mels: np.ndarray, export_teacher: Callable[[Path], object], batch: int = 8, log: Callable[[str], None] = print) -> np.ndarray:
+    """HiFi-GAN V1 universal on [N, n_mels, T] -> [N, T * hop] float32, run as the ONNX graph that
+    `export_teacher(path)` writes (the export layer's validated export; models never imports export). On ONNX Runtime
+    it is about 3x faster than the PyTorch module on a CPU (same waveform within the export's 1e-4)."""
     import tempfile
 
-    from c2d.export.exporter import export_vocoder
     from c2d.runtime.backends import BackendOptions, open_backend
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "hifigan.onnx"
-        export_vocoder("hifigan", DEFAULT_MEL, "teacher", path)
+        export_teacher(path)
         teacher = open_backend("ort", path, BackendOptions(threads=torch.get_num_threads()))
         out, start = [], time.time()
         for i in range(0, len(mels), batch):
@@ -123,9 +126,17 @@ def teacher_waves(mels: np.ndarray, batch: int = 8, log: Callable[[str], None] =
     return np.concatenate(out).astype(np.float32)
 
 
-def distillation_set(bundle, generated: int, data_dir=None, features_file=None, cache_dir=None,
-                     log: Callable[[str], None] = print) -> DistillSet:
-    """Real training mels + `generated` sampled ones, with the teacher's waveforms; cached by content."""
+def distillation_set(
+    bundle,
+    generated: int,
+    export_teacher: Callable[[Path], object],
+    data_dir=None,
+    features_file=None,
+    cache_dir=None,
+    log: Callable[[str], None] = print,
+) -> DistillSet:
+    """Real training mels + `generated` sampled ones, with the teacher's waveforms (see teacher_waves); cached by
+    content, so the teacher is exported only when the cache misses."""
     from c2d.runtime.bundle import file_sha256, read_manifest
 
     real = real_training_mels(data_dir, features_file)
@@ -144,7 +155,7 @@ def distillation_set(bundle, generated: int, data_dir=None, features_file=None, 
     if generated:
         gen_mels, gen_sources = _cached(path.with_name(path.stem + "-generated.npz"), lambda: generated_mels(bundle, generated, log))
         mels, sources = np.concatenate([real, gen_mels]), np.concatenate([sources, gen_sources])
-    waves = teacher_waves(mels, log=log)
+    waves = teacher_waves(mels, export_teacher, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, ".npz") as tmp:
         np.savez(tmp, mels=mels, waves=waves.astype(np.float16), source=sources)
@@ -231,8 +242,14 @@ def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0
     return loss
 
 
-def make_vocoder_job(cfg: VocoderConfig = VocoderConfig(), mel: MelConfig = DEFAULT_MEL, seed: int = 0, teacher: str = "hifigan-v1-universal",
-                     data: dict | None = None, targets: str = TARGETS[0]) -> Job:
+def make_vocoder_job(
+    cfg: VocoderConfig = VocoderConfig(),
+    mel: MelConfig = DEFAULT_MEL,
+    seed: int = 0,
+    teacher: str = "hifigan-v1-universal",
+    data: dict | None = None,
+    targets: str = TARGETS[0],
+) -> Job:
     if targets not in TARGETS:
         raise ValueError(f"unknown vocoder targets {targets!r}; choose one of {TARGETS}")
     torch.manual_seed(seed)

@@ -2,6 +2,7 @@
 
 Torch-free so that the runtime, the evaluation code and the training data pipeline share one definition.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -35,7 +36,7 @@ class MelConfig:
 DEFAULT_MEL = MelConfig()
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa's htk=False)."""
     hz = np.asarray(hz, dtype=np.float64)
     f_sp, min_log_hz = 200.0 / 3, 1000.0

@@ -9,6 +9,7 @@ A bundle is a folder:
 Every ONNX file is self-describing: its metadata_props hold the keys below as JSON values under "c2d.<key>",
 read back into a typed, frozen struct with a version check (sherpa-onnx style).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import MelConfig
+from c2d.runtime.errors import C2DError
 from c2d.runtime.files import describe_kind, read_json
 from c2d.runtime.limits import MAX_GUIDANCE, MAX_STEPS
 from c2d.runtime.sde import SDEConfig
@@ -88,7 +89,7 @@ def encode_metadata(meta) -> dict[str, str]:
     out = {}
     for f in dataclasses.fields(meta):
         value = getattr(meta, f.name)
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = dataclasses.asdict(value)
         out[KEY_PREFIX + f.name] = json.dumps(value)
     out[KEY_PREFIX + "kind"] = json.dumps("generator" if isinstance(meta, GeneratorMeta) else "vocoder")
@@ -102,7 +103,7 @@ def decode_metadata(props: dict[str, str], source: str = "model"):
     for key, text in props.items():
         if key.startswith(KEY_PREFIX):
             try:
-                values[key[len(KEY_PREFIX):]] = json.loads(text)
+                values[key[len(KEY_PREFIX) :]] = json.loads(text)
             except (TypeError, ValueError, RecursionError):
                 raise BundleError(f"{source}: metadata {key} is not JSON: {str(text)[:60]!r}") from None
     if "kind" not in values:
@@ -115,7 +116,7 @@ def decode_metadata(props: dict[str, str], source: str = "model"):
     if version is None:
         raise BundleError(f"{source}: metadata has no format_version")
     _expect(isinstance(version, int) and not isinstance(version, bool) and version >= 1, source, "format_version", version, "an integer >= 1")
-    if version > BUNDLE_FORMAT:
+    if int(version) > BUNDLE_FORMAT:
         raise BundleError(f"{source} has bundle format {version}, newer than this c2d supports ({BUNDLE_FORMAT}); upgrade c2d")
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -155,12 +156,17 @@ _MEL_CHECKS = {
     "norm_low": (_is_num, "a finite number"),
     "norm_high": (_is_num, "a finite number"),
 }
-_SDE_CHECKS = {"beta_min": (lambda v: _is_num(v, 0), "a number >= 0"), "beta_max": (lambda v: _is_num(v, 0), "a number >= 0"),
-               "t_min": (lambda v: _is_num(v, 1e-8, 0.5), "a number in (0, 0.5]")}
+_SDE_CHECKS = {
+    "beta_min": (lambda v: _is_num(v, 0), "a number >= 0"),
+    "beta_max": (lambda v: _is_num(v, 0), "a number >= 0"),
+    "t_min": (lambda v: _is_num(v, 1e-8, 0.5), "a number in (0, 0.5]"),
+}
 _FIELD_CHECKS = {
     "variant": (lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
-    "labels": (lambda v: isinstance(v, list) and 1 <= len(v) <= 1000 and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v),
-               "a list of distinct non-empty names"),
+    "labels": (
+        lambda v: isinstance(v, list) and 1 <= len(v) <= 1000 and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v),
+        "a list of distinct non-empty names",
+    ),
     "n_frames": (lambda v: _is_int(v, 1, 1_000_000), "an integer >= 1"),
     "default_steps": (lambda v: _is_int(v, 1, MAX_STEPS), f"an integer 1 to {MAX_STEPS}"),
     "default_guidance": (lambda v: _is_num(v, 0, MAX_GUIDANCE), f"a number 0 to {MAX_GUIDANCE:g}"),
@@ -205,11 +211,15 @@ def _check_consistent(meta, source: str) -> None:
     """Values that are each fine but contradict one another."""
     mel = meta.mel
     if mel.fmax <= mel.fmin or mel.fmax > mel.sample_rate / 2:
-        raise BundleError(f"{source}: metadata mel.fmax = {mel.fmax:g} must lie above fmin ({mel.fmin:g}) and at most at "
-                          f"half the sample rate ({mel.sample_rate / 2:g})")
+        raise BundleError(
+            f"{source}: metadata mel.fmax = {mel.fmax:g} must lie above fmin ({mel.fmin:g}) and at most at "
+            f"half the sample rate ({mel.sample_rate / 2:g})"
+        )
     if mel.n_mels > mel.n_fft // 2 + 1 or mel.hop_length > mel.n_fft or mel.norm_high <= mel.norm_low:
-        raise BundleError(f"{source}: metadata mel is inconsistent: n_mels {mel.n_mels} must be at most n_fft/2+1 "
-                          f"({mel.n_fft // 2 + 1}), hop {mel.hop_length} at most n_fft, norm_high above norm_low")
+        raise BundleError(
+            f"{source}: metadata mel is inconsistent: n_mels {mel.n_mels} must be at most n_fft/2+1 "
+            f"({mel.n_fft // 2 + 1}), hop {mel.hop_length} at most n_fft, norm_high above norm_low"
+        )
     if isinstance(meta, GeneratorMeta):
         if meta.n_frames != mel.n_frames:
             raise BundleError(f"{source}: metadata n_frames = {meta.n_frames} differs from mel.n_frames = {mel.n_frames}")
@@ -217,18 +227,6 @@ def _check_consistent(meta, source: str) -> None:
             raise BundleError(f"{source}: metadata sde.beta_max = {meta.sde.beta_max:g} must exceed beta_min = {meta.sde.beta_min:g}")
     elif meta.hop_length != mel.hop_length:
         raise BundleError(f"{source}: metadata hop_length = {meta.hop_length} differs from mel.hop_length = {mel.hop_length}")
-
-
-def describe_subset(info: dict | None) -> str:
-    """"all training clips" or e.g. "digits 3,5,7: 810 of 2700 clips"."""
-    if not info:
-        return "all training clips"
-    parts = []
-    if info.get("digits") is not None:
-        parts.append("digits " + ",".join(map(str, info["digits"])))
-    if info.get("fraction") is not None:
-        parts.append(f"fraction {info['fraction']:g} (seed {info.get('seed', 0)})")
-    return f"{', '.join(parts)}: {info.get('clips')} of {info.get('of')} clips"
 
 
 # ---- manifest ------------------------------------------------------------------------------------------------------
@@ -280,7 +278,7 @@ def check_manifest(manifest, path: Path) -> dict:
     version = manifest.get("format_version")
     if not _is_int(version, 1):
         raise _bad(path, "format_version", version, "an integer >= 1")
-    if version > BUNDLE_FORMAT:
+    if int(version) > BUNDLE_FORMAT:  # type: ignore[arg-type]  # _is_int checked it
         raise BundleError(f"{path.parent} has bundle format {version}, newer than this c2d supports ({BUNDLE_FORMAT}); upgrade c2d")
     if manifest.get("variant") not in VARIANTS:
         raise _bad(path, "variant", manifest.get("variant"), f"one of {', '.join(VARIANTS)}")
@@ -345,11 +343,15 @@ def verify_files(bundle: Path, manifest: dict) -> None:
                 continue
             path = bundle_file(bundle, name)
             if key == "file" and path.stat().st_size != entry["bytes"]:
-                raise BundleError(f"{path} has {path.stat().st_size} bytes, its manifest records {entry['bytes']}: the file was "
-                                  "changed or truncated after export; re-export the bundle or restore the file")
+                raise BundleError(
+                    f"{path} has {path.stat().st_size} bytes, its manifest records {entry['bytes']}: the file was "
+                    "changed or truncated after export; re-export the bundle or restore the file"
+                )
             if entry.get(digest) and cached_sha256(path) != entry[digest]:
-                raise BundleError(f"{path} does not match the SHA-256 in its manifest: the file was changed or damaged after "
-                                  "export; re-export the bundle or restore the file")
+                raise BundleError(
+                    f"{path} does not match the SHA-256 in its manifest: the file was changed or damaged after "
+                    "export; re-export the bundle or restore the file"
+                )
 
 
 def read_manifest(bundle: str | Path, verify: bool = True) -> dict:

@@ -13,6 +13,7 @@ Quantized bundles made from this generator (`c2d quantize BUNDLE ... -o OUT`, th
 choice, the profile names its folder and generator SHA-256, and `c2d generate` on BUNDLE runs that bundle instead,
 as long as its generator file is still the one measured.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,13 +23,14 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from c2d.runtime.backends import BackendOptions, BackendUnavailable
+from c2d.runtime.backends import Backend, BackendOptions, BackendUnavailable
 from c2d.runtime.bundle import BundleError, generator_sha256, read_manifest
 from c2d.runtime.files import InputError, atomic_write_text, cache_root, read_json
 from c2d.runtime.gate import Budget, compare, reference_run
@@ -97,12 +99,12 @@ def step_feeds(bundle: Path) -> list[dict[str, np.ndarray]]:
     return [{k: v[:1] for k, v in feeds.items()} for feeds, _ in load_reference(bundle)]
 
 
-def interleaved_rounds(backends: dict[str, object], feeds, rounds: int, calls: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved_rounds(backends: Mapping[str, Backend], feeds, rounds: int, calls: int, warmup: int = 1) -> dict[str, list[float]]:
     """Per-round median ms per call of every backend; each round visits every backend once (same machine state)."""
     for b in backends.values():
         for k in range(warmup):
             b.run(feeds[k % len(feeds)], ["eps"])
-    times = {name: [] for name in backends}
+    times: dict[str, list[float]] = {name: [] for name in backends}
     for _ in range(rounds):
         for name, b in backends.items():
             per_call = []
@@ -114,7 +116,7 @@ def interleaved_rounds(backends: dict[str, object], feeds, rounds: int, calls: i
     return times
 
 
-def interleaved_latency(backends: dict[str, object], feeds, rounds: int, calls: int) -> dict[str, float]:
+def interleaved_latency(backends: Mapping[str, Backend], feeds, rounds: int, calls: int) -> dict[str, float]:
     """Median over rounds of interleaved_rounds: one ms figure per backend."""
     return {name: statistics.median(v) for name, v in interleaved_rounds(backends, feeds, rounds, calls).items()}
 
@@ -124,13 +126,24 @@ def check_quantized_from(quantized: Path, bundle: Path, bundle_sha256: str | Non
     passed in, when it is known already)."""
     source = (read_manifest(quantized).get("quantization") or {}).get("source_sha256")
     if source != (bundle_sha256 or generator_sha256(bundle)):
-        raise BundleError(f"{quantized} is not a quantized bundle made from {bundle}'s generator (`c2d quantize {bundle} ... -o OUT` "
-                          "makes one), so it cannot stand in for it")
+        raise BundleError(
+            f"{quantized} is not a quantized bundle made from {bundle}'s generator (`c2d quantize {bundle} ... -o OUT` "
+            "makes one), so it cannot stand in for it"
+        )
 
 
-def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, calls: int = 20, gate_budget: Budget = Budget(count=1),
-           candidates: list[Candidate] | None = None, sampler: str | None = None, log: Callable[[str], None] = lambda _: None,
-           out: str | Path | None = None, also: Sequence[str | Path] = ()) -> dict:
+def choose(
+    bundle: str | Path,
+    threads: int | None = None,
+    rounds: int = 5,
+    calls: int = 20,
+    gate_budget: Budget = Budget(count=1),
+    candidates: list[Candidate] | None = None,
+    sampler: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+    out: str | Path | None = None,
+    also: Sequence[str | Path] = (),
+) -> dict:
     """Measure and gate every candidate, on `bundle` and on each quantized bundle in `also` (made from it); write the
     profile (atomically) to `out`, default the per-user cache (cached_profile_path); return its contents with "path"
     added. The quality gate compares every candidate with one ORT fp32 run of `bundle`, with `sampler` (default: the
@@ -145,7 +158,8 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
         check_quantized_from(q, bundle, bundle_sha256)
     reference = Generator(bundle, "ort", BackendOptions(threads=threads))
     run = reference_run(reference, gate_budget, sampler=sampler)  # sampled once; every candidate is compared with it
-    results, opened = {}, {}
+    results: dict[str, dict[str, Any]] = {}
+    opened: dict[str, Backend] = {}
     for source, suffix in sources:
         where = {} if source == bundle else {"bundle": str(source.resolve()), "generator_sha256": generator_sha256(source)}
         for cand in candidates or available_candidates():
@@ -159,10 +173,13 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
             r = results[label]
             vocoder_note = "" if r["vocoder_parity"] is None else f", vocoder parity {r['vocoder_parity']:.2e}"
             if r.get("vocoder_precision", cand.precision) != cand.precision:
-                vocoder_note += (f" at {cand.precision}: over its budget, so the vocoder runs at {r['vocoder_precision']} "
-                                 f"({r['vocoder_parity_fallback']:.2e})")
-            log(f"{label}: parity worst {max(r['parity'].values()):.2e}{vocoder_note}, "
-                f"gate {'pass' if not r['gate_failures'] else 'FAIL: ' + '; '.join(r['gate_failures'])}; {'passed' if r['passed'] else 'FAILED'}")
+                vocoder_note += (
+                    f" at {cand.precision}: over its budget, so the vocoder runs at {r['vocoder_precision']} ({r['vocoder_parity_fallback']:.2e})"
+                )
+            log(
+                f"{label}: parity worst {max(r['parity'].values()):.2e}{vocoder_note}, "
+                f"gate {'pass' if not r['gate_failures'] else 'FAIL: ' + '; '.join(r['gate_failures'])}; {'passed' if r['passed'] else 'FAILED'}"
+            )
             opened[label] = gen.model
     log(f"latency: {rounds} interleaved rounds x {calls} calls, batch 1")
     for label, ms in interleaved_latency(opened, step_feeds(bundle), rounds, calls).items():
@@ -170,15 +187,20 @@ def choose(bundle: str | Path, threads: int | None = None, rounds: int = 5, call
     log("one run as `c2d generate` makes it: open the bundle, sample one digit (default sampler and steps), vocode")
     for label, r in results.items():
         if r.get("passed"):
-            r["run_ms"] = one_run_ms(Path(r.get("bundle", bundle)), Candidate(r["backend"], r["precision"]), threads,
-                                     r.get("vocoder_precision"))
+            r["run_ms"] = one_run_ms(Path(r.get("bundle", bundle)), Candidate(r["backend"], r["precision"]), threads, r.get("vocoder_precision"))
             log(f"{label}: {r['run_ms']:.0f} ms per run")
     chosen = fastest_passing(results)
-    profile = {"format": DEPLOYMENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-               "threads": threads, "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits)},
-               "generator_sha256": manifest["generator"].get("sha256"), "vocoder_sha256": manifest["vocoder"].get("sha256"),
-               "choice": None if chosen is None else {k: results[chosen][k] for k in CHOICE_KEYS if k in results[chosen]},
-               "candidates": results}
+    profile = {
+        "format": DEPLOYMENT_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "threads": threads,
+        "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits)},
+        "generator_sha256": manifest["generator"].get("sha256"),
+        "vocoder_sha256": manifest["vocoder"].get("sha256"),
+        "choice": None if chosen is None else {k: results[chosen][k] for k in CHOICE_KEYS if k in results[chosen]},
+        "candidates": results,
+    }
     path = Path(out) if out is not None else cached_profile_path(manifest["generator"]["sha256"])
     atomic_write_text(path, json.dumps(profile, indent=2) + "\n")
     return {**profile, "path": str(path)}
@@ -209,9 +231,15 @@ def gated(gen, source: Path, cand: Candidate, run, gate_budget: Budget) -> dict:
     parity = check_parity(gen.model, source, budget_for(cand.precision, meta.precision, meta.quantization))
     gate = compare(run, gen, gate_budget)
     vocoder = vocoder_parity(gen, source, cand)
-    return {"available": True, "parity": parity.errors, "parity_budget": parity.budget, **vocoder,
-            "gate": gate.summary(), "gate_failures": gate.failures,
-            "passed": parity.passed and vocoder["vocoder_ok"] and not gate.failures}
+    return {
+        "available": True,
+        "parity": parity.errors,
+        "parity_budget": parity.budget,
+        **vocoder,
+        "gate": gate.summary(),
+        "gate_failures": gate.failures,
+        "passed": parity.passed and vocoder["vocoder_ok"] and not gate.failures,
+    }
 
 
 def vocoder_parity(gen, source: Path, cand: Candidate) -> dict:
@@ -232,8 +260,12 @@ def vocoder_parity(gen, source: Path, cand: Candidate) -> dict:
     path = bundle_file(gen.bundle, gen.manifest["vocoder"]["file"])
     fallback = open_backend(cand.backend, path, Candidate(cand.backend, full).options(1))
     fallback_error = check_vocoder_parity(fallback, source, VOCODER_BUDGETS[full])
-    return {**result, "vocoder_precision": full, "vocoder_parity_fallback": fallback_error,
-            "vocoder_ok": fallback_error is None or fallback_error <= VOCODER_BUDGETS[full]}
+    return {
+        **result,
+        "vocoder_precision": full,
+        "vocoder_parity_fallback": fallback_error,
+        "vocoder_ok": fallback_error is None or fallback_error <= VOCODER_BUDGETS[full],
+    }
 
 
 def fastest_passing(results: dict[str, dict]) -> str | None:
@@ -279,8 +311,7 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
             return None, f"{path} chose the quantized bundle {stand_in}, which cannot be read now ({exc}); ignored"
         if found != c.get("generator_sha256"):
             return None, f"{path} chose the quantized bundle {stand_in}, whose generator file has changed since; ignored"
-    choice = Choice(Candidate(c["backend"], c["precision"]), profile.get("threads"), float(c["step_ms"]), stand_in,
-                    c.get("vocoder_precision"))
+    choice = Choice(Candidate(c["backend"], c["precision"]), profile.get("threads"), float(c["step_ms"]), stand_in, c.get("vocoder_precision"))
     where = "" if stand_in is None else f", the quantized bundle {stand_in}"
     run = f"{c['run_ms']:.0f} ms per run, " if isinstance(c.get("run_ms"), (int, float)) else ""
     return choice, f"{path.name}: fastest passing choice here{where}, {run}{choice.step_ms:.2f} ms/step"
@@ -327,8 +358,10 @@ def deployment_markdown(profile: dict) -> str:
     rows = profile["candidates"].values()
     several = any("bundle" in r for r in rows)
     extra_head, extra_rule = (" generator |", "---|") if several else ("", "")
-    lines = ["| backend | precision | ms/step | ms per run | parity (worst rel. error / budget) | vocoder parity | gate | chosen |" + extra_head,
-             "|---|---|---|---|---|---|---|---|" + extra_rule]
+    lines = [
+        "| backend | precision | ms/step | ms per run | parity (worst rel. error / budget) | vocoder parity | gate | chosen |" + extra_head,
+        "|---|---|---|---|---|---|---|---|" + extra_rule,
+    ]
     key = lambda r: (r["backend"], r["precision"], r.get("bundle"))
     chosen = profile["choice"] and key(profile["choice"])
     for r in rows:
@@ -341,6 +374,9 @@ def deployment_markdown(profile: dict) -> str:
         if r.get("vocoder_parity_fallback") is not None:
             vocoder += f"; at {r['vocoder_precision']}: {r['vocoder_parity_fallback']:.1e} (runs at {r['vocoder_precision']})"
         run = f"{r['run_ms']:.0f}" if "run_ms" in r else "-"
-        lines.append(f"| {r['backend']} | {r['precision']} | {r['step_ms']:.2f} | {run} | {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {vocoder} | {gate} | "
-                     f"{'**yes**' if chosen == key(r) else ''} |" + generator)
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['step_ms']:.2f} | {run} "
+            f"| {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {vocoder} | {gate} | "
+            f"{'**yes**' if chosen == key(r) else ''} |" + generator
+        )
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ path held unless c2d wrote it. stdlib only, so the runtime, the exporter and the
 - `raise_on_signals` turns SIGTERM (and SIGINT) into an exception, so `finally` blocks remove temporary files; the
   CLI then exits 143 (130).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,9 @@ import shutil
 import signal
 import stat
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 from c2d.runtime.errors import C2DError
 
@@ -46,7 +48,7 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
-_deferred = {"depth": 0, "pending": None}  # signals_deferred's state, read by the handler
+_deferred: dict[str, Any] = {"depth": 0, "pending": None}  # signals_deferred's state, read by the handler
 
 
 def raise_on_signals() -> None:
@@ -81,8 +83,14 @@ def signals_deferred() -> Iterator[None]:
 
 def describe_kind(path: Path) -> str:
     mode = path.lstat().st_mode
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -112,8 +120,9 @@ def real(path: str | os.PathLike) -> Path:
         raise OutputError(f"cannot resolve {path}: {exc}") from exc
 
 
-def check_outputs_apart(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, str | os.PathLike | None],
-                        folder_outputs: tuple[str, ...] = ()) -> None:
+def check_outputs_apart(
+    outputs: dict[str, str | os.PathLike | None], inputs: dict[str, str | os.PathLike | None], folder_outputs: tuple[str, ...] = ()
+) -> None:
     """Refuse, before anything is written, an output that would destroy an input or another output: an output that is
     an input, lies inside an input folder (a bundle, a calibration folder), or, for the outputs named in
     `folder_outputs` (a folder replaced as a whole), holds an input; and two outputs that are one file.
@@ -123,14 +132,20 @@ def check_outputs_apart(outputs: dict[str, str | os.PathLike | None], inputs: di
     for out_name, out in outs.items():
         for in_name, src in ins.items():
             if out == src:
-                raise OutputError(f"{out_name} {outputs[out_name]} is the input {in_name} {inputs[in_name]}; writing it would "
-                                  "destroy what is being read: choose another output")
+                raise OutputError(
+                    f"{out_name} {outputs[out_name]} is the input {in_name} {inputs[in_name]}; writing it would "
+                    "destroy what is being read: choose another output"
+                )
             if src in out.parents and src.is_dir():
-                raise OutputError(f"{out_name} {outputs[out_name]} lies inside the input {in_name} {inputs[in_name]}; c2d never "
-                                  "writes into what it reads: choose an output outside it")
+                raise OutputError(
+                    f"{out_name} {outputs[out_name]} lies inside the input {in_name} {inputs[in_name]}; c2d never "
+                    "writes into what it reads: choose an output outside it"
+                )
             if out_name in folder_outputs and out in src.parents:
-                raise OutputError(f"{out_name} {outputs[out_name]} would replace the folder that holds the input {in_name} "
-                                  f"{inputs[in_name]}: choose another output folder")
+                raise OutputError(
+                    f"{out_name} {outputs[out_name]} would replace the folder that holds the input {in_name} "
+                    f"{inputs[in_name]}: choose another output folder"
+                )
     seen: dict[Path, str] = {}
     for out_name, out in outs.items():
         if out in seen:

@@ -1,12 +1,17 @@
 """The quality gate: a candidate generator (a quantized bundle, another backend or precision) against the fp32
 reference on the same digits, seeds and sampler noise. numpy only; a digit classifier can be passed in.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from c2d.runtime.generate import Generation
 
 
 @dataclass(frozen=True)
@@ -77,16 +82,21 @@ class GateResult:
     failures: list[str]
 
     def summary(self) -> dict:
-        return {"max_step_error": round(max(self.step_errors), 5), "median_step_error": round(float(np.median(self.step_errors)), 5),
-                "mel_distance": round(self.mel_distance, 4), "accuracy_fp32": self.accuracy_fp32, "accuracy": self.accuracy,
-                "samples": self.samples}
+        return {
+            "max_step_error": round(max(self.step_errors), 5),
+            "median_step_error": round(float(np.median(self.step_errors)), 5),
+            "mel_distance": round(self.mel_distance, 4),
+            "accuracy_fp32": self.accuracy_fp32,
+            "accuracy": self.accuracy,
+            "samples": self.samples,
+        }
 
 
 @dataclass
 class ReferenceRun:
     """The fp32 reference's samples for a gate, with every graph call it made and the eps it returned."""
 
-    generation: object  # runtime.generate.Generation (log-Mels, digits)
+    generation: Generation  # log-Mels, digits
     calls: list[dict[str, np.ndarray]]
     eps: list[np.ndarray]
     seed: int
@@ -128,13 +138,20 @@ def compare(run: ReferenceRun, quant, budget: Budget, accuracy: Callable[[np.nda
         failures.append(f"per-step eps error {max(step_errors):.4f} > budget {budget.step_error}")
     if mel > budget.mel_distance:
         failures.append(f"final log-Mel distance {mel:.4f} > budget {budget.mel_distance}")
-    if acc_a is not None and acc_a - acc_b > budget.accuracy_drop + 1e-9:
+    if acc_a is not None and acc_b is not None and acc_a - acc_b > budget.accuracy_drop + 1e-9:
         failures.append(f"digit accuracy {acc_b:.3f} vs fp32 {acc_a:.3f}: drop > budget {budget.accuracy_drop}")
     return GateResult(step_errors, mel, acc_a, acc_b, samples, failures)
 
 
-def quality_gate(ref, quant, budget: Budget, accuracy: Callable[[np.ndarray, list[int]], float] | None = None, seed: int = 10_000,
-                 sampler: str | None = None, steps: int | None = None) -> GateResult:
+def quality_gate(
+    ref,
+    quant,
+    budget: Budget,
+    accuracy: Callable[[np.ndarray, list[int]], float] | None = None,
+    seed: int = 10_000,
+    sampler: str | None = None,
+    steps: int | None = None,
+) -> GateResult:
     """Same digits, seeds and sampler noise through two generators (the fp32 reference and a candidate: a quantized
     bundle, or another backend or precision). accuracy(log_mel, digits): a digit classifier's accuracy, if any.
     The seeds differ from the calibration run's (held out). Sampler and steps as in reference_run."""

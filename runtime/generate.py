@@ -1,27 +1,38 @@
 """The on-device generator: bundle + backend -> sampler loop -> log-Mel -> vocoder -> waveform. numpy only.
 
-    from c2d.runtime import load
-    gen = load()                                   # the bundle shipped in the package, ONNX Runtime CPU
-    audio = gen.generate("seven", count=2)         # float32 [2, 22050] in [-1, 1] at gen.sample_rate
+from c2d.runtime import load
+gen = load()                                   # the bundle shipped in the package, ONNX Runtime CPU
+audio = gen.generate("seven", count=2)         # float32 [2, 22050] in [-1, 1] at gen.sample_rate
 """
+
 from __future__ import annotations
 
 import numbers
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, bundle_file, decode_metadata, read_manifest
-from c2d.runtime.limits import (MAX_BATCH, MAX_GUIDANCE, MAX_LOG_MEL_SAMPLES, MAX_SAMPLES, MAX_SEED, MAX_STEPS, MIN_PEAK_DBFS, REASONS, check_float,
-                                check_int)
+from c2d.runtime.errors import C2DError
+from c2d.runtime.limits import (
+    MAX_BATCH,
+    MAX_GUIDANCE,
+    MAX_LOG_MEL_SAMPLES,
+    MAX_SAMPLES,
+    MAX_SEED_START,
+    MAX_STEPS,
+    MIN_PEAK_DBFS,
+    REASONS,
+    check_float,
+    check_int,
+)
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise_per_step, ode_warning, resolve_sampler
 from c2d.runtime.vocoder import GriffinLim, check_log_mel
 
@@ -43,7 +54,7 @@ GENERATOR_INPUTS, GENERATOR_OUTPUT = ("x", "t", "y", "gamma"), "eps"
 
 
 def parse_digit(value: str | int, labels: Sequence[str]) -> int:
-    """"7", 7, numpy.int64(7) or "seven" (any case) -> 7."""
+    """ "7", 7, numpy.int64(7) or "seven" (any case) -> 7."""
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
         raise GenerationError(f"a digit is an integer or a name, got {value!r} ({type(value).__name__})")
     text = str(value).strip().lower()
@@ -95,8 +106,9 @@ class OnnxVocoder:
 
 
 class Generator:
-    def __init__(self, bundle: str | Path | None = None, backend: str = "ort", options: BackendOptions | None = None,
-                 vocoder_precision: str | None = None):
+    def __init__(
+        self, bundle: str | Path | None = None, backend: str = "ort", options: BackendOptions | None = None, vocoder_precision: str | None = None
+    ):
         """vocoder_precision: the vocoder's own precision on this backend [default: options.precision] (a deployment
         profile runs it at full precision where it missed its parity budget at the generator's)."""
         self.bundle = Path(bundle) if bundle is not None else default_bundle()
@@ -108,8 +120,7 @@ class Generator:
         meta = decode_metadata(self.model.metadata(), str(path))
         if not isinstance(meta, GeneratorMeta):
             raise BundleError(f"{self.bundle}: the generator file holds a {type(meta).__name__}")
-        check_io(path, self.model, GENERATOR_INPUTS, (GENERATOR_OUTPUT,),
-                 {"x": [1, meta.mel.n_mels, meta.n_frames], "y": [len(meta.labels)]})
+        check_io(path, self.model, GENERATOR_INPUTS, (GENERATOR_OUTPUT,), {"x": [1, meta.mel.n_mels, meta.n_frames], "y": [len(meta.labels)]})
         self.meta: GeneratorMeta = meta
         if vocoder_precision is not None:
             options = replace(options or BackendOptions(), precision=vocoder_precision)
@@ -145,8 +156,9 @@ class Generator:
             if out.shape != x.shape:
                 raise GenerationError(f"the model returned eps of shape {list(out.shape)} for x of shape {list(x.shape)}; the bundle is broken")
             if not np.isfinite(out).all():
-                raise GenerationError(f"the model returned non-finite values at step {calls[0] + 1} (t={t:.4f}); "
-                                      "the bundle may be broken or quantized too aggressively")
+                raise GenerationError(
+                    f"the model returned non-finite values at step {calls[0] + 1} (t={t:.4f}); the bundle may be broken or quantized too aggressively"
+                )
             if not out.any():  # a trained network never predicts exactly zero noise: the result would be pure noise
                 raise GenerationError(f"the model returned all zeros at step {calls[0] + 1} (t={t:.4f}); the bundle is broken")
             calls[0] += 1
@@ -163,29 +175,55 @@ class Generator:
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
 
-    def sample(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
-               sampler: str | None = None, guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
-               on_step: Callable[[int, float], None] | None = None, vocode: bool = True,
-               peak_dbfs: float | None = DEFAULT_PEAK_DBFS) -> Generation:
+    def sample(
+        self,
+        digits: Sequence[int | str] | int | str,
+        count: int = 1,
+        seed: int = 0,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: float | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        on_step: Callable[[int, float], None] | None = None,
+        vocode: bool = True,
+        peak_dbfs: float | None = DEFAULT_PEAK_DBFS,
+    ) -> Generation:
         """count samples of each digit; sample k of the run uses seed + k, whatever the batching. sampler and steps
         default to the bundle's (metadata default_sampler, default_steps).
         vocode=False stops at the log-Mel (audio is then empty [B, 0]). Each waveform is scaled to peak at
         peak_dbfs (None: the level the model produced, clipped to [-1, 1])."""
         parts = list(self.sample_batches(digits, count, seed, steps, sampler, guidance, batch_size, on_step, vocode, peak_dbfs))
         first = parts[0]
-        return Generation([d for p in parts for d in p.digits], [s for p in parts for s in p.seeds],
-                          np.concatenate([p.log_mel for p in parts]), np.concatenate([p.audio for p in parts]), first.sample_rate,
-                          first.steps, first.sampler, first.guidance, sum(p.sampling_seconds for p in parts),
-                          sum(p.vocoder_seconds for p in parts))
+        return Generation(
+            [d for p in parts for d in p.digits],
+            [s for p in parts for s in p.seeds],
+            np.concatenate([p.log_mel for p in parts]),
+            np.concatenate([p.audio for p in parts]),
+            first.sample_rate,
+            first.steps,
+            first.sampler,
+            first.guidance,
+            sum(p.sampling_seconds for p in parts),
+            sum(p.vocoder_seconds for p in parts),
+        )
 
-    def sample_batches(self, digits: Sequence[int | str] | int | str, count: int = 1, seed: int = 0, steps: int | None = None,
-                       sampler: str | None = None, guidance: float | None = None, batch_size: int = DEFAULT_BATCH,
-                       on_step: Callable[[int, float], None] | None = None, vocode: bool = True,
-                       peak_dbfs: float | None = DEFAULT_PEAK_DBFS) -> Iterator[Generation]:
+    def sample_batches(
+        self,
+        digits: Sequence[int | str] | int | str,
+        count: int = 1,
+        seed: int = 0,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: float | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        on_step: Callable[[int, float], None] | None = None,
+        vocode: bool = True,
+        peak_dbfs: float | None = DEFAULT_PEAK_DBFS,
+    ) -> Iterator[Generation]:
         """The samples of sample(), batch_size at a time, each batch vocoded as soon as it is sampled: a caller that
         writes each batch out holds memory for one batch, however many samples the run makes. The request is
         checked before the first batch is made."""
-        digits, count, seed, steps, guidance, batch_size = self._check_request(digits, count, seed, steps, guidance, batch_size, vocode)
+        wanted_digits, count, seed, steps, guidance, batch_size = self._check_request(digits, count, seed, steps, guidance, batch_size, vocode)
         if peak_dbfs is not None:
             try:
                 peak_dbfs = check_float("peak_dbfs", peak_dbfs, MIN_PEAK_DBFS, 0.0, REASONS["peak_dbfs"])
@@ -196,7 +234,7 @@ class Generator:
         warning = ode_warning(sampler, self.meta.gaussian_skip)
         if warning:
             warnings.warn(warning, stacklevel=2)
-        wanted = [parse_digit(d, self.meta.labels) for d in digits for _ in range(count)]
+        wanted = [parse_digit(d, self.meta.labels) for d in wanted_digits for _ in range(count)]
         seeds = [seed + k for k in range(len(wanted))]
         return self._batches(wanted, seeds, spec, sampler, steps, guidance, batch_size, on_step, vocode, peak_dbfs)
 
@@ -217,10 +255,22 @@ class Generator:
             else:
                 audio = np.zeros((len(log_mel), 0), np.float32)
             vocoding = time.perf_counter() - start
-            yield Generation(chunk_digits, chunk_seeds, log_mel, np.clip(audio, -1.0, 1.0).astype(np.float32), self.sample_rate,
-                             steps, sampler, guidance, sampling, vocoding)
+            yield Generation(
+                chunk_digits,
+                chunk_seeds,
+                log_mel,
+                np.clip(audio, -1.0, 1.0).astype(np.float32),
+                self.sample_rate,
+                steps,
+                sampler,
+                guidance,
+                sampling,
+                vocoding,
+            )
 
-    def _check_request(self, digits, count, seed, steps, guidance, batch_size, vocode: bool = True):
+    def _check_request(
+        self, digits, count, seed, steps, guidance, batch_size, vocode: bool = True
+    ) -> tuple[list[int | str], int, int, int | None, float, int]:
         """Types and bounds of a sample() request (runtime/limits.py); GenerationError naming the argument."""
         if isinstance(digits, (str, numbers.Integral)):
             digits = [digits]
@@ -236,7 +286,7 @@ class Generator:
             count = check_int("count", count, 1, most, reason)
             if len(digits) * count > most:
                 raise ValueError(f"{len(digits)} digits x count {count} = {len(digits) * count} samples; {reason}")
-            seed = check_int("seed", seed, 0, MAX_SEED - len(digits) * count, REASONS["seed"])
+            seed = check_int("seed", seed, 0, MAX_SEED_START, REASONS["seed"])
             steps = None if steps is None else check_int("steps", steps, 1, MAX_STEPS, REASONS["steps"])
             guidance = self.meta.default_guidance if guidance is None else check_float("guidance", guidance, 0.0, MAX_GUIDANCE, REASONS["guidance"])
             batch_size = check_int("batch size", batch_size, 1, MAX_BATCH, REASONS["batch"])
@@ -255,14 +305,16 @@ def check_io(path: Path, backend, inputs: Sequence[str], outputs: Sequence[str],
 
     missing = [n for n in inputs if n not in backend.input_names] + [n for n in outputs if n not in backend.output_names]
     if missing:
-        raise BundleError(f"{path}: the graph lacks {', '.join(missing)} (inputs {list(backend.input_names)}, outputs "
-                          f"{list(backend.output_names)}); it is not a c2d export")
+        raise BundleError(
+            f"{path}: the graph lacks {', '.join(missing)} (inputs {list(backend.input_names)}, outputs "
+            f"{list(backend.output_names)}); it is not a c2d export"
+        )
     try:
         shapes = onnx_io_shapes(path)
     except Exception as exc:  # onnx's DecodeError and friends
         raise BundleError(f"{path}: cannot read the graph's shapes ({exc})") from exc
     for name, dims in trailing.items():
-        have = shapes.get(name, [])[-len(dims):]
+        have = shapes.get(name, [])[-len(dims) :]
         if len(have) == len(dims) and any(isinstance(h, int) and h > 0 and h != d for h, d in zip(have, dims)):
             raise BundleError(f"{path}: input {name} has trailing dims {have}, its metadata says {dims}; the bundle is inconsistent")
 
@@ -287,8 +339,7 @@ def load(bundle: str | Path | None = None, backend: str | None = None, options: 
             if choice.vocoder_precision not in (None, choice.candidate.precision):
                 vocoder_precision, note = choice.vocoder_precision, f"{choice.candidate.label}, vocoder {choice.vocoder_precision} ({why})"
             bundle = choice.bundle or bundle
-            options = replace(options, precision=None if backend == "ort" else choice.candidate.precision,
-                              threads=options.threads or choice.threads)
+            options = replace(options, precision=None if backend == "ort" else choice.candidate.precision, threads=options.threads or choice.threads)
     gen = Generator(bundle, backend, options, vocoder_precision)
     gen.backend_note = note
     return gen

@@ -3,6 +3,7 @@
 A request outside them is refused before anything runs: an unbounded step count, sample count or thread count
 drove a machine into the OOM killer or hung it. numpy-free, so the CLI reads them without importing the runtime.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,6 +23,9 @@ MAX_CALIBRATION_SEEDS = 25  # samples per digit and guidance scale: one graph ca
 MAX_EVAL_COUNT = MAX_LOG_MEL_SAMPLES // 10  # samples per digit of `c2d evaluate`
 MAX_GATE_COUNT = MAX_BATCH // 10  # samples per digit of a quantization gate: one graph call per step runs them all
 MAX_TRAIN_STEPS, MAX_TRAIN_BATCH = 10_000_000, 4096
+# The one bound on a run's first seed, in every command and in the Python API: the largest run makes
+# MAX_LOG_MEL_SAMPLES samples, and its last seed must still be a numpy seed.
+MAX_SEED_START = MAX_SEED - MAX_LOG_MEL_SAMPLES
 
 
 def max_threads() -> int:
@@ -36,7 +40,7 @@ REASONS = {
     "guidance": f"0 to {MAX_GUIDANCE:g} (the paper's scales are single digits)",
     "sample_rate": f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz",
     "peak_dbfs": f"{MIN_PEAK_DBFS:g} to 0 dBFS",
-    "seed": f"0 to {MAX_SEED} (numpy seeds; sample k uses seed + k)",
+    "seed": f"0 to {MAX_SEED_START} (sample k uses seed + k, a numpy seed up to {MAX_SEED})",
     "threads": "1 to the number of cores here (more only slows the engines down)",
 }
 

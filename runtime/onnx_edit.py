@@ -1,4 +1,5 @@
 """Small ONNX graph edits shared by the quantizer and the backends (onnx only; no torch)."""
+
 from __future__ import annotations
 
 import onnx

@@ -5,6 +5,7 @@ Error per output: max |backend - PyTorch| over all cases / max |PyTorch| over al
 the scale taken over the whole set, so that a case where an output is near zero, such as the logits of pure noise at
 t = 1, does not turn a small absolute error into a large relative one).
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -135,5 +136,11 @@ def verify_bundle(bundle: str | Path, threads: int | None = None) -> dict:
     vocoder = check_vocoder_parity(gen.vocoder.backend, bundle, VOCODER_BUDGETS["fp32"]) if hasattr(gen.vocoder, "backend") else None
     if vocoder is not None and not vocoder <= VOCODER_BUDGETS["fp32"]:
         failures.append(f"vocoder error {vocoder:.2e} > {VOCODER_BUDGETS['fp32']:.0e}")
-    return {"sha256": "match", "generator_parity": parity.errors, "budget": budget, "vocoder_parity": vocoder,
-            "failures": failures, "passed": not failures}
+    return {
+        "sha256": "match",
+        "generator_parity": parity.errors,
+        "budget": budget,
+        "vocoder_parity": vocoder,
+        "failures": failures,
+        "passed": not failures,
+    }

@@ -5,6 +5,7 @@ sampler's update), after a short warm-up run. The CPU's peak is measured in the 
 matmul, so "achieved GMAC/s" is comparable across machines. Peak memory is the process's peak resident set
 (ru_maxrss): run one profile per process (as `c2d profile` does) for a clean figure.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,15 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if platform.system() == "Darwin" else peak / 1024
 
 
-def profile_bundle(bundle: str | Path | None = None, backend: str = "ort", steps: int | None = None, batch: int = 1,
-                   sampler: str | None = None, threads: int | None = None, device: str = "cpu") -> dict:
+def profile_bundle(
+    bundle: str | Path | None = None,
+    backend: str = "ort",
+    steps: int | None = None,
+    batch: int = 1,
+    sampler: str | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> dict:
     """Every field of the profile for one bundle / backend / batch size."""
     bundle = Path(bundle) if bundle is not None else default_bundle()
     start = time.perf_counter()
@@ -64,17 +72,36 @@ def profile_bundle(bundle: str | Path | None = None, backend: str = "ort", steps
     macs = gen.meta.macs_per_step * batch
     peak = cpu_peak_gmacs() if device == "cpu" else None
     achieved = macs / (np.median(step_ms) / 1e3) / 1e9
-    files = {e["file"]: e.get("bytes") or (bundle / e["file"]).stat().st_size
-             for e in (gen.manifest["generator"], gen.manifest["vocoder"]) if e.get("file")}
+    files = {
+        e["file"]: e.get("bytes") or (bundle / e["file"]).stat().st_size
+        for e in (gen.manifest["generator"], gen.manifest["vocoder"])
+        if e.get("file")
+    }
     return {
-        "bundle": str(bundle), "variant": gen.meta.variant, "precision": gen.meta.precision, "backend": backend, "device": device,
-        "threads": threads or os.cpu_count(), "sampler": sampler, "steps": steps, "batch": batch, "vocoder": gen.vocoder.name,
+        "bundle": str(bundle),
+        "variant": gen.meta.variant,
+        "precision": gen.meta.precision,
+        "backend": backend,
+        "device": device,
+        "threads": threads or os.cpu_count(),
+        "sampler": sampler,
+        "steps": steps,
+        "batch": batch,
+        "vocoder": gen.vocoder.name,
         "step_ms": {"median": float(np.median(step_ms)), "p10": float(np.percentile(step_ms, 10)), "p90": float(np.percentile(step_ms, 90))},
         "step_ms_all": [float(v) for v in step_ms],
-        "end_to_end_s": total, "sampling_s": result.sampling_seconds, "vocoder_s": result.vocoder_seconds,
-        "vocoder_share": result.vocoder_seconds / total, "real_time_factor": total / audio_s, "audio_s": audio_s,
-        "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "file_bytes": files,
-        "macs_per_step": macs, "achieved_gmacs_per_s": achieved, "cpu_peak_gmacs_per_s": peak,
+        "end_to_end_s": total,
+        "sampling_s": result.sampling_seconds,
+        "vocoder_s": result.vocoder_seconds,
+        "vocoder_share": result.vocoder_seconds / total,
+        "real_time_factor": total / audio_s,
+        "audio_s": audio_s,
+        "load_s": load_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "file_bytes": files,
+        "macs_per_step": macs,
+        "achieved_gmacs_per_s": achieved,
+        "cpu_peak_gmacs_per_s": peak,
         "fraction_of_peak": achieved / peak if peak else None,
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
     }
@@ -93,8 +120,15 @@ def profile_markdown(p: dict) -> str:
         ("peak resident memory", f"{p['peak_rss_mb']:.0f} MB"),
         ("files", ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in p["file_bytes"].items())),
         ("MACs per step", f"{p['macs_per_step'] / 1e9:.3f} G"),
-        ("achieved", f"{p['achieved_gmacs_per_s']:.1f} GMAC/s"
-         + (f" = {p['fraction_of_peak'] * 100:.1f} % of this CPU's fp32 matmul peak ({p['cpu_peak_gmacs_per_s']:.0f} GMAC/s)" if p["cpu_peak_gmacs_per_s"] else "")),
+        (
+            "achieved",
+            f"{p['achieved_gmacs_per_s']:.1f} GMAC/s"
+            + (
+                f" = {p['fraction_of_peak'] * 100:.1f} % of this CPU's fp32 matmul peak ({p['cpu_peak_gmacs_per_s']:.0f} GMAC/s)"
+                if p["cpu_peak_gmacs_per_s"]
+                else ""
+            ),
+        ),
     ]
     return "\n".join(["| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) + "\n"
 

@@ -4,18 +4,20 @@ They use only arithmetic with Python floats on x, so the same code runs on numpy
 runtime) and on torch tensors (the PyTorch reference): parity by construction. Noise comes from the host,
 drawn per sample from its own seed, so a sample does not depend on what else is in the batch.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from c2d.runtime.sde import SDEConfig, alpha_sigma, beta
 
-EpsFn = Callable[[object, float], object]  # (x_t [B, ...], t) -> predicted (guided) noise, same shape
+EpsFn = Callable[[Any, float], Any]  # (x_t [B, ...], t) -> predicted (guided) noise, same shape
 
 
 def linear_schedule(steps: int, t_min: float) -> np.ndarray:
@@ -68,7 +70,8 @@ class StepNoise:
 
     def __init__(self, rngs: list[np.random.Generator], steps: int, shape: tuple[int, ...], convert: Callable | None = None):
         self.rngs, self.steps, self.shape, self.convert = rngs, steps, shape, convert
-        self.next, self.current = 0, None
+        self.next: int = 0
+        self.current: Any = None
 
     def __len__(self) -> int:
         return self.steps
@@ -123,7 +126,7 @@ def dpm_solver_pp_2m(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig, 
     x <- (sigma_t / sigma_s) x - alpha_t (e^-h - 1) D,  h = lambda_t - lambda_s. First order on the first and
     last step (lower-order final step, more stable at few steps).
     """
-    x, prev_x0, prev_h = x_T, None, None
+    x, prev_x0, prev_h = x_T, None, 0.0
     steps = len(ts) - 1
     for i in range(steps):
         s, t = float(ts[i]), float(ts[i + 1])
@@ -184,7 +187,9 @@ def dpm_solver_pp_sde(eps_fn: EpsFn, x_T, noise, ts: np.ndarray, sde: SDEConfig,
     x0' = d1 + h1 d2, x0'' = 2 d2 from the divided differences d1, d2 over the last three log-SNR points.
     Lower order on the first steps (first order is ancestral sampling); the last step adds no noise.
     """
-    x, x0s, hs = x_T, [], []  # the last data predictions and the log-SNR steps between them
+    x0s: list[Any] = []  # the last data predictions
+    hs: list[float] = []  # and the log-SNR steps between them
+    x = x_T
     steps = len(ts) - 1
     for i in range(steps):
         s, t = float(ts[i]), float(ts[i + 1])
@@ -218,15 +223,17 @@ class SamplerSpec:
     summary: str  # one line for --help
 
 
-ODE_WARNING = ("WARNING: the probability-flow ODE turns noise into noisy or blurred digits with a generator trained "
-               "without --gaussian-skip, as the shipped one is (README, Samplers)")
+ODE_WARNING = (
+    "the probability-flow ODE turns noise into noisy or blurred digits with a generator trained with --precond eps, "
+    "as the shipped one is (docs/samplers.md)"
+)
 SAMPLERS = {
     "em": SamplerSpec(euler_maruyama, True, 100, "linear", "reverse SDE, Euler-Maruyama (the paper's sampler)"),
     "ancestral": SamplerSpec(partial(ddim, eta=1.0), True, 8, "logsnr", "DDPM posterior steps (DDIM, eta 1)"),
     "dpm2m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=2), True, 25, "logsnr", "SDE-DPM-Solver++(2M)"),
     "dpm3m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=3), True, 25, "logsnr", "SDE-DPM-Solver++(3M)"),
-    "ddim": SamplerSpec(partial(ddim, eta=0.0), False, 50, "logsnr", f"DDIM, eta 0: probability-flow ODE ({ODE_WARNING})"),
-    "dpm2m": SamplerSpec(dpm_solver_pp_2m, False, 20, "logsnr", f"DPM-Solver++(2M): probability-flow ODE ({ODE_WARNING})"),
+    "ddim": SamplerSpec(partial(ddim, eta=0.0), False, 50, "logsnr", f"DDIM, eta 0: probability-flow ODE (warning: {ODE_WARNING})"),
+    "dpm2m": SamplerSpec(dpm_solver_pp_2m, False, 20, "logsnr", f"DPM-Solver++(2M): probability-flow ODE (warning: {ODE_WARNING})"),
 }
 
 

@@ -3,6 +3,7 @@
 beta(t) = beta_min + t (beta_max - beta_min);  x_t = alpha_t x_0 + sigma_t eps,
 log alpha_t = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2,  sigma_t^2 = 1 - alpha_t^2.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

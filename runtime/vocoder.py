@@ -8,6 +8,7 @@ Its matrix products are small (80 x 513 by 513 x T), so BLAS threads do not help
 OpenBLAS's spinning threads made the vocoder 2-50x slower (benchmarks/vocoder_threads.py): it runs with
 one BLAS thread unless told otherwise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from c2d.runtime.errors import C2DError
 from c2d.runtime.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank, stft
+from c2d.runtime.errors import C2DError
 
 
 class VocoderInputError(C2DError, ValueError):
@@ -33,9 +34,50 @@ def check_log_mel(log_mel: np.ndarray, n_mels: int) -> np.ndarray:
     bad = ~np.isfinite(log_mel)
     if bad.any():
         item, band, frame = np.argwhere(bad)[0]
-        raise VocoderInputError(f"the log-Mel has {int(bad.sum())} non-finite values (first: item {item}, band {band}, "
-                                f"frame {frame}: {log_mel[item, band, frame]})")
+        raise VocoderInputError(
+            f"the log-Mel has {int(bad.sum())} non-finite values (first: item {item}, band {band}, frame {frame}: {log_mel[item, band, frame]})"
+        )
     return log_mel.astype(np.float32, copy=False)
+
+
+def read_log_mels(path, mel: MelConfig, normalised: bool = False) -> np.ndarray:
+    """Natural-log Mels [N, n_mels, T] from a .npy file holding [n_mels, T], [N, n_mels, T] or [N, 1, n_mels, T]:
+    natural-log Mels (what `c2d sample` and the runtime write), or with `normalised` the model's [-1, 1] space.
+    VocoderInputError naming the file when the array or its scale does not fit."""
+    from c2d.runtime.audio import denormalize
+    from c2d.runtime.limits import MAX_SAMPLES, MAX_VOCODE_FRAMES
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise VocoderInputError(f"cannot read {path} as a .npy array: {exc}") from exc
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    elif array.ndim == 2:
+        array = array[None]
+    if array.ndim == 3 and (array.shape[0] > MAX_SAMPLES or array.shape[-1] > MAX_VOCODE_FRAMES):
+        raise VocoderInputError(
+            f"{path}: {array.shape[0]} mels of {array.shape[-1]} frames; at most {MAX_SAMPLES} mels of {MAX_VOCODE_FRAMES} frames per run"
+        )
+    try:
+        log_mel = check_log_mel(array, mel.n_mels)
+    except VocoderInputError as exc:
+        raise VocoderInputError(f"{path}: {exc}") from exc
+    low, high = float(log_mel.min()), float(log_mel.max())
+    if normalised:
+        if max(abs(low), abs(high)) > 1.0 + 1e-3:
+            raise VocoderInputError(
+                f"{path}: --normalised, but the values are outside [-1, 1] ({low:.3g} to {high:.3g}); natural-log Mels "
+                "(what `c2d sample` writes) need no flag"
+            )
+        return denormalize(log_mel, mel)
+    if low >= -1.0 - 1e-3 and high <= 1.0 + 1e-3:
+        # natural-log Mels of speech reach the floor log(1e-5) = -11.5 in silence; [-1, 1] throughout is the model's space
+        raise VocoderInputError(
+            f"{path}: every value lies in [-1, 1], the model's normalised space, not natural-log Mels "
+            f"(which reach {mel.norm_low:.1f} in silence); pass --normalised if that is what it holds"
+        )
+    return log_mel
 
 
 def istft(spec: np.ndarray, cfg: MelConfig, length: int) -> np.ndarray:
@@ -53,7 +95,8 @@ def istft(spec: np.ndarray, cfg: MelConfig, length: int) -> np.ndarray:
     out /= np.maximum(norm, 1e-8)
     pad = cfg.n_fft // 2
     out = out[..., pad : pad + length]
-    return np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, length - out.shape[-1])])
+    widths = [(0, 0)] * (out.ndim - 1) + [(0, length - out.shape[out.ndim - 1])]
+    return np.pad(out, widths)
 
 
 def mel_to_magnitude(log_mel: np.ndarray, cfg: MelConfig, iters: int = 200) -> np.ndarray:

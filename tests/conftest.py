@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models and synthetic spoken-digit-like features (no audio needed)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,11 +4,13 @@ engine's whole lifecycle). A backend loads one ONNX file and runs it on numpy ar
     backend = open_backend("ort", "bundle/generator.onnx", BackendOptions(threads=2))
     eps, logits = backend.run({"x": x, "t": t, "y": y, "gamma": g}, ["eps", "logits"])
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -8,13 +8,14 @@ Before compiling, a weight shared by a Conv and a ConvTranspose (the classifier'
 copy: OpenVINO 2026.4's CPU plugin computes such a ConvTranspose wrongly in f32 (relative error about 1; the
 minimal reproducer is in tests/test_backends.py, marked as a known upstream fault).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def compile_config(options: BackendOptions) -> dict:
         raise ValueError(f"OpenVINO precision must be one of {PRECISIONS}, got {precision!r}")
     if options.device != "cpu":
         raise BackendUnavailable(f"the OpenVINO backend runs on the CPU here; device {options.device!r} is not supported")
-    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if options.threads:
         config["INFERENCE_NUM_THREADS"] = options.threads
     return config

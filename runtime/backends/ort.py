@@ -1,12 +1,13 @@
 """ONNX Runtime backend: CPU provider with thread settings; CUDA and TensorRT providers (onnxruntime-gpu) with
 I/O binding so outputs are fetched once per call without extra staging copies."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -29,11 +30,20 @@ def provider_list(options: BackendOptions) -> list:
     chain: list = []
     if provider == "tensorrt":
         cache = str(options.cache_dir or default_cache_dir())
-        chain.append(("TensorrtExecutionProvider", {
-            "device_id": device_id, "trt_fp16_enable": options.fp16, "trt_int8_enable": options.int8,
-            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": cache,
-        }))
+        chain.append(
+            (
+                "TensorrtExecutionProvider",
+                {
+                    "device_id": device_id,
+                    "trt_fp16_enable": options.fp16,
+                    "trt_int8_enable": options.int8,
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": cache,
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": cache,
+                },
+            )
+        )
     if provider in ("cuda", "tensorrt"):
         chain.append(("CUDAExecutionProvider", {"device_id": device_id}))
     chain.append("CPUExecutionProvider")

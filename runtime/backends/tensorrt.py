@@ -5,13 +5,14 @@ preallocate device buffers for the largest shapes, and run with execute_async_v3
 NOT YET VERIFIED ON HARDWARE: the lent GPU machine has neither TensorRT nor onnxruntime-gpu (DESIGN.md). The
 parts that need no GPU (cache keys, profile shapes, buffer plans) are unit-tested in tests/test_runtime.py.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -32,8 +33,9 @@ class Profile:
         return {name: s[2] for name, s in self.shapes.items()}
 
 
-def make_profile(io_shapes: dict[str, list], inputs: Sequence[str], max_batch: int, opt_batch: int = 1,
-                 dim_bounds: dict[str, tuple[int, int, int]] | None = None) -> Profile:
+def make_profile(
+    io_shapes: dict[str, list], inputs: Sequence[str], max_batch: int, opt_batch: int = 1, dim_bounds: dict[str, tuple[int, int, int]] | None = None
+) -> Profile:
     """Profile from the ONNX input shapes: "batch" spans 1..max_batch; other named dims take their bounds."""
     bounds = {"batch": (1, min(opt_batch, max_batch), max_batch), **DEFAULT_DIM_BOUNDS, **(dim_bounds or {})}
     shapes = {}
@@ -46,16 +48,24 @@ def make_profile(io_shapes: dict[str, list], inputs: Sequence[str], max_batch: i
                 b = bounds[dim]
             else:
                 b = (dim, dim, dim)
-            lo.append(b[0]), opt.append(b[1]), hi.append(b[2])
+            lo.append(b[0])
+            opt.append(b[1])
+            hi.append(b[2])
         shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
     return Profile(shapes)
 
 
-def engine_cache_key(onnx_sha256: str, gpu_name: str, compute_capability: str, trt_version: str, fp16: bool, int8: bool,
-                     profile: Profile) -> str:
+def engine_cache_key(onnx_sha256: str, gpu_name: str, compute_capability: str, trt_version: str, fp16: bool, int8: bool, profile: Profile) -> str:
     """An engine only runs on the GPU model and TensorRT version that built it, with its flags and profile."""
-    parts = {"onnx": onnx_sha256, "gpu": gpu_name, "sm": compute_capability, "trt": trt_version, "fp16": fp16, "int8": int8,
-             "profile": {k: [list(s) for s in v] for k, v in sorted(profile.shapes.items())}}
+    parts = {
+        "onnx": onnx_sha256,
+        "gpu": gpu_name,
+        "sm": compute_capability,
+        "trt": trt_version,
+        "fp16": fp16,
+        "int8": int8,
+        "profile": {k: [list(s) for s in v] for k, v in sorted(profile.shapes.items())},
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -102,8 +112,7 @@ class TensorRTBackend:
         self._metadata = {p.key: p.value for p in model.metadata_props}
         self.input_names = tuple(i.name for i in model.graph.input)
         self.output_names = tuple(o.name for o in model.graph.output)
-        self.profile = make_profile(io, self.input_names, options.max_batch, int(options.extra.get("opt_batch", 1)),
-                                    options.extra.get("dim_bounds"))
+        self.profile = make_profile(io, self.input_names, options.max_batch, int(options.extra.get("opt_batch", 1)), options.extra.get("dim_bounds"))
         props = _check(cudart.cudaGetDeviceProperties(int(options.extra.get("device_id", 0))))
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         key = engine_cache_key(file_sha256(path), gpu, f"{props.major}.{props.minor}", trt.__version__, options.fp16, options.int8, self.profile)
