@@ -1,5 +1,9 @@
 """`c2d quantize`: an fp32 bundle -> a quantized bundle that passed a quality gate against it, or nothing.
 
+This module is the bundle's side: the modes, the activation-range cache, the gate, staging and the manifest. The
+graph passes are in onnx_passes.py, the ORT quantization drivers in quantizers.py, the mixed mode's search in
+mixed_search.py.
+
 Modes (ONNX Runtime's quantization tools do the graph rewriting):
   int8-static   QDQ, int8 per-channel weights, uint8 activations, ranges from a recording of real sampler runs
                 (calibration/), MinMax, Entropy or Percentile
@@ -17,11 +21,9 @@ depend on x in float32.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -30,276 +32,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
 from c2d.calibration.record import Recording, check_matches, load_recording
 from c2d.export.exporter import read_metadata, write_metadata
 from c2d.export.istft_basis import inline_istft_basis
-from c2d.runtime.backends import BackendOptions
-from c2d.runtime.backends.ort import session_options
+from c2d.export.mixed_search import choose_float_blocks, cpu_session, sensitivity_sweep
+from c2d.export.onnx_passes import QuantizationError, activation_products, compact, float_only_nodes, prepare, quantizable_blocks
+from c2d.export.quantizers import CALIBRATION_METHODS, convert_fp16, quantize_int8_dynamic, quantize_int8_static
 from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, file_sha256, listed_files, read_manifest, stamp_files
-from c2d.runtime.errors import C2DError
 from c2d.runtime.files import atomic_path, replace_dir, staging_dir
-from c2d.runtime.gate import Budget, quality_gate, reference_eps, replay_errors
-from c2d.runtime.onnx_edit import unshare_initializers
+from c2d.runtime.gate import Budget, quality_gate
 
 MODES = ("int8-static", "int8-dynamic", "fp16", "mixed")
 VOCODER_MODES = ("keep", "fp16", "int8-dynamic")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-CALIBRATION_CHUNK = 16  # recorded calls per MinMax calibration pass
-HISTOGRAM_ROWS = 4  # rows per pass of the histogram calibrators (entropy, percentile), which keep every activation
-SWEEP_CALLS = 8  # recorded calls (spread over the trajectory) that score each block in the sensitivity sweep
-
-
-class QuantizationError(C2DError, RuntimeError):
-    """The request cannot be met: bad mode or inputs, or the quantized model failed its quality gate."""
-
-
-# --- graph preparation --------------------------------------------------------------------------------------
-
-
-def name_nodes(model: onnx.ModelProto) -> None:
-    """ORT's quantizer selects and excludes nodes by name: give every node one."""
-    seen = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
-
-
-def float_only_nodes(model: onnx.ModelProto, data_input: str = "x") -> list[str]:
-    """Nodes that do not depend on the data input: noise-level, time-embedding and guidance-scale arithmetic."""
-    tainted = {data_input}
-    keep = []
-    for node in model.graph.node:  # ONNX graphs are topologically sorted
-        if any(i in tainted for i in node.input):
-            tainted.update(node.output)
-        else:
-            keep.append(node.name)
-    return keep
-
-
-def compact(path: Path) -> None:
-    """Drop the inferred shapes and doc strings the quantizers leave behind (ORT infers them again on load)."""
-    model = onnx.load(str(path))
-    del model.graph.value_info[:]
-    for node in model.graph.node:
-        node.doc_string = ""
-    onnx.save(model, str(path))
-
-
-def prepare(src: Path, dst: Path) -> onnx.ModelProto:
-    """ORT's pre-processing (constant folding: the adjoint's flipped weights become initializers, so they quantize too;
-    its symbolic shape inference cannot read our dynamic-batch Reshapes, ONNX's shape inference runs instead), then
-    named nodes, unshared weights, inferred shapes; written to dst (ORT's quantizers read files)."""
-    from onnxruntime.quantization import quant_pre_process
-
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    model = onnx.load(str(dst))
-    name_nodes(model)
-    unshare_initializers(model)
-    model = onnx.shape_inference.infer_shapes(model)
-    onnx.save(model, str(dst))
-    return model
-
-
-def block_of(node: onnx.NodeProto) -> str:
-    """Sweep unit: a subnet module (/subnet/fusions.2/...), a classifier module (/conv1_1/Conv), or the classifier's
-    backward-pass operators, grouped by kind (they carry no module path)."""
-    parts = node.name.strip("/").split("/")
-    if parts[0] == "subnet" and len(parts) > 2:
-        return "subnet." + parts[1]
-    if len(parts) == 1:
-        return "classifier-backward." + re.sub(r"_\d+$", "", parts[0])
-    return "classifier." + re.sub(r"_\d+$", "", parts[0])
-
-
-def activation_products(model: onnx.ModelProto) -> list[str]:
-    """MatMuls of two activations (attention's scores and its weighted sum of values): kept float. Quantized, they
-    make ONNX Runtime run the softmax between them as QLinearSoftmax and OpenVINO run them in f32 rather than bf16,
-    so the step got slower, not faster (benchmarks/quantization.py); the projections (weight @ tokens) still quantize."""
-    weights = {t.name for t in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
-
-
-def quantizable_blocks(model: onnx.ModelProto, exclude: set[str]) -> dict[str, list[str]]:
-    blocks: dict[str, list[str]] = collections.defaultdict(list)
-    for node in model.graph.node:
-        if node.op_type in QUANTIZED_OPS and node.name not in exclude:
-            blocks[block_of(node)].append(node.name)
-    return dict(blocks)
-
-
-# --- quantizers ---------------------------------------------------------------------------------------------
-
-
-def _calibration_method(method: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
-
-
-def quantize_int8_static(
-    model: Path, out: Path, recording: Recording | None, method: str, cache: Path, exclude: list[str], only: list[str] | None = None
-) -> None:
-    """QDQ int8; calibration runs once per (model, method) and is cached in `cache`, so a sweep re-quantizes cheaply."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    from c2d.calibration.reader import RecordingReader
-
-    # MinMax keeps two numbers per tensor and call; the histogram methods keep whole activations: small passes
-    reader = None if recording is None else RecordingReader(recording, None if method == "minmax" else HISTOGRAM_ROWS)
-    stride = 1 if reader is None else calibration_stride(len(reader), CALIBRATION_CHUNK if method == "minmax" else 1)
-    quantize_static(
-        str(model),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(QUANTIZED_OPS),
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_quantize=only,
-        nodes_to_exclude=exclude,
-        calibrate_method=_calibration_method(method),
-        calibration_cache_path=str(cache),
-        extra_options={"CalibStridedMinMax": stride, "CalibPercentile": 99.99},
-    )
-
-
-def calibration_stride(calls: int, most: int = CALIBRATION_CHUNK) -> int:
-    """Reader items per calibration pass: the largest divisor of `calls` up to `most` (ORT requires a divisor).
-
-    ORT merges the ranges of successive passes. Not CalibMaxIntermediateOutputs: ORT 1.32's MinMax calibrator
-    discards the outputs it has collected each time that many accumulate, without taking their ranges, so only the
-    last (calls mod that many) calls were calibrated (and none when it divides the count: "No data is collected").
-    """
-    return max(d for d in range(1, min(calls, most) + 1) if calls % d == 0)
-
-
-def quantize_int8_dynamic(model: Path, out: Path, exclude: list[str], op_types=("Conv", "MatMul")) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(model), str(out), op_types_to_quantize=list(op_types), per_channel=False, weight_type=QuantType.QInt8, nodes_to_exclude=exclude
-    )
-
-
-def convert_fp16(model: Path, out: Path, exclude: list[str]) -> None:
-    """float16 inside, float32 at the inputs and outputs; the float-only arithmetic stays float32, and so does
-    LayerNormalization: its InvStdDev output (the adjoint's rstd) is float32 whatever its input (stash_type), which
-    the converter does not know. The converter appends the Casts it inserts, so the nodes are sorted again."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    converted = convert_float_to_float16(
-        onnx.load(str(model)), keep_io_types=True, node_block_list=exclude, op_block_list=DEFAULT_OP_BLOCK_LIST + ["LayerNormalization"]
-    )
-    sort_nodes(converted.graph)
-    onnx.save(converted, str(out))
-
-
-def sort_nodes(graph: onnx.GraphProto) -> None:
-    """Reorder graph.node topologically, wave by wave (ONNX requires the order; ORT refuses a graph without it)."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise QuantizationError(f"the converted graph has a cycle or a missing input at {pending[0].name}")
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-        for n in ready:
-            available.update(n.output)
-        ordered += ready
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-# --- measuring ----------------------------------------------------------------------------------------------
-
-
-def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), session_options(BackendOptions(threads=threads)), providers=["CPUExecutionProvider"])
-
-
-def session_eps(session: ort.InferenceSession) -> Callable[[dict], np.ndarray]:
-    return lambda feeds: session.run(["eps"], feeds)[0]
-
-
-def sweep_calls(recording: Recording, n: int = SWEEP_CALLS) -> list[dict[str, np.ndarray]]:
-    """n recorded calls spread evenly over the recording (so over the noise levels)."""
-    return [recording.call(int(i)) for i in np.linspace(0, recording.calls - 1, min(n, recording.calls)).astype(int)]
-
-
-def sensitivity_sweep(
-    model: onnx.ModelProto,
-    prepared: Path,
-    fp32_path: Path,
-    recording: Recording,
-    method: str,
-    cache: Path,
-    exclude: list[str],
-    work: Path,
-    log: Callable[[str], None],
-) -> dict[str, float]:
-    """Error against fp32 when only one block is quantized, for every block (worst first)."""
-    calls = sweep_calls(recording)
-    ref = reference_eps(session_eps(cpu_session(fp32_path)), calls)
-    scores = {}
-    blocks = quantizable_blocks(model, set(exclude))
-    for k, (block, nodes) in enumerate(blocks.items()):
-        path = work / f"sweep-{k}.onnx"
-        quantize_int8_static(prepared, path, recording, method, cache, exclude, only=nodes)
-        scores[block] = float(np.max(replay_errors(ref, session_eps(cpu_session(path)), calls)))
-        path.unlink()
-        log(f"  sweep {k + 1}/{len(blocks)} {block}: error {scores[block]:.4f}")
-    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
-
-
-def choose_float_blocks(
-    model, prepared, fp32_path, recording, method, cache, exclude, scores: dict[str, float], target: float, work: Path, log
-) -> tuple[list[str], float]:
-    """The fewest of the worst blocks kept float with which the rest, in int8, meets `target` (fewest_float_blocks)."""
-    blocks = quantizable_blocks(model, set(exclude))
-    ranked = list(scores)
-    calls = sweep_calls(recording)
-    ref = reference_eps(session_eps(cpu_session(fp32_path)), calls)
-
-    def error_with_float(n: int) -> float:
-        extra = [name for b in ranked[:n] for name in blocks[b]]
-        path = work / "mixed-trial.onnx"
-        quantize_int8_static(prepared, path, recording, method, cache, exclude + extra)
-        error = float(np.max(replay_errors(ref, session_eps(cpu_session(path)), calls)))
-        log(f"  {n} block(s) float: error {error:.4f}")
-        return error
-
-    n, error = fewest_float_blocks(error_with_float, len(ranked), target)
-    return ranked[:n], error
-
-
-def fewest_float_blocks(error_with_float: Callable[[int], float], total: int, target: float) -> tuple[int, float]:
-    """(n, its error): the smallest n of the ranked blocks to keep float so that error_with_float(n) <= target, or
-    (total, its error) if none meets it. Doubling 0, 1, 2, 4, ... brackets it, then bisection between the last n
-    that missed and the first that met the target (the error falls roughly monotonically as blocks stay float;
-    doubling alone can keep up to twice the blocks needed)."""
-    missed, n = -1, 0  # every n below is measured once: doubling's n are distinct, bisection's lie strictly between
-    error = error_with_float(n)
-    while error > target:
-        if n >= total:
-            return total, error
-        missed, n = n, 1 if n == 0 else min(2 * n, total)
-        error = error_with_float(n)
-    met, met_error = n, error
-    while met - missed > 1:
-        middle = (missed + met) // 2
-        error = error_with_float(middle)
-        if error <= target:
-            met, met_error = middle, error
-        else:
-            missed = middle
-    return met, met_error
 
 
 def evaluator_accuracy(log_mel: np.ndarray, digits: list[int], mel_cfg, evaluator) -> float:

@@ -17,7 +17,9 @@ from c2d.calibration.reader import RecordingReader
 from c2d.calibration.record import CalibrationError, check_matches, load_recording, record, stack_calls
 from c2d.cli import main
 from c2d.export.exporter import export_bundle
-from c2d.export.quantize import Budget, QuantizationError, calibration_stride, float_only_nodes, prepare, quantize_bundle, quantize_int8_static
+from c2d.export.onnx_passes import float_only_nodes, prepare
+from c2d.export.quantize import Budget, QuantizationError, quantize_bundle
+from c2d.export.quantizers import calibration_stride, quantize_int8_static
 from c2d.runtime import load
 from c2d.runtime.bundle import GENERATOR_FILE, read_manifest
 from c2d.runtime.onnx_edit import unshare_initializers
@@ -288,7 +290,7 @@ def test_vocoder_gets_its_own_precision_and_its_own_check(tmp_path):
 
 @pytest.mark.parametrize("needed,total", [(0, 28), (1, 28), (5, 28), (11, 28), (16, 28), (28, 28), (3, 3)])
 def test_mixed_mode_keeps_the_fewest_blocks_float_that_meet_the_target(needed, total):
-    from c2d.export.quantize import fewest_float_blocks
+    from c2d.export.mixed_search import fewest_float_blocks
 
     tried = []
 
@@ -302,7 +304,7 @@ def test_mixed_mode_keeps_the_fewest_blocks_float_that_meet_the_target(needed, t
 
 
 def test_mixed_mode_reports_when_no_number_of_float_blocks_meets_the_target():
-    from c2d.export.quantize import fewest_float_blocks
+    from c2d.export.mixed_search import fewest_float_blocks
 
     assert fewest_float_blocks(lambda n: 1.0 - 0.01 * n, 6, 0.05) == (6, 0.94)
 
