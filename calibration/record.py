@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from c2d.runtime.bundle import generator_sha256, read_manifest
+from c2d.runtime.contract import GENERATOR_INPUTS
 from c2d.runtime.errors import C2DError
 from c2d.runtime.files import InputError, OutputError, atomic_path, check_output_dir, read_json, replace_dir, staging_dir
 from c2d.runtime.gate import RecordingBackend
@@ -32,7 +33,6 @@ from c2d.runtime.samplers import SAMPLERS
 
 FEEDS_FILE = "feeds.npz"
 INFO_FILE = "calibration.json"
-FEED_NAMES = ("x", "t", "y", "gamma")
 
 
 class CalibrationError(C2DError, ValueError):
@@ -61,7 +61,7 @@ def stack_calls(calls: Sequence[dict[str, np.ndarray]], steps: int) -> tuple[dic
     """Per-call feeds -> (stacked feeds, offsets [calls + 1], sampler step of each call)."""
     sizes = [len(c["x"]) for c in calls]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    feeds = {k: np.concatenate([c[k] for c in calls]) for k in FEED_NAMES}
+    feeds = {k: np.concatenate([c[k] for c in calls]) for k in GENERATOR_INPUTS}
     step = (np.arange(len(calls)) % steps + 1).astype(np.int64)  # each sampler chunk makes `steps` calls in order
     return feeds, offsets, step
 
@@ -153,7 +153,7 @@ def not_a_recording(folder: Path) -> str | None:
 
 def feeds_problem(feeds: dict, offsets: np.ndarray, step: np.ndarray) -> str | None:
     """What is wrong with recorded feeds (shapes, types, finiteness, call offsets), or None."""
-    x, t, y, gamma = (feeds[k] for k in FEED_NAMES)
+    x, t, y, gamma = (feeds[k] for k in GENERATOR_INPUTS)
     if x.ndim != 4 or x.shape[1] != 1 or t.ndim != 1 or y.ndim != 2 or gamma.ndim != 1:
         return f"holds arrays of the wrong rank (x {list(x.shape)}, t {list(t.shape)}, y {list(y.shape)}, gamma {list(gamma.shape)})"
     if not all(np.issubdtype(v.dtype, np.floating) and np.isfinite(v).all() for v in (x, t, y, gamma)):
@@ -178,7 +178,7 @@ def load_recording(path: str | Path) -> Recording:
     try:
         info = read_json(path / INFO_FILE, "calibration description", error=CalibrationError)
         with np.load(path / FEEDS_FILE) as data:
-            feeds = {k: data[k] for k in FEED_NAMES}
+            feeds = {k: data[k] for k in GENERATOR_INPUTS}
             offsets, step = data["offsets"], data["step"]
     except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CalibrationError(f"{path}: unreadable calibration data ({exc})") from exc

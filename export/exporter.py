@@ -20,18 +20,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph, TwoModelGraph
+from c2d.export.graphs import SingleBackboneGraph, TwoModelGraph
 from c2d.export.istft_basis import inline_istft_basis
 from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder, write_reference, write_vocoder_reference
 from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, mel_from, sde_from
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
 from c2d.runtime.bundle import (
-    BUNDLE_FORMAT,
-    GENERATOR_FILE,
-    LABELS,
-    MANIFEST,
-    VOCODER_FILE,
     GeneratorMeta,
     VocoderMeta,
     cached_sha256,
@@ -42,9 +37,19 @@ from c2d.runtime.bundle import (
     read_manifest,
     stamp_files,
 )
+from c2d.runtime.contract import (
+    BUNDLE_FORMAT,
+    GENERATOR_FILE,
+    GENERATOR_INPUTS,
+    GENERATOR_OUTPUTS,
+    LABELS,
+    MANIFEST_FILE,
+    REFERENCE_FILE,
+    VOCODER_FILE,
+    VOCODER_REFERENCE_FILE,
+)
 from c2d.runtime.errors import C2DError
 from c2d.runtime.files import OutputError, check_output_dir, replace_dir, staging_dir
-from c2d.runtime.parity import REFERENCE_FILE
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 OPSET = 17
@@ -82,7 +87,6 @@ GENERATOR_TARGETS = {
     ),
 }
 VOCODER_TARGETS = ("fourier", "hifigan", "griffin-lim")  # the first is the default
-VOCODER_REFERENCE_FILE = "vocoder_reference.npz"
 
 
 class WaveOutput(nn.Module):
@@ -218,8 +222,8 @@ def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Pat
         torch.eye(len(meta.labels))[:TRACE_BATCH],
         torch.full((TRACE_BATCH,), meta.default_guidance),
     )
-    axes = {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES}
-    seconds = onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, axes)
+    axes = {k: {0: "batch"} for k in GENERATOR_INPUTS + GENERATOR_OUTPUTS}
+    seconds = onnx_export(GENERATOR_TARGETS[name].graph(model).eval(), args, path, GENERATOR_INPUTS, GENERATOR_OUTPUTS, axes)
     write_metadata(path, meta, {"eps": ["batch", *shape], "guidance": ["batch", *shape], "logits": ["batch", len(meta.labels)]})
     session = _session(path)
     cases = validate_generator(model, session, meta.sde, shape, len(meta.labels))
@@ -346,7 +350,7 @@ def export_bundle(
         if meta.train_subset:
             manifest["train_subset"] = meta.train_subset
         stamp_files(tmp, manifest)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -392,7 +396,7 @@ def replace_vocoder(
         stamp_files(tmp, manifest)  # re-hashes the copied generator too: it must be the file we started from
         if manifest["generator"]["sha256"] != generator_digest:
             raise ExportError(f"{bundle}: the generator file changed while its vocoder was replaced; nothing was written")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, bundle)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

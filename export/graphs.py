@@ -18,9 +18,6 @@ from c2d.models.subnet import SingleBackbone, subnet_eps
 from c2d.models.unet import TwoModel, unet_eps
 from c2d.runtime.sde import SDEConfig, log_alpha
 
-INPUT_NAMES = ("x", "t", "y", "gamma")
-OUTPUT_NAMES = ("eps", "logits", "guidance")
-
 
 def sigma_t(t: torch.Tensor, sde: SDEConfig) -> torch.Tensor:
     """sigma_t = sqrt(-expm1(2 log alpha_t)) = sqrt(-2 e^h sinh(h)), h = log alpha_t <= 0.

@@ -39,7 +39,8 @@ from c2d.export.istft_basis import inline_istft_basis
 from c2d.export.mixed_search import choose_float_blocks, cpu_session, sensitivity_sweep
 from c2d.export.onnx_passes import QuantizationError, activation_products, compact, float_only_nodes, prepare, quantizable_blocks
 from c2d.export.quantizers import CALIBRATION_METHODS, convert_fp16, quantize_int8_dynamic, quantize_int8_static
-from c2d.runtime.bundle import GENERATOR_FILE, MANIFEST, VOCODER_FILE, file_sha256, listed_files, read_manifest, stamp_files
+from c2d.runtime.bundle import file_sha256, listed_files, read_manifest, stamp_files
+from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE, VOCODER_FILE
 from c2d.runtime.files import atomic_path, replace_dir, staging_dir
 from c2d.runtime.gate import Budget, quality_gate
 
@@ -217,7 +218,7 @@ def quantize_bundle(
         evaluator = load_evaluator(evaluator_path)
     tmp = staging_dir(out)
     try:
-        for name in (MANIFEST, *listed_files(manifest)):  # the bundle's own files only (not a machine's deployment.json)
+        for name in (MANIFEST_FILE, *listed_files(manifest)):  # the bundle's own files only (not a machine's deployment.json)
             copy_into_staging(bundle / name, tmp / name, out)
         with tempfile.TemporaryDirectory(prefix="c2d-quant-") as work:
             start = time.perf_counter()
@@ -231,7 +232,7 @@ def quantize_bundle(
             vocoder_info = quantize_vocoder_file(bundle / VOCODER_FILE, tmp / VOCODER_FILE, vocoder_mode, meta.mel, budget)
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
         write_metadata(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
-        (tmp / MANIFEST).write_text(json.dumps(stamp_files(tmp, json.loads(json.dumps(manifest))), indent=2) + "\n")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(stamp_files(tmp, json.loads(json.dumps(manifest))), indent=2) + "\n")
         sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else (None, None)
         from c2d.runtime.generate import Generator
 
@@ -249,7 +250,7 @@ def quantize_bundle(
         }
         write_metadata(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
         manifest = _quantized_manifest(manifest, tmp, mode, quantization)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,19 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c2d.runtime.audio import MelConfig
+from c2d.runtime.contract import BUNDLE_FORMAT, DEPLOYMENT_FILE, MANIFEST_FILE
 from c2d.runtime.errors import C2DError
 from c2d.runtime.files import describe_kind, read_json
 from c2d.runtime.limits import MAX_GUIDANCE, MAX_STEPS
 from c2d.runtime.sde import SDEConfig
 
-BUNDLE_FORMAT = 1
-MANIFEST = "manifest.json"
-GENERATOR_FILE = "generator.onnx"
-VOCODER_FILE = "vocoder.onnx"
 KEY_PREFIX = "c2d."
 VARIANTS = ("single-backbone", "single-backbone-notaps", "two-model")
 VOCODERS = ("fourier", "hifigan", "griffin-lim")
-LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -233,7 +229,7 @@ def _check_consistent(meta, source: str) -> None:
 
 _HEX = set("0123456789abcdef")
 # Files a bundle folder may hold besides those its manifest lists (a bundle-local deployment profile).
-EXTRA_FILES = ("deployment.json",)
+EXTRA_FILES = (DEPLOYMENT_FILE,)
 
 
 def _bad(path: Path, field: str, value, expected: str) -> BundleError:
@@ -311,7 +307,7 @@ def listed_files(manifest: dict) -> list[str]:
 def bundle_file(bundle: str | Path, name: str) -> Path:
     """The path of a file a bundle lists; BundleError if it would leave the folder or is not a regular file."""
     bundle = Path(bundle)
-    _check_name(bundle / MANIFEST, "file", name)
+    _check_name(bundle / MANIFEST_FILE, "file", name)
     path = bundle / name
     root = bundle.resolve()
     if path.resolve().parent != root:
@@ -358,11 +354,11 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
     """The bundle's manifest.json, its schema checked, its files resolved inside the folder and (verify) their
     sizes and SHA-256 checked, so what runs is what was validated at export."""
     bundle = Path(bundle)
-    path = bundle / MANIFEST
+    path = bundle / MANIFEST_FILE
     if not bundle.is_dir():
         raise BundleError(f"{bundle} is not a c2d bundle: not a folder")
     if not path.is_file():
-        raise BundleError(f"{bundle} is not a c2d bundle: {MANIFEST} not found")
+        raise BundleError(f"{bundle} is not a c2d bundle: {MANIFEST_FILE} not found")
     manifest = read_json(path, "manifest", error=BundleError)
     check_manifest(manifest, path)
     if verify:
@@ -399,6 +395,6 @@ def not_a_bundle(folder: Path) -> str | None:
         manifest = read_manifest(folder, verify=False)
     except BundleError as exc:
         return str(exc)
-    allowed = {MANIFEST, *listed_files(manifest), *EXTRA_FILES}
+    allowed = {MANIFEST_FILE, *listed_files(manifest), *EXTRA_FILES}
     others = sorted(p.name for p in folder.iterdir() if p.name not in allowed or not p.is_file() or p.is_symlink())
     return f"it also holds {', '.join(others[:3])}" if others else None

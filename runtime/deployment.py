@@ -32,13 +32,12 @@ import numpy as np
 
 from c2d.runtime.backends import Backend, BackendOptions, BackendUnavailable
 from c2d.runtime.bundle import BundleError, generator_sha256, read_manifest
+from c2d.runtime.contract import DEPLOYMENT_FILE, DEPLOYMENT_FORMAT
 from c2d.runtime.files import InputError, atomic_write_text, cache_root, read_json
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
 from c2d.runtime.parity import VOCODER_BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
 
-DEPLOYMENT_FILE = "deployment.json"
-DEPLOYMENT_FORMAT = 1
 PRECISIONS = {"ort": ("fp32",), "openvino": ("f32", "bf16")}  # what each CPU backend's choice may say
 FULL_PRECISION = {"ort": "fp32", "openvino": "f32"}  # where a reduced-precision candidate's vocoder falls back to
 BACKEND_PACKAGES = {"ort": "onnxruntime", "openvino": "openvino"}

@@ -20,6 +20,7 @@ import numpy as np
 from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, bundle_file, decode_metadata, read_manifest
+from c2d.runtime.contract import GENERATOR_INPUTS, GENERATOR_OUTPUTS, VOCODER_INPUT, VOCODER_OUTPUT
 from c2d.runtime.errors import C2DError
 from c2d.runtime.limits import (
     MAX_BATCH,
@@ -48,9 +49,6 @@ class GenerationError(C2DError, ValueError):
 def default_bundle() -> Path:
     """The bundle shipped inside the package (runtime/bundles/)."""
     return Path(str(files("c2d.runtime") / "bundles" / SHIPPED_BUNDLE))
-
-
-GENERATOR_INPUTS, GENERATOR_OUTPUT = ("x", "t", "y", "gamma"), "eps"
 
 
 def parse_digit(value: str | int, labels: Sequence[str]) -> int:
@@ -99,7 +97,7 @@ class OnnxVocoder:
 
     def __call__(self, log_mel: np.ndarray) -> np.ndarray:
         """[B, n_mels, T] natural-log Mel -> [B, T * hop]; VocoderInputError for a wrong shape or non-finite values."""
-        wave = self.backend.run({"mel": check_log_mel(log_mel, self.meta.mel.n_mels)})[0][:, 0]
+        wave = self.backend.run({VOCODER_INPUT: check_log_mel(log_mel, self.meta.mel.n_mels)})[0][:, 0]
         if not np.isfinite(wave).all():
             raise GenerationError(f"the {self.name} vocoder returned non-finite samples; the bundle may be broken")
         return wave
@@ -120,7 +118,7 @@ class Generator:
         meta = decode_metadata(self.model.metadata(), str(path))
         if not isinstance(meta, GeneratorMeta):
             raise BundleError(f"{self.bundle}: the generator file holds a {type(meta).__name__}")
-        check_io(path, self.model, GENERATOR_INPUTS, (GENERATOR_OUTPUT,), {"x": [1, meta.mel.n_mels, meta.n_frames], "y": [len(meta.labels)]})
+        check_io(path, self.model, GENERATOR_INPUTS, GENERATOR_OUTPUTS[:1], {"x": [1, meta.mel.n_mels, meta.n_frames], "y": [len(meta.labels)]})
         self.meta: GeneratorMeta = meta
         if vocoder_precision is not None:
             options = replace(options or BackendOptions(), precision=vocoder_precision)
@@ -135,7 +133,7 @@ class Generator:
         vmeta = decode_metadata(vb.metadata(), str(path))
         if not isinstance(vmeta, VocoderMeta):
             raise BundleError(f"{self.bundle}: the vocoder file holds a {type(vmeta).__name__}")
-        check_io(path, vb, ("mel",), ("wave",), {"mel": [vmeta.mel.n_mels]})
+        check_io(path, vb, (VOCODER_INPUT,), (VOCODER_OUTPUT,), {VOCODER_INPUT: [vmeta.mel.n_mels]})
         if (vmeta.mel.n_mels, vmeta.mel.sample_rate, vmeta.hop_length) != (self.meta.mel.n_mels, self.meta.mel.sample_rate, self.meta.mel.hop_length):
             raise BundleError(f"{self.bundle}: the vocoder's mel space does not match the generator's")
         return OnnxVocoder(vb, vmeta)

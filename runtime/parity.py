@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from c2d.runtime.bundle import BundleError, read_manifest
+from c2d.runtime.contract import GENERATOR_INPUTS as INPUTS
+from c2d.runtime.contract import GENERATOR_OUTPUTS as OUTPUTS
+from c2d.runtime.contract import REFERENCE_FILE, VOCODER_INPUT, VOCODER_OUTPUT
 from c2d.runtime.gate import Budget
 
-REFERENCE_FILE = "reference.npz"
-INPUTS = ("x", "t", "y", "gamma")
-OUTPUTS = ("eps", "logits", "guidance")
 # Budgets by arithmetic: f32 as the exporter's; bf16 keeps 8 mantissa bits (relative step 4e-3), and errors add up
 # over about 30 layers and two backward passes; an int8 bundle may lose what its quantization gate allowed.
 BUDGETS = {"fp32": 1e-4, "f32": 1e-4, "bf16": 5e-2}
@@ -102,8 +102,8 @@ def check_vocoder_parity(backend, bundle: str | Path, budget: float) -> float | 
     if not (bundle / name).is_file():
         raise BundleError(f"{bundle} is incomplete: vocoder reference {name} is missing")
     arrays = read_reference_arrays(bundle / name, ("mel", "wave"))
-    mel, ref = arrays["mel"], arrays["wave"]
-    out = backend.run({"mel": mel}, ["wave"])[0]
+    mel, ref = arrays[VOCODER_INPUT], arrays[VOCODER_OUTPUT]
+    out = backend.run({VOCODER_INPUT: mel}, [VOCODER_OUTPUT])[0]
     if out.shape != ref.shape or not np.isfinite(out).all():
         return float("inf")
     return float(np.abs(out - ref).max() / max(float(np.abs(ref).max()), 1e-12))

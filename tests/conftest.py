@@ -29,10 +29,11 @@ def restamp(bundle) -> None:
     """Record the bundle's changed files in its manifest (size, SHA-256), as a deliberate editor of a bundle would."""
     import json
 
-    from c2d.runtime.bundle import MANIFEST, stamp_files
+    from c2d.runtime.bundle import stamp_files
+    from c2d.runtime.contract import MANIFEST_FILE
 
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    (bundle / MANIFEST).write_text(json.dumps(stamp_files(bundle, manifest)))
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    (bundle / MANIFEST_FILE).write_text(json.dumps(stamp_files(bundle, manifest)))
 
 
 @pytest.fixture

@@ -93,7 +93,8 @@ def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bu
     import json
     import os
 
-    from c2d.runtime.deployment import DEPLOYMENT_FILE, choose, deployment_markdown
+    from c2d.runtime.contract import DEPLOYMENT_FILE
+    from c2d.runtime.deployment import choose, deployment_markdown
     from c2d.runtime.gate import Budget
     from c2d.runtime.generate import default_bundle
 

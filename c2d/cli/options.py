@@ -14,7 +14,7 @@ import click
 from c2d.models.checkpoints import SHIPPED_SUBNET, shipped_checkpoint
 from c2d.runtime import limits
 from c2d.runtime.backends import BACKENDS
-from c2d.runtime.bundle import LABELS
+from c2d.runtime.contract import LABELS
 from c2d.runtime.errors import C2DError
 from c2d.runtime.samplers import SAMPLERS
 

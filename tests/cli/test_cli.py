@@ -2,12 +2,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from c2d.cli import main
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint
 
 
+@pytest.mark.slow
 def test_train_classifier_then_subnet_through_the_cli(tmp_path, features_file):
     runner = CliRunner()
     common = ["--size", "tiny", "--steps", "3", "--batch-size", "4", "--features", str(features_file)]

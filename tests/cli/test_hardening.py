@@ -26,7 +26,8 @@ from conftest import restamp
 from c2d.cli import main
 from c2d.runtime import files
 from c2d.runtime.backends import BACKENDS, BackendOptions, open_backend
-from c2d.runtime.bundle import MANIFEST, BundleError, read_manifest
+from c2d.runtime.bundle import BundleError, read_manifest
+from c2d.runtime.contract import MANIFEST_FILE
 from c2d.runtime.generate import GenerationError, Generator, default_bundle
 from c2d.runtime.parity import verify_bundle
 
@@ -59,9 +60,9 @@ def assert_clean_failure(res, *words: str, code: int | None = None) -> None:
 
 
 def edit_manifest(bundle: Path, edit) -> None:
-    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
     edit(manifest)
-    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -240,6 +241,7 @@ def test_non_finite_reference_values_fail_instead_of_passing(bundle):
     assert_clean_failure(run("inspect", bundle, "--verify"), "non-finite")
 
 
+@pytest.mark.slow
 def test_inspect_verify_passes_on_the_shipped_bundle_and_fails_on_a_changed_graph(bundle):
     res = run("inspect", SHIPPED, "--verify")
     assert res.exit_code == 0, res.output
@@ -365,7 +367,7 @@ def test_a_damaged_generator_is_one_line(bundle, tmp_path, damage, word):
 
 @pytest.mark.parametrize("manifest", ["[]", '"bundle"', "{}", '{"format_version": "1"}', "\x00\x01"])
 def test_a_manifest_of_the_wrong_type_is_one_line(bundle, manifest):
-    (bundle / MANIFEST).write_text(manifest)
+    (bundle / MANIFEST_FILE).write_text(manifest)
     assert_clean_failure(run("inspect", bundle), "manifest.json")
 
 
@@ -386,6 +388,7 @@ def test_a_checkpoint_with_missing_entries_is_one_line(tmp_path):
     assert not (tmp_path / "x.npy").exists()
 
 
+@pytest.mark.slow
 def test_a_wav_with_nan_samples_is_one_line(tmp_path):
     data = tmp_path / "fsdd"
     data.mkdir()
@@ -450,6 +453,7 @@ def test_plot_without_matplotlib_fails_before_anything_is_written(monkeypatch, t
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_profile_all_never_writes_into_a_bundle_folder_unless_asked(bundle, private_deployment_cache, monkeypatch):
     from c2d.runtime import deployment
 
@@ -548,6 +552,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow
 def test_kill_9_during_export_leaves_a_staging_folder_the_next_export_removes(tmp_path):
     """The staging folder carries the owner's PID; the next run that writes there removes leftovers whose process is
     gone and keeps those of a live one."""
@@ -614,6 +619,7 @@ def test_generate_memory_grows_with_the_batch_not_with_the_count(tmp_path):
 # --- concurrent users (issue 33, class 3) --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ort", "openvino"])
 def test_one_generator_serves_several_threads(backend, tmp_path):
     """Four Python threads share one Generator: every call succeeds and gives what a lone call gives (OpenVINO raised
@@ -631,6 +637,7 @@ def test_one_generator_serves_several_threads(backend, tmp_path):
         np.testing.assert_allclose(audio, lone, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiles_of_one_model_in_several_processes_take_turns(tmp_path):
     """The OpenVINO cache lock is exclusive across processes: a second holder waits for the first."""
     from c2d.runtime.backends.openvino import cache_lock
@@ -666,7 +673,7 @@ def _deep(levels: int) -> str:
 def test_a_damaged_deployment_profile_is_ignored_with_a_reason(bundle, tmp_path, content):
     """A FIFO is refused without being opened (it blocked generate until killed); a list where a name belongs, JSON
     nested 5,000 deep and a 5,000-digit number are one reason each, and the run goes on ORT."""
-    from c2d.runtime.deployment import DEPLOYMENT_FILE
+    from c2d.runtime.contract import DEPLOYMENT_FILE
 
     profile = bundle / DEPLOYMENT_FILE
     if content == "fifo":
@@ -681,7 +688,7 @@ def test_a_damaged_deployment_profile_is_ignored_with_a_reason(bundle, tmp_path,
 
 @pytest.mark.parametrize("damage", ["deep", "number", "huge", "fifo"])
 def test_a_damaged_manifest_is_one_line(bundle, tmp_path, damage):
-    manifest = bundle / MANIFEST
+    manifest = bundle / MANIFEST_FILE
     if damage == "deep":
         manifest.write_text('{"x": ' + _deep(5000) + "}")
     elif damage == "number":
@@ -779,6 +786,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_it(tmp_path, mon
     assert info.value.filename == str(target) and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_openvino_runs_with_a_cache_folder_it_cannot_write(tmp_path):
     import importlib.util
 
@@ -803,6 +811,7 @@ def test_quantize_on_a_full_disk_names_the_output_and_leaves_no_staging_folder(b
     assert not list(tmp_path.glob(".q*")) and not (tmp_path / "q").exists()
 
 
+@pytest.mark.slow
 def test_a_calibration_folder_with_an_old_range_cache_can_be_replaced(bundle, tmp_path):
     """c2d before this release wrote ranges-*.json into the calibration folder; calibrate may still replace it."""
     calib = tmp_path / "calib"
@@ -854,6 +863,7 @@ def test_a_symlink_loop_as_output_is_one_line(tmp_path):
     assert_clean_failure(res, str(tmp_path / "a"))
 
 
+@pytest.mark.slow
 def test_several_processes_compile_into_one_openvino_cache(tmp_path):
     """Three processes open the shipped bundle on OpenVINO at once with one fresh model cache: all succeed, and a
     fourth finds the cache filled."""

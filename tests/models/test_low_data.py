@@ -54,6 +54,7 @@ def test_bad_subsets_are_clear_errors(kwargs, word):
         train_subset(f, **kwargs)
 
 
+@pytest.mark.slow
 def test_subset_training_is_recorded_exported_and_inspected(tmp_path, features_file):
     from c2d.export.exporter import export_bundle
 

@@ -33,6 +33,7 @@ def test_subnets_embed_exactly_the_committed_classifier():
         assert embedded["sha256"] == classifier_sha == state_sha256(embedded["model"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_DATA.is_dir(), reason="FSDD not present next to the checkout")
 def test_committed_classifier_recognises_real_test_clips():
     clips = [c for c in list_clips() if c.split == "test"][::6]  # 50 clips, all digits and speakers

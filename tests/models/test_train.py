@@ -32,6 +32,7 @@ def classifier_ckpt(tmp_path, synth):
     return path
 
 
+@pytest.mark.slow
 def test_classifier_beats_chance_on_a_tiny_subset(classifier_ckpt, synth):
     classifier = build_classifier(load_checkpoint(classifier_ckpt)).eval()
     x, y = torch.from_numpy(synth.x), torch.from_numpy(synth.y)
@@ -51,6 +52,7 @@ def fixed_dsm_loss(model, synth, seed=0) -> float:
         return dsm_loss(model(perturb(x0, t, SDE, noise), t), noise).item()
 
 
+@pytest.mark.slow
 def test_dsm_loss_falls_within_a_few_dozen_steps(tmp_path, synth):
     job = make_job("unet", "tiny", SDE)
     before = fixed_dsm_loss(job.forward_module, synth)
@@ -59,6 +61,7 @@ def test_dsm_loss_falls_within_a_few_dozen_steps(tmp_path, synth):
     assert after < 0.8 * before
 
 
+@pytest.mark.slow
 def test_subnet_training_leaves_the_classifier_bit_identical(tmp_path, synth, classifier_ckpt):
     job = make_job("subnet", "tiny", SDE, classifier_path=classifier_ckpt)
     classifier = job.forward_module.classifier
@@ -78,6 +81,7 @@ def test_subnet_training_leaves_the_classifier_bit_identical(tmp_path, synth, cl
     assert fixed_dsm_loss(rebuilt, synth) < 0.8 * before
 
 
+@pytest.mark.slow
 def test_checkpoint_rebuilds_an_identical_model_from_the_file_alone(tmp_path, classifier_ckpt):
     ckpt = load_checkpoint(classifier_ckpt, "classifier")
     a, b = build_classifier(ckpt).eval(), build_classifier(load_checkpoint(classifier_ckpt)).eval()
@@ -90,6 +94,7 @@ def test_checkpoint_rebuilds_an_identical_model_from_the_file_alone(tmp_path, cl
         assert torch.equal(a(x, t), c(x, t))
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, classifier_ckpt):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(classifier_ckpt.read_bytes()[:1000])
@@ -99,6 +104,7 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, classifier_ckpt):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_mismatched_checkpoint_gives_a_clear_error(tmp_path, classifier_ckpt):
     with pytest.raises(CheckpointError, match="expected 'subnet'"):
         load_checkpoint(classifier_ckpt, "subnet")
@@ -119,6 +125,7 @@ def test_unpickling_arbitrary_objects_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_training_resumes_after_a_crash_exactly_where_it_stopped(tmp_path, synth):
     cfg = dataclasses.replace(quick(10, seed=3), ckpt_every=5)
     crashing = make_job("classifier", "tiny", SDE)
@@ -148,6 +155,7 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(tmp_path, synth
         train(make_job("classifier", "tiny", SDE), synth, quick(12), tmp_path / "r.pt", progress=False)
 
 
+@pytest.mark.slow
 def test_channels_last_training_is_the_same_training(tmp_path, synth):
     """--channels-last changes the memory layout only: a few subnet steps give the same weights as the default."""
     classifier_ckpt = tmp_path / "classifier.pt"  # barely trained: only the layout's effect is under test
@@ -174,6 +182,7 @@ def test_channels_last_is_refused_where_it_does_not_apply(tmp_path, kind):
     assert not (tmp_path / "o.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["subnet", "unet"])
 def test_edm_preconditioned_training_from_the_cli_records_it_and_rebuilds(tmp_path, features_file, classifier_ckpt, kind):
     """`c2d train subnet|unet --precond edm`: the loss falls, the config records the parameterisation and the
@@ -244,6 +253,7 @@ def test_precond_is_refused_where_it_does_not_apply(tmp_path):
     assert not (tmp_path / "o.pt").exists()
 
 
+@pytest.mark.slow
 def test_classifier_training_logs_noisy_test_accuracy_and_starts_from_another_run(tmp_path, synth, classifier_ckpt):
     """--init-from starts from another classifier's weights (recorded in the file); the log carries the test
     accuracy at every reported noise level each checkpoint."""

@@ -79,6 +79,7 @@ def test_unsharing_the_weight_fixes_openvino_f32():
     assert np.abs(_openvino_f32(model.SerializeToString(), x) - ref).max() / np.abs(ref).max() < 1e-5
 
 
+@pytest.mark.slow
 @needs_openvino
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
 def test_openvino_backend_passes_the_parity_gate_on_the_shipped_bundle(precision, tmp_path):
@@ -140,6 +141,7 @@ def bundle_copy(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_deployment_profile_never_chooses_a_backend_that_fails_the_gate(bundle_copy, monkeypatch):
     monkeypatch.setitem(BACKENDS, "broken", NegatedGuidance)
     profile = choose(
@@ -171,6 +173,7 @@ def test_the_choice_is_the_fastest_whole_run_not_the_fastest_step():
     assert deployment.fastest_passing(results) == "openvino f32"
 
 
+@pytest.mark.slow
 def test_deployment_profile_round_trips_and_is_used_only_where_it_was_measured(bundle_copy, monkeypatch, private_deployment_cache):
     profile = choose(
         bundle_copy, threads=1, rounds=1, calls=2, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=3)
@@ -198,6 +201,7 @@ def fp16_of_copy(bundle_copy, tmp_path):
     return out
 
 
+@pytest.mark.slow
 def test_a_quantized_bundle_is_a_candidate_and_runs_in_place_of_the_profiled_one(bundle_copy, fp16_of_copy, monkeypatch, private_deployment_cache):
     faster_quantized = lambda opened, *args: {label: 1.0 if label.endswith("[fp16]") else 2.0 for label in opened}
     monkeypatch.setattr(deployment, "interleaved_latency", faster_quantized)
@@ -265,6 +269,7 @@ PROFILE_DAMAGE = [
 ]
 
 
+@pytest.mark.slow
 def test_a_deployment_profile_that_does_not_hold_here_is_ignored(bundle_copy):
     profile = choose(
         bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2)
@@ -279,6 +284,7 @@ def test_a_deployment_profile_that_does_not_hold_here_is_ignored(bundle_copy):
         assert gen.backend_name == "ort" and "ignored" in gen.backend_note
 
 
+@pytest.mark.slow
 def test_a_profile_naming_an_engine_not_installed_here_falls_back_to_ort(bundle_copy, monkeypatch):
     choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
     rewrite_profile(bundle_copy, backend="openvino", precision="f32", vocoder_precision="f32")
@@ -304,6 +310,7 @@ def test_a_vocoder_over_its_budget_at_bf16_runs_at_f32_where_that_passes(monkeyp
     assert not result["vocoder_ok"] and "vocoder_parity_fallback" not in result
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_a_profile_that_runs_the_vocoder_at_f32_opens_it_so(bundle_copy, private_deployment_cache):
     choose(bundle_copy, threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
@@ -321,6 +328,7 @@ def test_an_unreadable_profile_is_ignored(bundle_copy):
     assert "not a deployment profile" in read_choice(bundle_copy)[1]
 
 
+@pytest.mark.slow
 def test_profile_all_through_the_cli(bundle_copy, tmp_path, private_deployment_cache, monkeypatch):
     from click.testing import CliRunner
 

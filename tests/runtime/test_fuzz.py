@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from c2d.cli import main
-from c2d.runtime.bundle import MANIFEST
+from c2d.runtime.contract import MANIFEST_FILE
 from c2d.runtime.generate import default_bundle
 
 SHIPPED = default_bundle()
@@ -109,6 +109,7 @@ def _set(tree, path, value):
     return tree
 
 
+@pytest.mark.slow
 @PROBE
 @given(data=st.data())
 def test_mutated_manifests(data):
@@ -116,7 +117,7 @@ def test_mutated_manifests(data):
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         bundle = copy_bundle(root)
-        manifest = json.loads((bundle / MANIFEST).read_text())
+        manifest = json.loads((bundle / MANIFEST_FILE).read_text())
         paths = [p for p, _ in _paths(manifest)]
         path = data.draw(st.sampled_from(paths), label="path")
         if path and data.draw(st.booleans(), label="remove"):
@@ -126,7 +127,7 @@ def test_mutated_manifests(data):
             del node[path[-1]]
         else:
             manifest = _set(manifest, path, data.draw(json_values, label="value"))
-        (bundle / MANIFEST).write_text(json.dumps(manifest))
+        (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
         for args in (
             ["inspect", str(bundle)],
             ["generate", "--bundle", str(bundle), "--digit", "1", "--steps", "2", "--quiet", "-o", str(root / "o.wav")],
@@ -156,6 +157,7 @@ def generator_model():
     return onnx.load(str(SHIPPED / "generator.onnx"))
 
 
+@pytest.mark.slow
 @PROBE
 @given(key=st.sampled_from(METADATA_KEYS), value=json_values | st.text(max_size=10))
 def test_mutated_metadata(generator_model, key, value):
@@ -177,6 +179,7 @@ def test_mutated_metadata(generator_model, key, value):
             check_outcome(CliRunner().invoke(main, args), root, {})
 
 
+@pytest.mark.slow
 @PROBE
 @given(kind=st.sampled_from(["nan", "inf", "drop", "shape", "dtype", "extra", "junk"]), index=st.integers(0, 500))
 def test_mutated_reference_files(kind, index):
@@ -209,6 +212,7 @@ def test_mutated_reference_files(kind, index):
         assert res.exit_code != 0, res.output  # every one of these damages must be caught
 
 
+@pytest.mark.slow
 @PROBE
 @given(offset=st.integers(0, 10**7), kind=st.sampled_from(["truncate", "flip", "zero"]), restamped=st.booleans())
 @example(offset=84, kind="flip", restamped=True)  # found by a wider run: ORT's error message is not UTF-8

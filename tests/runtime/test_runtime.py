@@ -21,7 +21,8 @@ from c2d.runtime.audio import denormalize, normalize_peak, resample, wave_proble
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, onnx_io_shapes, open_backend
 from c2d.runtime.backends.ort import check_available, provider_list
 from c2d.runtime.backends.tensorrt import buffer_plan, engine_cache_key, make_profile
-from c2d.runtime.bundle import LABELS, MANIFEST, BundleError, read_manifest
+from c2d.runtime.bundle import BundleError, read_manifest
+from c2d.runtime.contract import LABELS, MANIFEST_FILE
 from c2d.runtime.generate import GenerationError, default_bundle, parse_digit
 
 SHIPPED = default_bundle()
@@ -33,6 +34,7 @@ def gen():
     return load(backend="ort")  # the reference comparison is for ORT (a deployment.json on this machine may choose another)
 
 
+@pytest.mark.slow
 def test_shipped_bundle_matches_the_pytorch_reference_sampler(gen):
     """Same noise, 100 EM steps, guided: the ORT runtime's log-Mel within 1e-3 (relative) of PyTorch."""
     from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
@@ -130,11 +132,11 @@ def _copy_bundle(tmp_path) -> Path:
 
 def test_newer_bundle_format_and_missing_vocoder_are_clear_errors(tmp_path):
     bundle = _copy_bundle(tmp_path)
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    (bundle / MANIFEST).write_text(json.dumps({**manifest, "format_version": 99}))
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    (bundle / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(BundleError, match="newer"):
         load(bundle)
-    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
     (bundle / "vocoder.onnx").unlink()
     res = CliRunner().invoke(main, ["generate", "--digit", "1", "--bundle", str(bundle), "-o", str(tmp_path / "one.wav")])
     assert res.exit_code == 1 and "vocoder.onnx is missing" in res.output
@@ -173,6 +175,7 @@ def test_cli_writes_wavs_and_a_plot(tmp_path):
     assert (tmp_path / "digits.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_generation_runs_where_torch_cannot_be_imported(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None\n"
@@ -298,6 +301,7 @@ def test_ode_samplers_warn_on_a_generator_without_the_gaussian_skip(gen, tmp_pat
     assert " ".join(res.output.split()).count("(warning: the probability-flow ODE") == 2  # ddim and dpm2m, in the --sampler help
 
 
+@pytest.mark.slow
 def test_profile_and_calibration_run_the_bundles_default_sampler(gen, tmp_path):
     from c2d.calibration.record import record
     from c2d.runtime.profile import profile_bundle
