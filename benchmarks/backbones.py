@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from c2d.benchmarks import cpu_model, ort_kernel_times, write_results
+from c2d.benchmarks.harness import cpu_model, interleaved_rounds, ort_kernel_times, write_results
 from c2d.benchmarks.peaks import gemm_peaks
 from c2d.export.exporter import export_bundle
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
 from c2d.runtime.bundle import decode_metadata, read_manifest
-from c2d.runtime.deployment import interleaved_rounds
+from c2d.runtime.contract import MANIFEST_FILE
 from c2d.runtime.generate import default_bundle
 
 CKPT = files("c2d.models.checkpoints")
@@ -46,7 +46,7 @@ def step_feeds(n: int = 10) -> list[dict[str, np.ndarray]]:
 
 
 def two_model_bundle(out: Path) -> Path:
-    if not (out / "manifest.json").is_file():
+    if not (out / MANIFEST_FILE).is_file():
         export_bundle([str(CKPT / "unet-small.pt"), str(CKPT / "classifier-small.pt")], out, vocoder="griffin-lim")
     return out
 

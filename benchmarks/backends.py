@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2d.benchmarks import write_results
+from c2d.benchmarks.harness import write_results
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint
 from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
-from c2d.runtime.bundle import MANIFEST, read_manifest
+from c2d.runtime.bundle import read_manifest
+from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE
 from c2d.runtime.generate import default_bundle
 from c2d.runtime.parity import check_parity
 
@@ -40,7 +41,7 @@ def engines(bundle: Path, int8_bundle: Path | None, threads: int) -> dict[str, o
         specs += [("ORT int8", "ort", int8_bundle, None), ("OpenVINO int8", "openvino", int8_bundle, "f32")]
     for name, backend, path, precision in specs:
         try:
-            out[name] = (open_backend(backend, path / "generator.onnx", BackendOptions(threads=threads, precision=precision)), path)
+            out[name] = (open_backend(backend, path / GENERATOR_FILE, BackendOptions(threads=threads, precision=precision)), path)
         except BackendUnavailable as exc:
             print(f"{name}: skipped ({exc})")
     return out
@@ -82,7 +83,7 @@ def quality_gates(opened: dict, bundle: Path, threads: int, count: int) -> dict[
 def int8_bundle_of(bundle: Path, int8_bundle: Path) -> Path | None:
     """The int8 bundle, if there is one quantized from the same checkpoints as `bundle` (else its rows would time
     and gate other weights)."""
-    if not (int8_bundle / MANIFEST).is_file():
+    if not (int8_bundle / MANIFEST_FILE).is_file():
         print(f"int8 rows skipped: no bundle at {int8_bundle}")
         return None
     if read_manifest(int8_bundle)["checkpoints"] != read_manifest(bundle)["checkpoints"]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from c2d.benchmarks import cpu_model, write_results
+from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.checkpoint import build_classifier, load_checkpoint, sde_from
 from c2d.models.classifier import NOISY_TIMES, noisy_accuracy
 from c2d.models.data import load_features

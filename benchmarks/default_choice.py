@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cpu_model, write_results
+from c2d.benchmarks import harness
+from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.evaluation import default_judges, generate_as_users_hear, judge_waves, open_dnsmos, provenance, summarise
 from c2d.models.scoring import paired_differences
 from c2d.runtime.bundle import generator_sha256
@@ -99,13 +100,9 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=None)
+    ap = harness.parser(__doc__, "default_choice", threads=1, work=True, bundle=True)
     ap.add_argument("--points", type=parse_point, nargs="+", default=[("ancestral", 8), ("ancestral", 15), ("ancestral", 25)])
     ap.add_argument("--count", type=int, default=100, help="samples per digit of every point")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out-dir", type=Path, default=Path("runs/default_choice"))
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/default_choice.json"))
     args = ap.parse_args()
     bundle = args.bundle or default_bundle()
     judges, dnsmos = default_judges(), open_dnsmos()

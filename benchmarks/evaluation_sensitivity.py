@@ -15,14 +15,14 @@ Generated audio is cached in --out-dir, so an interrupted run resumes.
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cpu_model, write_results
+from c2d.benchmarks import harness
+from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.audio_eval import RATE as RECORDING_RATE
 from c2d.models.audio_eval import load_split_audio
 from c2d.models.evaluation import (
@@ -132,12 +132,8 @@ def verdict_table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=None)
+    ap = harness.parser(__doc__, "evaluation_sensitivity", threads=1, work=True, bundle=True)
     ap.add_argument("--count", type=int, default=20, help="generated samples per digit")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out-dir", type=Path, default=Path("runs/sensitivity"))
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/evaluation_sensitivity.json"))
     args = ap.parse_args()
     bundle = args.bundle or default_bundle()
     judges = default_judges()

@@ -24,9 +24,10 @@ import onnxruntime as ort
 import torch
 
 from c2d.export.exporter import export_bundle, load_generator, onnx_export
-from c2d.export.graphs import INPUT_NAMES, OUTPUT_NAMES, SingleBackboneGraph
+from c2d.export.graphs import SingleBackboneGraph
 from c2d.export.inspect import describe_bundle
 from c2d.models.checkpoints import SHIPPED_SUBNET
+from c2d.runtime.contract import GENERATOR_INPUTS, GENERATOR_OUTPUTS
 
 CKPT = files("c2d.models.checkpoints")
 BUNDLES = {
@@ -84,9 +85,9 @@ def time_graph_variants(batch_sizes=(1, 4), rounds: int = 7, calls: int = 10) ->
                 SingleBackboneGraph(model, batched, as_conv).eval(),
                 args,
                 path,
-                INPUT_NAMES,
-                OUTPUT_NAMES,
-                {k: {0: "batch"} for k in INPUT_NAMES + OUTPUT_NAMES},
+                GENERATOR_INPUTS,
+                GENERATOR_OUTPUTS,
+                {k: {0: "batch"} for k in GENERATOR_INPUTS + GENERATOR_OUTPUTS},
             )
             sessions[label] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     labels = list(GRAPH_VARIANTS)

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cached_samples, cpu_model, write_results
+from c2d.benchmarks.harness import cached_samples, cpu_model, write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.checkpoint import load_checkpoint
 from c2d.models.data import describe_subset, load_features
 from c2d.models.evaluator import classify, frechet_distance, generate_normalised, load_evaluator
+from c2d.runtime.contract import MANIFEST_FILE
 
 CKPT = files("c2d.models.checkpoints")
 SUBNETS = {
@@ -185,7 +186,7 @@ def main() -> None:
     result = {"cpu": cpu_model(), "count": args.count, "seed": args.seed, "gammas": gammas, "subnets": {}}
     for name, checkpoint in subnets.items():
         bundle = args.out_dir / "bundles" / Path(checkpoint).stem
-        if not (bundle / "manifest.json").is_file():
+        if not (bundle / MANIFEST_FILE).is_file():
             export_bundle([checkpoint], bundle, vocoder="griffin-lim", log=print)
         subset = load_checkpoint(checkpoint, "subnet").get("train_subset")
         seen = seen_digits(subset)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cpu_model, write_results
+from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, load_evaluator
 from c2d.runtime import load

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from c2d.benchmarks import cpu_model
+from c2d.benchmarks.harness import cpu_model
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
 
 # label: (backend, OpenVINO precision, int8 QDQ graph)

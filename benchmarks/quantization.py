@@ -32,14 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cpu_model, openvino_kernel_times, ort_kernel_times, write_results
+from c2d.benchmarks.harness import cpu_model, interleaved_rounds, openvino_kernel_times, ort_kernel_times, write_results
 from c2d.benchmarks.peaks import gemm_peaks
 from c2d.calibration.record import load_recording, record
 from c2d.export.exporter import read_metadata
 from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
 from c2d.runtime.bundle import BundleError, read_manifest
-from c2d.runtime.deployment import interleaved_rounds
+from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE
 from c2d.runtime.generate import default_bundle
 
 VARIANTS = {  # name: (mode, calibration method)
@@ -56,7 +56,7 @@ LIFTED = dict(step_error=1e9, mel_distance=1e9, accuracy_drop=1e9)
 
 
 def make_variant(bundle: Path, out: Path, mode: str, method: str, calib: Path, count: int, log) -> dict:
-    if not (out / "manifest.json").is_file():
+    if not (out / MANIFEST_FILE).is_file():
         start = time.time()
         quantize_bundle(
             bundle,
@@ -189,7 +189,7 @@ def markdown(result: dict) -> str:
 def latency_only_variant(fp32_file: Path, out_dir: Path, name: str, calib: Path, log) -> Path:
     """The variant's generator graph without the quality run (made once, kept in out_dir)."""
     mode, method = VARIANTS[name]
-    path = out_dir / (name.replace(" ", "-") + "-latency-only") / "generator.onnx"
+    path = out_dir / (name.replace(" ", "-") + "-latency-only") / GENERATOR_FILE
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         recording = load_recording(calib) if mode in ("int8-static", "mixed") else None

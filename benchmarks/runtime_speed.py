@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from c2d.benchmarks import write_results
+from c2d.benchmarks.harness import write_results
 from c2d.benchmarks.reference_samples import own_classifier_accuracy
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
 from c2d.models.checkpoints import SHIPPED_SUBNET

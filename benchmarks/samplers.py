@@ -22,7 +22,7 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-from c2d.benchmarks import cached_samples, cpu_model, write_results
+from c2d.benchmarks.harness import cached_samples, cpu_model, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
 from c2d.runtime import load

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cached_samples, write_results
+from c2d.benchmarks.harness import cached_samples, write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.models.costs import cost_table
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
+from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE
 from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 CKPT = files("c2d.models.checkpoints")
@@ -63,7 +64,7 @@ def export_all(out_dir: Path) -> dict[str, Path]:
     paths = {}
     for name, ckpts in BUNDLES.items():
         path = out_dir / "bundles" / name
-        if not (path / "manifest.json").is_file():
+        if not (path / MANIFEST_FILE).is_file():
             export_bundle([str(CKPT / c) for c in ckpts], path, vocoder="griffin-lim")
         paths[name] = path
     return paths
@@ -95,7 +96,7 @@ def latency_and_memory(bundles: dict[str, Path], rounds: int = 3, steps: int = 4
         name: {
             "step_ms": statistics.median(r["step_ms"]["median"] for r in rs),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
-            "generator_mb": rs[0]["file_bytes"]["generator.onnx"] / 1e6,
+            "generator_mb": rs[0]["file_bytes"][GENERATOR_FILE] / 1e6,
         }
         for name, rs in runs.items()
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from c2d.benchmarks import cpu_model, write_results
+from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.data import load_features
 from c2d.models.train import make_job
 from c2d.runtime.sde import SDEConfig

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import write_results
+from c2d.benchmarks.harness import write_results
 from c2d.runtime.audio import DEFAULT_MEL, log_mel
 from c2d.runtime.vocoder import GriffinLim
 

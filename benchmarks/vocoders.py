@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2d.benchmarks import cached_samples, cpu_model, write_results
+from c2d.benchmarks.harness import cached_samples, cpu_model, write_results
 from c2d.models.dnsmos import DNSMOS
 from c2d.runtime.audio import DEFAULT_MEL, clip_features, denormalize, fit_clip, log_mel, resample, stft
 from c2d.runtime.backends import BackendOptions, open_backend

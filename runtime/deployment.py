@@ -21,9 +21,8 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from c2d.runtime.files import InputError, atomic_write_text, cache_root, read_js
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
 from c2d.runtime.parity import VOCODER_BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
+from c2d.runtime.timing import interleaved_latency
 
 PRECISIONS = {"ort": ("fp32",), "openvino": ("f32", "bf16")}  # what each CPU backend's choice may say
 FULL_PRECISION = {"ort": "fp32", "openvino": "f32"}  # where a reduced-precision candidate's vocoder falls back to
@@ -96,28 +96,6 @@ def cached_profile_path(generator_sha256: str) -> Path:
 def step_feeds(bundle: Path) -> list[dict[str, np.ndarray]]:
     """Batch-1 inputs at the reference cases' noise levels (t_min .. 1)."""
     return [{k: v[:1] for k, v in feeds.items()} for feeds, _ in load_reference(bundle)]
-
-
-def interleaved_rounds(backends: Mapping[str, Backend], feeds, rounds: int, calls: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Per-round median ms per call of every backend; each round visits every backend once (same machine state)."""
-    for b in backends.values():
-        for k in range(warmup):
-            b.run(feeds[k % len(feeds)], ["eps"])
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    for _ in range(rounds):
-        for name, b in backends.items():
-            per_call = []
-            for k in range(calls):
-                start = time.perf_counter()
-                b.run(feeds[k % len(feeds)], ["eps"])
-                per_call.append(time.perf_counter() - start)
-            times[name].append(statistics.median(per_call) * 1e3)
-    return times
-
-
-def interleaved_latency(backends: Mapping[str, Backend], feeds, rounds: int, calls: int) -> dict[str, float]:
-    """Median over rounds of interleaved_rounds: one ms figure per backend."""
-    return {name: statistics.median(v) for name, v in interleaved_rounds(backends, feeds, rounds, calls).items()}
 
 
 def check_quantized_from(quantized: Path, bundle: Path, bundle_sha256: str | None = None) -> None:

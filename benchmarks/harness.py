@@ -1,0 +1,178 @@
+"""What every benchmark shares: its command-line flags, interleaved timing, the provenance record and the result
+writer. A benchmark parses with `parser`, times backends side by side with `interleaved_rounds` (every round visits
+every backend once, so a noisy shared machine hits them alike) and ends with `write_results`, which stamps the
+record with the command, machine and date that docs/results/ shows."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from c2d.runtime.files import atomic_write_text
+from c2d.runtime.timing import interleaved_latency, interleaved_rounds
+
+__all__ = [
+    "RESULTS",
+    "cached_samples",
+    "cpu_model",
+    "interleaved_latency",
+    "interleaved_rounds",
+    "openvino_kernel_times",
+    "ort_kernel_times",
+    "parser",
+    "provenance",
+    "write_results",
+]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ISA_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "asimd", "sve")
+
+
+def parser(
+    doc: str | None, name: str, threads: int | None = None, rounds: int | None = None, seed: bool = False, work: bool = False, bundle: bool = False
+) -> argparse.ArgumentParser:
+    """argparse with the flags benchmarks share: --json (the result file, benchmarks/results/<name>.json by default)
+    and, when asked for, --threads (with its default), --rounds, --seed, --out-dir (caches and intermediate files,
+    runs/<name>) and --bundle (default: the shipped one)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=RESULTS / f"{name}.json", help="Result file (a Markdown table is written beside it).")
+    if threads is not None:
+        p.add_argument("--threads", type=int, default=threads, help="Engine threads.")
+    if rounds is not None:
+        p.add_argument("--rounds", type=int, default=rounds, help="Interleaved timing rounds (median over rounds).")
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+    if work:
+        p.add_argument("--out-dir", type=Path, default=Path("runs") / name, help="Caches and intermediate files (resumable).")
+    if bundle:
+        p.add_argument("--bundle", type=Path, default=None, help="[default: the shipped bundle]")
+    return p
+
+
+def cpu_model() -> str:
+    """The CPU model as lscpu names it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set flags that change which arithmetic is fast (AMX, AVX-512 bf16/VNNI, ...)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+def commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(argv: list[str] | None = None) -> dict:
+    """command, date, machine (CPU model, ISA flags, cores) and commit of this run."""
+    argv = sys.argv if argv is None else argv
+    script = Path(argv[0])
+    command = f"python -m c2d.benchmarks.{script.stem}" if script.parent.name == "benchmarks" else shlex.join([script.name])
+    return {
+        "command": " ".join([command, *map(shlex.quote, argv[1:])]),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "commit": commit(),
+    }
+
+
+def write_results(path: Path, result: dict, markdown: str) -> None:
+    """result as JSON at `path` (stamped with this run's command, date and machine unless it names its own) and the
+    table as Markdown beside it (.md), then the table on stdout."""
+    stamp = provenance()
+    for key in ("command", "date", "cpu"):
+        result.setdefault(key, stamp[key])
+    result.setdefault("provenance", stamp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".md"), markdown)
+    print(markdown)
+
+
+def cached_samples(cache: Path, generate: Callable[[], tuple[np.ndarray, np.ndarray]], label: str, log) -> tuple[np.ndarray, np.ndarray]:
+    """(samples, digits) from the .npz at `cache`, else from generate(), then kept there (written atomically), so an
+    interrupted benchmark resumes where it stopped."""
+    if cache.is_file():
+        data = np.load(cache)
+        return data["x"], data["digits"]
+    start = time.time()
+    x, digits = generate()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez_compressed(tmp, x=x, digits=digits)
+    tmp.replace(cache)
+    log(f"{label}: {len(x)} samples in {time.time() - start:.0f} s")
+    return x, digits
+
+
+def ort_kernel_times(path: Path, feeds: list[dict[str, np.ndarray]], threads: int) -> list[tuple[str, str, float]]:
+    """(operator type, node name, kernel ms per call) of every kernel ORT's profiler timed over the feeds, on CPU."""
+    import onnxruntime as ort
+
+    from c2d.runtime.backends import BackendOptions
+    from c2d.runtime.backends.ort import session_options
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = session_options(BackendOptions(threads=threads))
+        so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "p")
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        for f in feeds:
+            session.run(["eps"], f)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return [
+        (e["args"]["op_name"], e["name"].removesuffix("_kernel_time"), e["dur"] / 1e3 / len(feeds))
+        for e in events
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+    ]
+
+
+def openvino_kernel_times(path: Path, feeds: list[dict[str, np.ndarray]], threads: int, precision: str) -> dict[str, float]:
+    """Milliseconds per step by OpenVINO node type (Convolution, Reorder, Subgraph, ...) from OpenVINO's own performance
+    counters, on CPU at the given inference precision; the graph as the backend compiles it (shared weights unshared)."""
+    import openvino as ov
+
+    from c2d.runtime.backends.openvino import patched_model
+
+    core = ov.Core()
+    model = core.read_model(patched_model(Path(path)).SerializeToString(), b"")
+    model.reshape({name: list(value.shape) for name, value in feeds[0].items()})
+    compiled = core.compile_model(
+        model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
+    )
+    request = compiled.create_infer_request()
+    request.infer(feeds[0])  # first call: one-time work
+    per_type: dict[str, float] = {}
+    for feed in feeds:
+        request.infer(feed)
+        for info in request.profiling_info:
+            per_type[info.node_type] = per_type.get(info.node_type, 0.0) + info.real_time.total_seconds() * 1e3 / len(feeds)
+    return dict(sorted(per_type.items(), key=lambda kv: -kv[1]))

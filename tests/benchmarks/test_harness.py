@@ -1,0 +1,41 @@
+"""benchmarks/harness.py: the shared flags, interleaved timing and the provenance every result file carries."""
+
+import json
+
+from c2d.benchmarks import harness
+
+
+class FakeBackend:
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def run(self, feeds, outputs):
+        self.log.append(self.name)
+        return [feeds["x"]]
+
+
+def test_every_round_visits_every_backend_once_in_turn():
+    log = []
+    backends = {k: FakeBackend(k, log) for k in ("a", "b", "c")}
+    times = harness.interleaved_rounds(backends, [{"x": 0}], rounds=3, calls=2, warmup=1)
+    assert log[:3] == ["a", "b", "c"]  # warm-up
+    assert log[3:] == ["a", "a", "b", "b", "c", "c"] * 3
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_results_carry_command_machine_and_date(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/x/benchmarks/table1.py", "--count", "2"])
+    path = tmp_path / "r.json"
+    harness.write_results(path, {"rows": [1]}, "| a |\n")
+    record = json.loads(path.read_text())
+    assert record["command"] == "python -m c2d.benchmarks.table1 --count 2"
+    assert record["cpu"] == harness.cpu_model() and len(record["date"]) == 10
+    assert path.with_suffix(".md").read_text() == "| a |\n"
+    harness.write_results(path, {"command": "mine"}, "")
+    assert json.loads(path.read_text())["command"] == "mine"  # a benchmark's own command is kept
+
+
+def test_parser_has_the_shared_flags():
+    args = harness.parser("doc", "demo", threads=1, rounds=5, seed=True, work=True, bundle=True).parse_args([])
+    assert args.results == harness.RESULTS / "demo.json" and args.threads == 1 and args.rounds == 5
+    assert str(args.out_dir) == "runs/demo" and args.bundle is None and args.seed == 0
