@@ -187,15 +187,29 @@ def generate_as_users_hear(
     seed: int,
     batch_size: int = 50,
     threads: int | None = None,
+    log=lambda _: None,
 ):
     """count_per_digit samples of every digit as `c2d generate` makes them (the bundle's vocoder, peak -1 dBFS) on
-    ORT: the runtime's Generation (audio [N, L], log_mel, digits, seeds, sampler, steps, guidance)."""
+    ORT: the runtime's Generation (audio [N, L], log_mel, digits, seeds, sampler, steps, guidance). `log` hears
+    each finished batch."""
+    import time
+
     from c2d.runtime import load
     from c2d.runtime.backends import BackendOptions
 
     gen = load(bundle, "ort", BackendOptions(threads=threads))  # the reference engine, whatever deployment.json chose
     digits = [str(d) for d in range(len(gen.meta.labels))]
-    return gen, gen.sample(digits, count_per_digit, seed, steps, sampler, guidance, batch_size)
+    total = len(digits) * count_per_digit
+    n_steps = gen.sampler_and_steps(sampler, steps)[1]
+    calls, start = [0], time.time()
+
+    def on_step(*_):
+        calls[0] += 1
+        if calls[0] % n_steps == 0:
+            done = min(total, calls[0] // n_steps * batch_size)
+            log(f"  generated {done}/{total} clips ({time.time() - start:.0f} s)")
+
+    return gen, gen.sample(digits, count_per_digit, seed, steps, sampler, guidance, batch_size, on_step=on_step)
 
 
 def evaluate_bundle(
@@ -209,11 +223,13 @@ def evaluate_bundle(
     dnsmos=None,
     threads: int | None = None,
     n_boot: int = 200,
+    log=lambda _: None,
 ) -> dict:
     """Generate as users hear it and score the audio with every judge; the record says what produced it."""
     from c2d.runtime.bundle import generator_sha256
 
-    gen, run = generate_as_users_hear(bundle, count_per_digit, sampler, steps, guidance, seed, threads=threads)
+    gen, run = generate_as_users_hear(bundle, count_per_digit, sampler, steps, guidance, seed, threads=threads, log=log)
+    log(f"  judging the audio ({', '.join(j.name for j in judges)}{', DNSMOS' if dnsmos is not None else ''}) and bootstrapping the intervals")
     conditional = run.guidance > 0
     scores = score_waves(run.audio, run.sample_rate, np.array(run.digits) if conditional else None, judges, dnsmos, n_boot)
     return {

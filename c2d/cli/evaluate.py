@@ -72,7 +72,7 @@ def evaluate(bundle, count, sampler, steps, guidance, seed, audio_evaluator_path
         if not no_dnsmos and dnsmos is None:
             click.echo("DNSMOS not installed (pip install 'c2d[test]' or 'c2d[bench]'); scoring without it")
         click.echo(f"generating {10 * count} samples and scoring them")
-        record = evaluate_bundle(bundle, count, sampler, steps, guidance, seed, judges, dnsmos, threads=threads)
+        record = evaluate_bundle(bundle, count, sampler, steps, guidance, seed, judges, dnsmos, threads=threads, log=click.echo)
     if json_path:
         atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
     p = record["provenance"]
