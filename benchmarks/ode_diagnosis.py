@@ -1,4 +1,4 @@
-"""Why the probability-flow ODE samplers fail on our generators, measured (README, Samplers).
+"""Why the probability-flow ODE samplers fail on our generators, measured (docs/samplers.md).
 
 python -m c2d.benchmarks.ode_diagnosis --bundle shipped=runtime/bundles/small --bundle two-model=DIR [--bundle NAME=DIR ...]
                                        [--count 10] [--results benchmarks/results/ode_diagnosis.json]

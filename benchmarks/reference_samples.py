@@ -13,18 +13,11 @@ import json
 import time
 
 import numpy as np
-import torch
 
 from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, sde_from
+from c2d.models.classifier import own_classifier_accuracy
 from c2d.models.sampling import reference_sample
 from c2d.models.unet import TwoModel
-
-
-@torch.no_grad()
-def own_classifier_accuracy(classifier, x0: np.ndarray, digits: list[int], t_min: float, device) -> float:
-    x = torch.from_numpy(x0).to(device)
-    t = torch.full((len(x),), t_min, device=device)
-    return (classifier(x, t).argmax(1).cpu().numpy() == np.array(digits)).mean().item()
 
 
 def main() -> None:

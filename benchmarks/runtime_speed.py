@@ -26,9 +26,9 @@ import onnxruntime as ort
 import torch
 
 from c2d.benchmarks.harness import write_results
-from c2d.benchmarks.reference_samples import own_classifier_accuracy
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
 from c2d.models.checkpoints import SHIPPED_SUBNET
+from c2d.models.classifier import own_classifier_accuracy
 from c2d.models.evaluator import classify, load_evaluator
 from c2d.models.sampling import reference_sample
 from c2d.runtime import load

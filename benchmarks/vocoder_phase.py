@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from c2d.benchmarks.harness import cpu_model, write_results
-from c2d.benchmarks.vocoders import CLIP, STOI_GROUP, fourier_onnx, hifigan_onnx, onnx_vocoder, pesq_wb, stoi_of_group, test_set, vocode_clips
+from c2d.benchmarks.vocoder_measures import CLIP, STOI_GROUP, fourier_onnx, hifigan_onnx, onnx_vocoder, pesq_wb, stoi_of_group, test_set, vocode_clips
 from c2d.models.dnsmos import DNSMOS
 from c2d.runtime.audio import DEFAULT_MEL, log_mel, stft
 from c2d.runtime.generate import default_bundle

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from c2d.benchmarks.harness import cpu_model, write_results
-from c2d.benchmarks.vocoders import CLIP, pesq_wb, test_set
+from c2d.benchmarks.vocoder_measures import CLIP, pesq_wb, test_set
 from c2d.models.dnsmos import DNSMOS
 from c2d.runtime.audio import DEFAULT_MEL, log_mel
 from c2d.runtime.backends import BackendUnavailable, open_backend

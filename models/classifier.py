@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,3 +68,11 @@ def noisy_accuracy(
         result[float(t_val)] = correct / (draws * len(x0))
     classifier.train(was_training)
     return result
+
+
+@torch.no_grad()
+def own_classifier_accuracy(classifier, x0: np.ndarray, digits: list[int], t_min: float, device) -> float:
+    """The guiding classifier's own accuracy on samples x0 [N, 1, n_mels, T] at t_min: a quick, biased check."""
+    x = torch.from_numpy(x0).to(device)
+    t = torch.full((len(x),), t_min, device=device)
+    return (classifier(x, t).argmax(1).cpu().numpy() == np.array(digits)).mean().item()

@@ -47,7 +47,7 @@ class SubnetConfig:
     time_dim: int = 128
     groups: int = 8
     dropout: float = 0.0
-    # Predict eps as the Gaussian denoiser's eps plus a learned residual (sampling ODE fix, README "Samplers").
+    # Predict eps as the Gaussian denoiser's eps plus a learned residual (sampling ODE fix, docs/samplers.md).
     # The Gaussian is one mean and variance of the normalised training log-Mels (`c2d train --gaussian-skip` measures them).
     gaussian_skip: bool = False
     data_mean: float = 0.0

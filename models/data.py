@@ -133,7 +133,10 @@ def _cached_arrays(data_dir, cache_dir, cfg: MelConfig) -> dict:
             return _load_npz(path, cfg)
         except DataError:  # a damaged cache entry (truncated, emptied) is rebuilt, not fatal
             path.unlink(missing_ok=True)
-    feats = np.stack([clip_features(read_resampled(c.path, cfg.sample_rate), cfg) for c in clips])[:, None]
+    from tqdm import tqdm
+
+    progress = tqdm(clips, desc=f"log-Mel features of {len(clips)} clips (cached in {cache})", unit="clip", mininterval=2, leave=False)
+    feats = np.stack([clip_features(read_resampled(c.path, cfg.sample_rate), cfg) for c in progress])[:, None]
     arrays = {
         "x": feats.astype(np.float32),
         "y": np.array([c.digit for c in clips], dtype=np.int64),

@@ -3,7 +3,7 @@
 Every network here is trained, exported and sampled as an eps predictor; what differs is how its raw output F
 becomes eps:
 - "eps": eps = F (DDPM). The error of F reaches the data prediction x_0 = (x_t - sigma eps) / alpha amplified by
-  sigma / alpha, about 150 at t = 1: the probability-flow ODE breaks on it (README, Samplers).
+  sigma / alpha, about 150 at t = 1: the probability-flow ODE breaks on it (docs/samplers.md).
 - "gaussian-skip": eps = G + F, with G the eps of the Gaussian denoiser of the data (mean m, variance v). G is exact as
   t -> 1, so the response to the noise energy in x_t is right by construction; F is still amplified.
 - "edm": eps = G + c_out F with c_out = alpha sqrt(v) / sqrt(alpha^2 v + sigma^2), and the loss weights the eps error

@@ -41,7 +41,7 @@ STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) of the
 COMPRESSION = 0.3  # |S|^c of the complex loss: quiet bins count, loud ones do not dominate
 
 
-TARGETS = ("recordings", "teacher")  # the first is the default (README "Vocoder")
+TARGETS = ("recordings", "teacher")  # the first is the default (docs/vocoder.md)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def distillation_loss(cfg: MelConfig = DEFAULT_MEL, complex_weight: float = 10.0
     target [B, L]: the teacher's waveform, which every term compares with ("teacher" targets).
     target [B, 2, L]: the teacher's waveform and the recording (zeros for a generated mel) ("recordings" targets):
     the magnitudes come from the recording where there is one (HiFi-GAN universal renders FSDD's band-limited speech
-    with log-Mel errors 4x Griffin-Lim's, README "Vocoder"), the phase always from the teacher, and the log-Mel of
+    with log-Mel errors 4x Griffin-Lim's, docs/vocoder.md), the phase always from the teacher, and the log-Mel of
     the output is compared with the input mel itself."""
 
     def loss(model, log_mel, target, gen):

@@ -237,7 +237,7 @@ SAMPLERS = {
 }
 
 
-# What `c2d export` writes into a bundle as its default sampler, chosen by benchmarks/samplers.py (README, Samplers):
+# What `c2d export` writes into a bundle as its default sampler, chosen by benchmarks/samplers.py (docs/samplers.md):
 # the fewest steps whose quality on Table 1's 1,000 seeds is at least EM-100's.
 DEFAULT_SAMPLER, DEFAULT_STEPS = "ancestral", 8
 

@@ -1,4 +1,4 @@
-"""The trained `small` checkpoints shipped inside the package (README: Shipped checkpoints).
+"""The trained `small` checkpoints shipped inside the package (docs/checkpoints.md).
 
 SHIPPED_SUBNET is the generator the package's bundle (runtime/bundles/small) was exported from; the 4,000-step
 subnet-small*.pt pair is the equal-budget taps / no-taps comparison of Table 1. SHIPPED_VOCODER is the bundle's vocoder.

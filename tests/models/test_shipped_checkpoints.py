@@ -54,6 +54,6 @@ def _radial_slope(name: str, scale: float) -> float:
 
 
 def test_only_the_gaussian_skip_subnet_scales_eps_with_the_noise_in_x():
-    """The probability-flow ODE's failure (README, Samplers): the shipped subnet's eps hardly follows |x_t|."""
+    """The probability-flow ODE's failure (docs/samplers.md): the shipped subnet's eps hardly follows |x_t|."""
     assert _radial_slope("subnet-small-gskip-1500.pt", 1.3) == pytest.approx(1.3, abs=0.03)
     assert _radial_slope(SHIPPED_SUBNET, 1.3) < 1.1
