@@ -135,8 +135,11 @@ def _cached_arrays(data_dir, cache_dir, cfg: MelConfig) -> dict:
             path.unlink(missing_ok=True)
     from tqdm import tqdm
 
-    progress = tqdm(clips, desc=f"log-Mel features of {len(clips)} clips (cached in {cache})", unit="clip", mininterval=2, leave=False)
-    feats = np.stack([clip_features(read_resampled(c.path, cfg.sample_rate), cfg) for c in progress])[:, None]
+    # a bar on a terminal only (disable=None): a failure's message then stays the last line of a log
+    with tqdm(
+        clips, desc=f"log-Mel features of {len(clips)} clips (cached in {cache})", unit="clip", mininterval=2, leave=False, disable=None
+    ) as bar:
+        feats = np.stack([clip_features(read_resampled(c.path, cfg.sample_rate), cfg) for c in bar])[:, None]
     arrays = {
         "x": feats.astype(np.float32),
         "y": np.array([c.digit for c in clips], dtype=np.int64),

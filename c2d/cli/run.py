@@ -75,6 +75,7 @@ def generate(
     from tqdm import tqdm
 
     from c2d.runtime.backends import BackendOptions
+    from c2d.runtime.files import pyplot
     from c2d.runtime.generate import DEFAULT_BATCH, load
     from c2d.runtime.outputs import audio_format, write_generation
 
@@ -84,6 +85,8 @@ def generate(
         raise click.UsageError(f"{len(digits)} digits x --count {count} = {len(digits) * count} samples; {limits.REASONS['samples']}")
     with clear_errors(ImportError):
         audio_format(out)
+        if plot:
+            pyplot()  # ImportError naming matplotlib, before the progress bar starts
         gen = load(bundle, backend, BackendOptions(device=device, threads=threads, precision=precision))
         sampler_name, n_steps = gen.sampler_and_steps(sampler, steps)
         batches = -(-len(digits) * count // DEFAULT_BATCH)

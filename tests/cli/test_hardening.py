@@ -442,12 +442,12 @@ def test_a_generator_that_outputs_zeros_is_an_error_not_noise(monkeypatch, tmp_p
 
 
 def test_plot_without_matplotlib_fails_before_anything_is_written(monkeypatch, tmp_path):
-    from c2d.runtime import outputs
+    from c2d.runtime import files
 
     def no_matplotlib():
         raise ImportError("plots need matplotlib: pip install matplotlib")
 
-    monkeypatch.setattr(outputs, "pyplot", no_matplotlib)
+    monkeypatch.setattr(files, "pyplot", no_matplotlib)
     res = run("generate", "--digit", "2", "--steps", "2", "--plot", "-o", tmp_path / "two.wav")
     assert_clean_failure(res, "matplotlib")
     assert list(tmp_path.iterdir()) == []
