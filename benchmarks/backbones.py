@@ -14,7 +14,6 @@ kernel time per step into convolutions and everything else, per part of the grap
 
 from __future__ import annotations
 
-import argparse
 import collections
 import statistics
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cpu_model, interleaved_rounds, ort_kernel_times, write_results
 from c2d.benchmarks.peaks import gemm_peaks
 from c2d.export.exporter import export_bundle
@@ -52,7 +52,7 @@ def two_model_bundle(out: Path) -> Path:
 
 
 def graph_facts(bundle: Path) -> dict:
-    path = bundle / read_manifest(bundle)["generator"]["file"]
+    path = bundle / str(read_manifest(bundle).generator.file)
     model = onnx.load(str(path))
     meta = decode_metadata({p.key: p.value for p in model.metadata_props}, str(path))
     params = meta.params["total"] if isinstance(meta.params, dict) else meta.params
@@ -78,14 +78,12 @@ def kernel_split(path: str, feeds, threads: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "backbones", rounds=7)
     ap.add_argument("--single", type=Path, default=default_bundle())
     ap.add_argument("--two-model", type=Path, default=Path("runs/bundles/two-model"), help="exported here if missing")
     ap.add_argument("--also", nargs="*", default=[], metavar="LABEL=DIR", help="more generator bundles to time alongside")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=10)
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/backbones.json"))
     args = ap.parse_args()
     graphs = {"single backbone": args.single, "two-model": two_model_bundle(args.two_model)}
     graphs |= {label: Path(d) for label, d in (a.split("=", 1) for a in args.also)}

@@ -12,7 +12,6 @@ gate against ONNX Runtime fp32 (same digits and noise, --gate-count per digit, E
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from importlib.resources import files
@@ -21,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import write_results
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint
 from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
 from c2d.runtime.bundle import read_manifest
 from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE
-from c2d.runtime.generate import default_bundle
 from c2d.runtime.parity import check_parity
 
 CKPT = files("c2d.models.checkpoints") / SHIPPED_SUBNET
@@ -86,23 +85,19 @@ def int8_bundle_of(bundle: Path, int8_bundle: Path) -> Path | None:
     if not (int8_bundle / MANIFEST_FILE).is_file():
         print(f"int8 rows skipped: no bundle at {int8_bundle}")
         return None
-    if read_manifest(int8_bundle)["checkpoints"] != read_manifest(bundle)["checkpoints"]:
+    if read_manifest(int8_bundle).checkpoints != read_manifest(bundle).checkpoints:
         print(f"int8 rows skipped: {int8_bundle} was quantized from other checkpoints than {bundle}")
         return None
     return int8_bundle
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap = harness.parser(__doc__, "backends", threads=2, rounds=7, bundle=True)
     ap.add_argument("--int8-bundle", type=Path, default=Path("runs/quantization/int8-static-minmax"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--gate-count", type=int, default=10, help="samples per digit for the quality gate (0: skip)")
     ap.add_argument("--gate-engines", nargs="*", default=None, help="engines to gate [default: every engine on the fp32 bundle]")
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/backends.json"))
-    args = ap.parse_args()
+    args = harness.parse(ap)
     torch.set_num_threads(args.threads)
     int8 = int8_bundle_of(args.bundle, args.int8_bundle)
     ckpt = load_checkpoint(CKPT)

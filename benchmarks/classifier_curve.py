@@ -11,12 +11,12 @@ and a PNG.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.checkpoint import build_classifier, load_checkpoint, sde_from
 from c2d.models.classifier import NOISY_TIMES, noisy_accuracy
@@ -53,10 +53,9 @@ def source_point(ckpt: dict) -> dict | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "classifier_curve")
     ap.add_argument("log", type=Path)
     ap.add_argument("--checkpoint", type=Path, help="the run's checkpoint (for --init-from runs: where steps start)")
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/classifier_curve.json"))
     args = ap.parse_args()
     rows = read_curve(args.log)
     ckpt = load_checkpoint(args.checkpoint, "classifier") if args.checkpoint else {}

@@ -47,19 +47,19 @@ def summarize_bundles(out_dir: Path) -> list[str]:
         vocoder = "hifigan" if name == "single-backbone" else "griffin-lim"
         manifest = export_bundle([str(CKPT / c) for c in ckpts], out_dir / name, vocoder=vocoder)
         desc = describe_bundle(out_dir / name)["files"]["generator"]
-        err = manifest["generator"]["validation"]["max_relative_error"]
+        err = manifest.generator.validation["max_relative_error"]
         rows.append(
             f"| {name} | {vocoder} | {desc['bytes'] / 1e6:.2f} | {desc['nodes']} | {desc['ops'].get('Conv', 0)} | "
-            f"{desc['ops'].get('ConvTranspose', 0)} | {manifest['generator']['export_seconds']:.2f} | "
+            f"{desc['ops'].get('ConvTranspose', 0)} | {manifest.generator.export_seconds:.2f} | "
             f"{err['eps']:.1e} / {err['logits']:.1e} / {err['guidance']:.1e} | "
-            f"{manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e} |"
+            f"{manifest.generator.validation['sampling_100_steps_relative_error']:.1e} |"
         )
-        if manifest["vocoder"].get("file"):
+        if manifest.vocoder.file:
             v = describe_bundle(out_dir / name)["files"]["vocoder"]
             rows.append(
                 f"| (vocoder) | hifigan | {v['bytes'] / 1e6:.2f} | {v['nodes']} | {v['ops'].get('Conv', 0)} | "
-                f"{v['ops'].get('ConvTranspose', 0)} | {manifest['vocoder']['export_seconds']:.2f} | "
-                f"{manifest['vocoder']['validation']['max_relative_error']:.1e} (waveform) | - |"
+                f"{v['ops'].get('ConvTranspose', 0)} | {manifest.vocoder.export_seconds:.2f} | "
+                f"{manifest.vocoder.validation['max_relative_error']:.1e} (waveform) | - |"
             )
     return rows
 

@@ -31,6 +31,7 @@ __all__ = [
     "interleaved_rounds",
     "openvino_kernel_times",
     "ort_kernel_times",
+    "parse",
     "parser",
     "provenance",
     "write_results",
@@ -41,24 +42,42 @@ ISA_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "a
 
 
 def parser(
-    doc: str | None, name: str, threads: int | None = None, rounds: int | None = None, seed: bool = False, work: bool = False, bundle: bool = False
+    doc: str | None,
+    name: str,
+    threads: int | None = None,
+    rounds: int | None = None,
+    seed: int | None = None,
+    work: str | bool = False,
+    bundle: bool = False,
 ) -> argparse.ArgumentParser:
-    """argparse with the flags benchmarks share: --json (the result file, benchmarks/results/<name>.json by default)
-    and, when asked for, --threads (with its default), --rounds, --seed, --out-dir (caches and intermediate files,
-    runs/<name>) and --bundle (default: the shipped one)."""
+    """argparse with the flags benchmarks share: --results (the result file, benchmarks/results/<name>.json) and,
+    when asked for, --threads, --rounds and --seed (with these defaults), --out-dir (caches and intermediate files:
+    runs/<name>, or runs/<work> when work names another benchmark's folder to share) and --bundle (default: the
+    shipped one, filled in by `parse`)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=RESULTS / f"{name}.json", help="Result file (a Markdown table is written beside it).")
     if threads is not None:
         p.add_argument("--threads", type=int, default=threads, help="Engine threads.")
     if rounds is not None:
         p.add_argument("--rounds", type=int, default=rounds, help="Interleaved timing rounds (median over rounds).")
-    if seed:
-        p.add_argument("--seed", type=int, default=0)
+    if seed is not None:
+        p.add_argument("--seed", type=int, default=seed)
     if work:
-        p.add_argument("--out-dir", type=Path, default=Path("runs") / name, help="Caches and intermediate files (resumable).")
+        folder = work if isinstance(work, str) else name
+        p.add_argument("--out-dir", type=Path, default=Path("runs") / folder, help="Caches and intermediate files (resumable).")
     if bundle:
         p.add_argument("--bundle", type=Path, default=None, help="[default: the shipped bundle]")
     return p
+
+
+def parse(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """ap.parse_args, with --bundle defaulting to the shipped bundle where the parser has it."""
+    args = ap.parse_args(argv)
+    if hasattr(args, "bundle") and args.bundle is None:
+        from c2d.runtime.generate import default_bundle
+
+        args.bundle = default_bundle()
+    return args
 
 
 def cpu_model() -> str:

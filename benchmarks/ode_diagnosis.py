@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, load_evaluator
@@ -119,11 +120,9 @@ def parse_bundle(text: str) -> tuple[str, Path]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "ode_diagnosis", threads=2)
     ap.add_argument("--bundle", type=parse_bundle, action="append", required=True, help="NAME=DIR; the first gets sections 3-4")
     ap.add_argument("--count", type=int, default=10, help="samples per digit of each run")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/ode_diagnosis.json"))
     args = ap.parse_args()
     evaluator = load_evaluator(files("c2d.models.checkpoints") / "evaluator.pt")
     reference = Reference.from_features(evaluator, load_features("train"))

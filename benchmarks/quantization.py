@@ -22,7 +22,6 @@ The verdict: the fastest (variant, engine) that passes the default gate, against
 
 from __future__ import annotations
 
-import argparse
 import collections
 import statistics
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cpu_model, interleaved_rounds, openvino_kernel_times, ort_kernel_times, write_results
 from c2d.benchmarks.peaks import gemm_peaks
 from c2d.calibration.record import load_recording, record
@@ -40,7 +40,6 @@ from c2d.export.quantize import Budget, quantize_bundle, quantize_generator_file
 from c2d.runtime.backends import BackendOptions, BackendUnavailable, open_backend
 from c2d.runtime.bundle import BundleError, read_manifest
 from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE
-from c2d.runtime.generate import default_bundle
 
 VARIANTS = {  # name: (mode, calibration method)
     "int8-static minmax": ("int8-static", "minmax"),
@@ -215,10 +214,8 @@ def verdict(variants: dict, best_float: dict) -> tuple[str, str | None]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap = harness.parser(__doc__, "quantization", threads=2, rounds=7, work=True, bundle=True)
     ap.add_argument("--calib", type=Path, default=Path("runs/calib-small"))
-    ap.add_argument("--out-dir", type=Path, default=Path("runs/quantization"))
     ap.add_argument("--count", type=int, default=10, help="held-out samples per digit for the quality columns")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument(
@@ -228,26 +225,23 @@ def main() -> None:
         choices=list(VARIANTS),
         help="variants timed (and sized) without the quality run, for modes too slow to sample 100 x 100 steps",
     )
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/quantization.json"))
-    args = ap.parse_args()
+    args = harness.parse(ap)
     log = lambda msg: print(msg, flush=True)
     if not (args.calib / "calibration.json").is_file():
         record(args.bundle, args.calib, log=log)
-    fp32_file = args.bundle / read_manifest(args.bundle)["generator"]["file"]
+    fp32_file = args.bundle / str(read_manifest(args.bundle).generator.file)
     paths, variants = {"fp32": fp32_file}, {"fp32": {"bytes": fp32_file.stat().st_size, "measured": None, "fails": []}}
     for name in args.variants:
         mode, method = VARIANTS[name]
         out = args.out_dir / name.replace(" ", "-")
         manifest = make_variant(args.bundle, out, mode, method, args.calib, args.count, log)
-        paths[name] = out / manifest["generator"]["file"]
-        measured = manifest["quantization"]["measured"]
+        paths[name] = out / str(manifest.generator.file)
+        measured = (manifest.quantization or {})["measured"]
         variants[name] = {
-            "bytes": manifest["generator"]["bytes"],
+            "bytes": manifest.generator.bytes,
             "measured": measured,
             "fails": passes(measured, Budget()),
-            "quantization": {k: v for k, v in manifest["quantization"].items() if k not in ("budget", "measured")},
+            "quantization": {k: v for k, v in (manifest.quantization or {}).items() if k not in ("budget", "measured")},
         }
     for name in args.latency_only:
         paths[name] = latency_only_variant(fp32_file, args.out_dir, name, args.calib, log)

@@ -14,7 +14,6 @@ python -m c2d.benchmarks.runtime_speed [--bundle DIR] [--checkpoint subnet.pt] [
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import write_results
 from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
 from c2d.models.checkpoints import SHIPPED_SUBNET
@@ -34,7 +34,6 @@ from c2d.models.sampling import reference_sample
 from c2d.runtime import load
 from c2d.runtime.audio import denormalize, normalize
 from c2d.runtime.backends import BackendOptions
-from c2d.runtime.generate import default_bundle
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise
 from c2d.runtime.vocoder import GriffinLim
 
@@ -192,12 +191,9 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap = harness.parser(__doc__, "runtime_speed", threads=2, bundle=True)
     ap.add_argument("--checkpoint", type=Path, default=Path(str(CKPT)))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/runtime_speed.json"))
-    args = ap.parse_args()
+    args = harness.parse(ap)
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
     model, sde = build_single_backbone(ckpt).eval(), sde_from(ckpt)

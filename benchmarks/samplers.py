@@ -22,13 +22,13 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cached_samples, cpu_model, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
 from c2d.runtime import load
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.files import pyplot, save_figure
-from c2d.runtime.generate import default_bundle
 from c2d.runtime.samplers import SAMPLERS
 
 SWEEP = {  # steps per sampler: the few-step range for the few-step samplers, enough of the rest to show their curve
@@ -164,8 +164,7 @@ def parse_point(text: str) -> tuple[str, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap = harness.parser(__doc__, "samplers", threads=2, work=True, bundle=True)
     ap.add_argument("--samplers", nargs="+", default=list(SWEEP), choices=list(SAMPLERS))
     ap.add_argument("--steps", type=int, nargs="+", default=None, help="sweep steps for every sampler [default: SWEEP's per sampler]")
     ap.add_argument("--sweep-count", type=int, default=10, help="samples per digit of each sweep point")
@@ -179,16 +178,13 @@ def main() -> None:
     )
     ap.add_argument("--sweep-only", action="store_true", help="stop after the sweep (its samples stay cached)")
     ap.add_argument("--backend", default="ort")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out-dir", type=Path, default=Path("runs/samplers"))
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/samplers.json"))
-    args = ap.parse_args()
+    args = harness.parse(ap)
     log = lambda msg: print(msg, flush=True)
     gen = load(args.bundle, "ort")
     guidance = gen.meta.default_guidance
     evaluator = load_evaluator(files("c2d.models.checkpoints") / "evaluator.pt")
     reference = Reference.from_features(evaluator, load_features("train"))
-    tag = args.out_dir / gen.manifest["generator"]["sha256"][:12]  # a cache per generator file
+    tag = args.out_dir / str(gen.manifest.generator.sha256)[:12]  # a cache per generator file
     sweep = {}
     for sampler in args.samplers:
         sweep[sampler] = {}
@@ -222,7 +218,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu_model(),
         "bundle": str(args.bundle),
-        "generator_sha256": gen.manifest["generator"]["sha256"],
+        "generator_sha256": gen.manifest.generator.sha256,
         "guidance": guidance,
         "backend": args.backend,
         "threads": args.threads,

@@ -15,7 +15,6 @@ A row of real test-split clips gives the metrics' floor.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cached_samples, write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.checkpoints import SHIPPED_SUBNET
@@ -147,10 +147,9 @@ def shipped_model_targets(single_guided: dict, two_model_guided: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "table1")
     ap.add_argument("--count", type=int, default=100, help="samples per digit and row (headline: 100, i.e. 1,000 per row)")
     ap.add_argument("--out-dir", type=Path, default=Path("runs/table1"))
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/table1.json"))
     ap.add_argument("--profile-steps", type=int, default=40)
     args = ap.parse_args()
     log = lambda msg: print(msg, flush=True)

@@ -127,10 +127,10 @@ def onnx_vocoder(path: Path, threads: int) -> OnnxVocoder:
 def fourier_onnx(source: Path, work: Path) -> Path:
     """The Fourier vocoder's ONNX file from a bundle folder, an .onnx file or a checkpoint (exported into work/)."""
     if source.is_dir():
-        entry = read_manifest(source)["vocoder"]
-        if entry["kind"] != "fourier":
-            raise SystemExit(f"{source}'s vocoder is {entry['kind']}, not the Fourier vocoder; pass --fourier")
-        return source / entry["file"]
+        entry = read_manifest(source).vocoder
+        if entry.kind != "fourier":
+            raise SystemExit(f"{source}'s vocoder is {entry.kind}, not the Fourier vocoder; pass --fourier")
+        return source / str(entry.file)
     if source.suffix == ".onnx":
         return source
     from c2d.export.exporter import export_vocoder, source_commit

@@ -15,11 +15,11 @@ recipe (recordings targets: the recording's magnitudes with the teacher's phase)
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.benchmarks.vocoder_measures import CLIP, STOI_GROUP, fourier_onnx, hifigan_onnx, onnx_vocoder, pesq_wb, stoi_of_group, test_set, vocode_clips
 from c2d.models.dnsmos import DNSMOS
@@ -69,12 +69,9 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "vocoder_phase", threads=2, work="vocoders")
     ap.add_argument("--fourier", type=Path, default=default_bundle(), help="bundle, vocoder .onnx or vocoder checkpoint")
     ap.add_argument("--stride", type=int, default=10, help="every stride-th test clip (10: 30 clips)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out-dir", type=Path, default=Path("runs/vocoders"))
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/vocoder_phase.json"))
     args = ap.parse_args()
     if args.stride < 1:
         raise SystemExit(f"--stride must be at least 1, got {args.stride}")

@@ -14,11 +14,9 @@ samples, not the sound.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.benchmarks.vocoder_measures import CLIP, pesq_wb, test_set
 from c2d.models.dnsmos import DNSMOS
@@ -26,7 +24,6 @@ from c2d.runtime.audio import DEFAULT_MEL, log_mel
 from c2d.runtime.backends import BackendUnavailable, open_backend
 from c2d.runtime.bundle import bundle_file, read_manifest
 from c2d.runtime.deployment import available_candidates
-from c2d.runtime.generate import default_bundle
 from c2d.runtime.parity import VOCODER_BUDGETS, check_vocoder_parity
 
 
@@ -67,18 +64,15 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=default_bundle())
+    ap = harness.parser(__doc__, "vocoder_precision", threads=2, bundle=True)
     ap.add_argument("--stride", type=int, default=10, help="every stride-th test clip (10: 30 clips)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/vocoder_precision.json"))
-    args = ap.parse_args()
+    args = harness.parse(ap)
     if args.stride < 1:
         raise SystemExit(f"--stride must be at least 1, got {args.stride}")
-    entry = read_manifest(args.bundle)["vocoder"]
-    if not entry.get("file"):
-        raise SystemExit(f"{args.bundle}'s vocoder is {entry['kind']}, which runs in numpy at one precision")
-    path = bundle_file(args.bundle, entry["file"])
+    entry = read_manifest(args.bundle).vocoder
+    if not entry.file:
+        raise SystemExit(f"{args.bundle}'s vocoder is {entry.kind}, which runs in numpy at one precision")
+    path = bundle_file(args.bundle, entry.file)
     mels, originals = test_set()
     mels, originals = mels[:: args.stride], originals[:: args.stride]
     dnsmos, rows, reference = DNSMOS(args.threads), {}, None

@@ -11,15 +11,14 @@ every core (like a training job or another model beside ours).
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import write_results
 from c2d.runtime.audio import DEFAULT_MEL, log_mel
 from c2d.runtime.vocoder import GriffinLim
@@ -70,10 +69,8 @@ def measure(mel: np.ndarray, rounds: int, load_procs: int, target=spin) -> dict[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap = harness.parser(__doc__, "vocoder_threads", rounds=7)
     ap.add_argument("--load-procs", type=int, default=os.cpu_count())
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/vocoder_threads.json"))
     args = ap.parse_args()
     mel = chirp_log_mel()
     conditions = {

@@ -21,12 +21,12 @@ python -m c2d.benchmarks.vocoders [--fourier BUNDLE|VOCODER.onnx|CHECKPOINT.pt] 
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
+from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cached_samples, cpu_model, write_results
 from c2d.benchmarks.vocoder_measures import (
     CLIP,
@@ -105,22 +105,17 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, "vocoders", threads=2, rounds=7, work=True, bundle=True)
     ap.add_argument("--fourier", type=Path, default=default_bundle(), help="bundle, vocoder .onnx or vocoder checkpoint")
     ap.add_argument(
         "--extra", nargs="*", default=[], metavar="NAME=SOURCE", help="more Fourier vocoders (bundle, .onnx or checkpoint) measured beside the others"
     )
-    ap.add_argument("--bundle", type=Path, default=default_bundle(), help="the generator whose samples are vocoded")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--gen-count", type=int, default=100, help="generated samples per digit")
     ap.add_argument("--evaluator", type=Path, default=None, help="[default: the shipped evaluator]")
-    ap.add_argument("--out-dir", type=Path, default=Path("runs/vocoders"))
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/vocoders.json"))
     ap.add_argument("--plot", type=Path, default=Path("benchmarks/results/vocoders.png"))
-    args = ap.parse_args()
+    args = harness.parse(ap)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     import torch
 

@@ -105,7 +105,7 @@ def record(
         batch = len(digits) * seeds  # one graph call per step for the whole set
         gen.sample(list(digits), count=seeds, seed=seed + k * batch, steps=steps, sampler=sampler, guidance=gamma, batch_size=batch, vocode=False)
     feeds, offsets, step = stack_calls(recorder.calls, steps)
-    generator_file = bundle / read_manifest(bundle)["generator"]["file"]
+    generator_file = bundle / str(read_manifest(bundle).generator.file)
     info = {
         "bundle": str(bundle),
         "generator_sha256": generator_sha256(bundle),
@@ -193,7 +193,7 @@ def load_recording(path: str | Path) -> Recording:
 def check_matches(recording: Recording, bundle: str | Path) -> None:
     """A recording calibrates only the generator file it was recorded from."""
     bundle = Path(bundle)
-    generator_file = bundle / read_manifest(bundle)["generator"]["file"]
+    generator_file = bundle / str(read_manifest(bundle).generator.file)
     if recording.info.get("generator_sha256") != generator_sha256(bundle):
         raise CalibrationError(
             f"the calibration data was recorded from {recording.info.get('bundle')!r}, whose generator "

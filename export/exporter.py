@@ -5,7 +5,6 @@ Registered targets (a test covers each): generator variants by the checkpoint ki
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ from c2d.runtime.bundle import (
     file_sha256,
     not_a_bundle,
     read_manifest,
-    stamp_files,
+    write_manifest,
 )
 from c2d.runtime.contract import (
     BUNDLE_FORMAT,
@@ -43,10 +42,10 @@ from c2d.runtime.contract import (
     GENERATOR_INPUTS,
     GENERATOR_OUTPUTS,
     LABELS,
-    MANIFEST_FILE,
     REFERENCE_FILE,
     VOCODER_FILE,
     VOCODER_REFERENCE_FILE,
+    Manifest,
 )
 from c2d.runtime.errors import C2DError
 from c2d.runtime.files import OutputError, check_output_dir, replace_dir, staging_dir
@@ -327,7 +326,7 @@ def export_bundle(
     variant: str | None = None,
     log: Callable[[str], None] = lambda _: None,
     vocoder_checkpoint: str | os.PathLike | None = None,
-) -> dict:
+) -> Manifest:
     """Export, validate and write a bundle; returns its manifest. A failure leaves `out` exactly as it was."""
     if vocoder not in VOCODER_TARGETS:
         raise ExportError(f"unknown vocoder {vocoder!r}; choose one of {VOCODER_TARGETS}")
@@ -358,12 +357,11 @@ def export_bundle(
         }
         if meta.train_subset:
             manifest["train_subset"] = meta.train_subset
-        stamp_files(tmp, manifest)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        written = write_manifest(tmp, manifest)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+    return written
 
 
 def replace_vocoder(
@@ -371,7 +369,7 @@ def replace_vocoder(
     vocoder: str = VOCODER_TARGETS[0],
     vocoder_checkpoint: str | os.PathLike | None = None,
     log: Callable[[str], None] = lambda _: None,
-) -> dict:
+) -> Manifest:
     """Give an fp32 bundle another vocoder and keep its generator file byte for byte, so its SHA-256, and with it the
     calibrations, quantized bundles and deployment profiles keyed to it, stay valid (a re-export changes it: metadata,
     and the last bit of constants across CPUs). The new vocoder is exported and validated like every export; a
@@ -379,22 +377,21 @@ def replace_vocoder(
     if vocoder not in VOCODER_TARGETS:
         raise ExportError(f"unknown vocoder {vocoder!r}; choose one of {VOCODER_TARGETS}")
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)  # checks every file against its SHA-256
-    if manifest.get("precision", "fp32") != "fp32" or manifest.get("quantization"):
+    current = read_manifest(bundle)  # checks every file against its SHA-256
+    if current.precision != "fp32" or current.quantization:
         raise ExportError(f"{bundle} is a quantized bundle; replace the vocoder of the fp32 bundle and quantize again")
     problem = not_a_bundle(bundle)
     if problem:
         raise ExportError(f"{bundle} is not only a c2d bundle ({problem}); its vocoder is not replaced in place")
-    generator = bundle / manifest["generator"]["file"]
+    generator = bundle / str(current.generator.file)
     meta = read_metadata(generator)
     generator_digest = cached_sha256(generator)
     tmp = staging_dir(bundle)
     try:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
-        old = manifest["vocoder"]
-        for name in (old.get("file"), old.get("reference")):
-            if name:
-                (tmp / name).unlink()
+        for name in current.vocoder.files():
+            (tmp / name).unlink()
+        manifest = current.as_dict()
         log(f"exporting the {vocoder} vocoder into {bundle} (the generator file stays as it is)")
         manifest["vocoder"] = export_vocoder(vocoder, meta.mel, source_commit(), tmp / VOCODER_FILE, vocoder_checkpoint)
         if vocoder == "fourier":
@@ -402,11 +399,10 @@ def replace_vocoder(
             manifest["checkpoints"]["vocoder"] = {"file": checkpoint.name, "sha256": file_sha256(checkpoint)}
         else:
             manifest["checkpoints"].pop("vocoder", None)
-        stamp_files(tmp, manifest)  # re-hashes the copied generator too: it must be the file we started from
-        if manifest["generator"]["sha256"] != generator_digest:
+        written = write_manifest(tmp, manifest)  # re-hashes the copied generator too: it must be the file we started from
+        if written.generator.sha256 != generator_digest:
             raise ExportError(f"{bundle}: the generator file changed while its vocoder was replaced; nothing was written")
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, bundle)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+    return written

@@ -52,19 +52,17 @@ def describe_bundle(bundle: str | Path) -> dict:
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     files = {}
-    for role in ("generator", "vocoder"):
-        entry = manifest[role]
-        if entry.get("file"):
-            validation = entry.get("validation")
+    for role, entry in (("generator", manifest.generator), ("vocoder", manifest.vocoder)):
+        if entry.file:
             files[role] = {
-                **describe_model(bundle / entry["file"]),
-                "export_seconds": entry.get("export_seconds"),
-                "validation": validation.get("max_relative_error") if isinstance(validation, dict) else None,
+                **describe_model(bundle / entry.file),
+                "export_seconds": entry.export_seconds,
+                "validation": entry.validation.get("max_relative_error"),
             }
     return {
         "bundle": str(bundle),
-        "manifest": {k: v for k, v in manifest.items() if k not in ("generator", "vocoder")},
-        "vocoder_kind": manifest["vocoder"]["kind"],
+        "manifest": {k: v for k, v in manifest.as_dict().items() if k not in ("generator", "vocoder")},
+        "vocoder_kind": manifest.vocoder.kind,
         "files": files,
     }
 

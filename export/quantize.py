@@ -39,8 +39,8 @@ from c2d.export.istft_basis import inline_istft_basis
 from c2d.export.mixed_search import choose_float_blocks, cpu_session, sensitivity_sweep
 from c2d.export.onnx_passes import QuantizationError, activation_products, compact, float_only_nodes, prepare, quantizable_blocks
 from c2d.export.quantizers import CALIBRATION_METHODS, convert_fp16, quantize_int8_dynamic, quantize_int8_static
-from c2d.runtime.bundle import file_sha256, listed_files, read_manifest, stamp_files
-from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE, VOCODER_FILE
+from c2d.runtime.bundle import file_sha256, read_manifest, write_manifest
+from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE, VOCODER_FILE, Manifest
 from c2d.runtime.files import atomic_path, replace_dir, staging_dir
 from c2d.runtime.gate import Budget, quality_gate
 
@@ -200,7 +200,7 @@ def quantize_bundle(
     if out.resolve() == bundle.resolve():
         raise QuantizationError("the output bundle must differ from the fp32 bundle it is gated against")
     manifest = read_manifest(bundle)
-    gen_file = bundle / manifest["generator"]["file"]
+    gen_file = bundle / str(manifest.generator.file)
     meta = read_metadata(gen_file)
     if meta.precision != "fp32":
         raise QuantizationError(f"{bundle} is already {meta.precision}; quantize from the fp32 bundle")
@@ -208,8 +208,8 @@ def quantize_bundle(
     if calib is not None:
         recording = load_recording(calib)
         check_matches(recording, bundle)
-    if manifest["vocoder"].get("file") is None and vocoder_mode != "keep":
-        raise QuantizationError(f"{bundle} uses the weight-free {manifest['vocoder']['kind']} vocoder; --vocoder-mode must be keep")
+    if manifest.vocoder.file is None and vocoder_mode != "keep":
+        raise QuantizationError(f"{bundle} uses the weight-free {manifest.vocoder.kind} vocoder; --vocoder-mode must be keep")
     check_destination(out)
     evaluator = None
     if evaluator_path is not None:
@@ -218,7 +218,7 @@ def quantize_bundle(
         evaluator = load_evaluator(evaluator_path)
     tmp = staging_dir(out)
     try:
-        for name in (MANIFEST_FILE, *listed_files(manifest)):  # the bundle's own files only (not a machine's deployment.json)
+        for name in (MANIFEST_FILE, *manifest.files()):  # the bundle's own files only (not a machine's deployment.json)
             copy_into_staging(bundle / name, tmp / name, out)
         with tempfile.TemporaryDirectory(prefix="c2d-quant-") as work:
             start = time.perf_counter()
@@ -232,12 +232,12 @@ def quantize_bundle(
             vocoder_info = quantize_vocoder_file(bundle / VOCODER_FILE, tmp / VOCODER_FILE, vocoder_mode, meta.mel, budget)
         log(f"quality gate: {budget.count} samples per digit through both bundles, same noise")
         write_metadata(tmp / GENERATOR_FILE, meta)  # the runtime needs the metadata to sample during the gate
-        (tmp / MANIFEST_FILE).write_text(json.dumps(stamp_files(tmp, json.loads(json.dumps(manifest))), indent=2) + "\n")
+        write_manifest(tmp, manifest.as_dict())
         sampler, steps = (recording.info["sampler"], recording.info["steps"]) if recording is not None else (None, None)
         from c2d.runtime.generate import Generator
 
         accuracy = None if evaluator is None else (lambda log_mel, digits: evaluator_accuracy(log_mel, digits, meta.mel, evaluator))
-        gate = quality_gate(Generator(bundle), Generator(tmp), budget, accuracy, sampler=sampler, steps=steps)
+        gate = quality_gate(Generator(bundle), Generator(tmp), budget, accuracy, sampler=sampler, steps=steps, log=log)
         if gate.failures:
             raise QuantizationError(f"{mode} failed the quality gate ({'; '.join(gate.failures)}); nothing written")
         quantization = {
@@ -249,19 +249,19 @@ def quantize_bundle(
             "source_sha256": file_sha256(gen_file),
         }
         write_metadata(tmp / GENERATOR_FILE, replace(meta, precision=mode, quantization=quantization))
-        manifest = _quantized_manifest(manifest, tmp, mode, quantization)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        written = write_manifest(tmp, _quantized_manifest(manifest, mode, quantization))
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+    return written
 
 
-def _quantized_manifest(manifest: dict, folder: Path, mode: str, quantization: dict) -> dict:
-    manifest = json.loads(json.dumps(manifest))
+def _quantized_manifest(source: Manifest, mode: str, quantization: dict) -> dict:
+    """The source bundle's manifest as the quantized bundle's: its precision, what quantization did and measured."""
+    manifest = source.as_dict()
     manifest["precision"] = mode
     manifest["quantization"] = quantization
     if quantization["vocoder"]["mode"] != "keep":
         manifest["vocoder"]["precision"] = quantization["vocoder"]["mode"]
     manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return stamp_files(folder, manifest)
+    return manifest

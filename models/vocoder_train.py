@@ -142,8 +142,7 @@ def distillation_set(
     real = real_training_mels(data_dir, features_file)
     key = hashlib.sha256(real.tobytes())
     if generated:
-        manifest = read_manifest(bundle)
-        key.update(file_sha256(Path(bundle) / manifest["generator"]["file"]).encode())
+        key.update(file_sha256(Path(bundle) / str(read_manifest(bundle).generator.file)).encode())
     key.update(json.dumps([generated, GENERATED_MIX, GENERATED_SEED]).encode())
     path = Path(cache_dir or default_cache_dir()) / f"vocoder-distill-{key.hexdigest()[:16]}.npz"
     if path.is_file():

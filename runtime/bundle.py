@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c2d.runtime.audio import MelConfig
-from c2d.runtime.contract import BUNDLE_FORMAT, DEPLOYMENT_FILE, MANIFEST_FILE
+from c2d.runtime.contract import BUNDLE_FORMAT, DEPLOYMENT_FILE, MANIFEST_FILE, Manifest
 from c2d.runtime.errors import C2DError
 from c2d.runtime.files import describe_kind, read_json
 from c2d.runtime.limits import MAX_GUIDANCE, MAX_STEPS
@@ -350,7 +350,7 @@ def verify_files(bundle: Path, manifest: dict) -> None:
                 )
 
 
-def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
+def read_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
     """The bundle's manifest.json, its schema checked, its files resolved inside the folder and (verify) their
     sizes and SHA-256 checked, so what runs is what was validated at export."""
     bundle = Path(bundle)
@@ -366,13 +366,23 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
     else:
         for name in listed_files(manifest):
             bundle_file(bundle, name)
-    return manifest
+    return Manifest.from_dict(manifest)
+
+
+def write_manifest(folder: str | Path, data: dict) -> Manifest:
+    """Stamp the size and SHA-256 of every file `data` lists, check its schema and write it as the folder's
+    manifest.json (the folder is a staging folder: its rename into place is the atomic step)."""
+    folder = Path(folder)
+    stamp_files(folder, data)
+    check_manifest(data, folder / MANIFEST_FILE)
+    (folder / MANIFEST_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    return Manifest.from_dict(data)
 
 
 def generator_sha256(bundle: str | Path) -> str:
     """SHA-256 of the bundle's generator file as it is on disk now (what calibrations and profiles are keyed to)."""
     bundle = Path(bundle)
-    return cached_sha256(bundle / read_manifest(bundle)["generator"]["file"])  # read_manifest has just hashed it
+    return cached_sha256(bundle / str(read_manifest(bundle).generator.file))  # read_manifest has just hashed it
 
 
 def stamp_files(folder: str | Path, manifest: dict) -> dict:
@@ -395,6 +405,6 @@ def not_a_bundle(folder: Path) -> str | None:
         manifest = read_manifest(folder, verify=False)
     except BundleError as exc:
         return str(exc)
-    allowed = {MANIFEST_FILE, *listed_files(manifest), *EXTRA_FILES}
+    allowed = {MANIFEST_FILE, *manifest.files(), *EXTRA_FILES}
     others = sorted(p.name for p in folder.iterdir() if p.name not in allowed or not p.is_file() or p.is_symlink())
     return f"it also holds {', '.join(others[:3])}" if others else None

@@ -101,7 +101,7 @@ def step_feeds(bundle: Path) -> list[dict[str, np.ndarray]]:
 def check_quantized_from(quantized: Path, bundle: Path, bundle_sha256: str | None = None) -> None:
     """BundleError unless `quantized` is a `c2d quantize` output of `bundle`'s generator file (whose SHA-256 may be
     passed in, when it is known already)."""
-    source = (read_manifest(quantized).get("quantization") or {}).get("source_sha256")
+    source = (read_manifest(quantized).quantization or {}).get("source_sha256")
     if source != (bundle_sha256 or generator_sha256(bundle)):
         raise BundleError(
             f"{quantized} is not a quantized bundle made from {bundle}'s generator (`c2d quantize {bundle} ... -o OUT` "
@@ -173,12 +173,12 @@ def choose(
         "machine": machine(),
         "threads": threads,
         "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits)},
-        "generator_sha256": manifest["generator"].get("sha256"),
-        "vocoder_sha256": manifest["vocoder"].get("sha256"),
+        "generator_sha256": manifest.generator.sha256,
+        "vocoder_sha256": manifest.vocoder.sha256,
         "choice": None if chosen is None else {k: results[chosen][k] for k in CHOICE_KEYS if k in results[chosen]},
         "candidates": results,
     }
-    path = Path(out) if out is not None else cached_profile_path(manifest["generator"]["sha256"])
+    path = Path(out) if out is not None else cached_profile_path(str(manifest.generator.sha256))
     atomic_write_text(path, json.dumps(profile, indent=2) + "\n")
     return {**profile, "path": str(path)}
 
@@ -234,7 +234,7 @@ def vocoder_parity(gen, source: Path, cand: Candidate) -> dict:
     from c2d.runtime.backends import open_backend
     from c2d.runtime.bundle import bundle_file
 
-    path = bundle_file(gen.bundle, gen.manifest["vocoder"]["file"])
+    path = bundle_file(gen.bundle, str(gen.manifest.vocoder.file))
     fallback = open_backend(cand.backend, path, Candidate(cand.backend, full).options(1))
     fallback_error = check_vocoder_parity(fallback, source, VOCODER_BUDGETS[full])
     return {
@@ -267,7 +267,7 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
     generator file and this machine and names an installed backend and a precision it runs; else (None, why not)."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    sha = manifest["generator"]["sha256"]
+    sha = str(manifest.generator.sha256)
     local, cached = bundle / DEPLOYMENT_FILE, cached_profile_path(sha)
     path = local if local.exists() else cached
     if not path.exists():
@@ -276,7 +276,7 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
         profile = read_json(path, "deployment profile")
     except InputError as exc:
         return None, f"{exc}; ignored"
-    problem = profile_problem(profile, sha, manifest["vocoder"].get("sha256"))
+    problem = profile_problem(profile, sha, manifest.vocoder.sha256)
     if problem:
         return None, f"{path} {problem}; ignored"
     c = profile["choice"]

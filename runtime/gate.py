@@ -4,6 +4,7 @@ reference on the same digits, seeds and sampler noise. numpy only; a digit class
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -151,8 +152,15 @@ def quality_gate(
     seed: int = 10_000,
     sampler: str | None = None,
     steps: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> GateResult:
     """Same digits, seeds and sampler noise through two generators (the fp32 reference and a candidate: a quantized
     bundle, or another backend or precision). accuracy(log_mel, digits): a digit classifier's accuracy, if any.
     The seeds differ from the calibration run's (held out). Sampler and steps as in reference_run."""
-    return compare(reference_run(ref, budget, seed, sampler, steps), quant, budget, accuracy)
+    start = time.perf_counter()
+    run = reference_run(ref, budget, seed, sampler, steps)
+    log(f"  the reference ran {len(run.calls)} steps in {time.perf_counter() - start:.0f} s; now the candidate on the same noise")
+    result = compare(run, quant, budget, accuracy)
+    worst = f"worst step error {max(result.step_errors):.4f} (budget {budget.step_error})"
+    log(f"  {worst}, log-Mel distance {result.mel_distance:.3f} (budget {budget.mel_distance})")
+    return result

@@ -113,7 +113,7 @@ class Generator:
         self.manifest = read_manifest(self.bundle)
         self.backend_name = backend
         self.backend_note = backend
-        path = bundle_file(self.bundle, self.manifest["generator"]["file"])
+        path = bundle_file(self.bundle, str(self.manifest.generator.file))
         self.model = open_backend(backend, path, options)
         meta = decode_metadata(self.model.metadata(), str(path))
         if not isinstance(meta, GeneratorMeta):
@@ -125,10 +125,10 @@ class Generator:
         self.vocoder = self._load_vocoder(backend, options)
 
     def _load_vocoder(self, backend: str, options: BackendOptions | None):
-        entry = self.manifest["vocoder"]
-        if entry["kind"] == "griffin-lim":
+        entry = self.manifest.vocoder
+        if entry.kind == "griffin-lim" or entry.file is None:
             return GriffinLim(self.meta.mel)
-        path = bundle_file(self.bundle, entry["file"])
+        path = bundle_file(self.bundle, entry.file)
         vb = open_backend(backend, path, options)
         vmeta = decode_metadata(vb.metadata(), str(path))
         if not isinstance(vmeta, VocoderMeta):

@@ -51,7 +51,7 @@ def read_reference_arrays(path: Path, names: tuple[str, ...] | None = None) -> d
 
 def load_reference(bundle: str | Path) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     bundle = Path(bundle)
-    name = read_manifest(bundle)["generator"].get("reference")
+    name = read_manifest(bundle).generator.reference
     if not name or not (bundle / name).is_file():
         raise BundleError(f"{bundle} has no {REFERENCE_FILE} (re-export it with this c2d version to gate backends)")
     arrays = read_reference_arrays(bundle / name)
@@ -96,7 +96,7 @@ def check_vocoder_parity(backend, bundle: str | Path, budget: float) -> float | 
     """Worst relative error of an open vocoder backend on the bundle's vocoder reference (export's measure), or None
     for a bundle without one (Griffin-Lim, or exported before vocoder references). A non-finite output is inf."""
     bundle = Path(bundle)
-    name = read_manifest(bundle)["vocoder"].get("reference")
+    name = read_manifest(bundle).vocoder.reference
     if not name:
         return None
     if not (bundle / name).is_file():

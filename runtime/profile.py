@@ -72,11 +72,7 @@ def profile_bundle(
     macs = gen.meta.macs_per_step * batch
     peak = cpu_peak_gmacs() if device == "cpu" else None
     achieved = macs / (np.median(step_ms) / 1e3) / 1e9
-    files = {
-        e["file"]: e.get("bytes") or (bundle / e["file"]).stat().st_size
-        for e in (gen.manifest["generator"], gen.manifest["vocoder"])
-        if e.get("file")
-    }
+    files = {e.file: e.bytes or (bundle / e.file).stat().st_size for e in (gen.manifest.generator, gen.manifest.vocoder) if e.file}
     return {
         "bundle": str(bundle),
         "variant": gen.meta.variant,

@@ -59,21 +59,21 @@ def export(checkpoints, out, vocoder_only, variant, vocoder, vocoder_checkpoint)
     if vocoder_only:
         with clear_errors(ExportError, ExportValidationError, VocoderUnavailable, BundleError):
             manifest = replace_vocoder(out, vocoder, vocoder_checkpoint, log=click.echo)
-        error = manifest["vocoder"].get("validation", {}).get("max_relative_error")
+        error = manifest.vocoder.validation.get("max_relative_error")
         click.echo(
             f"wrote {out}: vocoder {vocoder}"
             + (f", max relative error vs PyTorch {error:.1e}" if error is not None else "")
-            + f"; generator file unchanged (SHA-256 {manifest['generator']['sha256'][:16]}...)"
+            + f"; generator file unchanged (SHA-256 {str(manifest.generator.sha256)[:16]}...)"
         )
         return
     with clear_errors(ExportError, ExportValidationError, VocoderUnavailable):
         manifest = export_bundle(list(checkpoints), out, vocoder, variant, log=click.echo, vocoder_checkpoint=vocoder_checkpoint)
-    errors = manifest["generator"]["validation"]["max_relative_error"]
+    errors = manifest.generator.validation["max_relative_error"]
     click.echo(
-        f"wrote {out}: {manifest['variant']} + {vocoder}; max relative error vs PyTorch "
+        f"wrote {out}: {manifest.variant} + {vocoder}; max relative error vs PyTorch "
         + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
-        + f"; 100-step sampling {manifest['generator']['validation']['sampling_100_steps_relative_error']:.1e}"
-        + (f"; vocoder {manifest['vocoder']['validation']['max_relative_error']:.1e}" if manifest["vocoder"].get("file") else "")
+        + f"; 100-step sampling {manifest.generator.validation['sampling_100_steps_relative_error']:.1e}"
+        + (f"; vocoder {manifest.vocoder.validation['max_relative_error']:.1e}" if manifest.vocoder.file else "")
     )
 
 

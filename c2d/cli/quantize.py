@@ -122,10 +122,10 @@ def quantize(bundle, mode, out, calib, method, vocoder_mode, max_step_error, max
         manifest = quantize_bundle(
             bundle, out, mode, calib, method, budget, vocoder_mode, evaluator_path or shipped_checkpoint("evaluator.pt"), log=click.echo
         )
-    q = manifest["quantization"]["measured"]
-    size = manifest["generator"]["bytes"] / (bundle / manifest["generator"]["file"]).stat().st_size
+    q = manifest.quantization["measured"]
+    size = manifest.generator.bytes / (bundle / manifest.generator.file).stat().st_size
     click.echo(
-        f"wrote {out}: {mode}, generator {manifest['generator']['bytes'] / 1e6:.2f} MB ({size:.0%} of fp32); "
+        f"wrote {out}: {mode}, generator {manifest.generator.bytes / 1e6:.2f} MB ({size:.0%} of fp32); "
         f"worst step error {q['max_step_error']:.4f}, log-Mel distance {q['mel_distance']:.3f}, "
         f"accuracy {q['accuracy']:.3f} (fp32 {q['accuracy_fp32']:.3f}) on {q['samples']} samples"
     )

@@ -36,6 +36,11 @@ def test_results_carry_command_machine_and_date(tmp_path, monkeypatch):
 
 
 def test_parser_has_the_shared_flags():
-    args = harness.parser("doc", "demo", threads=1, rounds=5, seed=True, work=True, bundle=True).parse_args([])
+    ap = harness.parser("doc", "demo", threads=1, rounds=5, seed=7, work=True, bundle=True)
+    args = ap.parse_args([])
     assert args.results == harness.RESULTS / "demo.json" and args.threads == 1 and args.rounds == 5
-    assert str(args.out_dir) == "runs/demo" and args.bundle is None and args.seed == 0
+    assert str(args.out_dir) == "runs/demo" and args.bundle is None and args.seed == 7
+    from c2d.runtime.generate import default_bundle
+
+    assert harness.parse(ap, []).bundle == default_bundle()  # the shipped bundle unless one is named
+    assert str(harness.parser("doc", "demo", work="vocoders").parse_args([]).out_dir) == "runs/vocoders"  # a shared cache

@@ -91,10 +91,10 @@ def test_every_registered_generator_target_exports_and_validates(tmp_path, targe
     checkpoints = TINY_CHECKPOINTS[target](tmp_path)  # KeyError here: a registered target without a test
     out = tmp_path / "bundle"
     manifest = export_bundle(checkpoints, out, vocoder="griffin-lim")
-    errors = manifest["generator"]["validation"]["max_relative_error"]
-    assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
+    errors = manifest.generator.validation["max_relative_error"]
+    assert all(e <= 1e-4 for e in errors.values()) and manifest.generator.validation["sampling_100_steps_relative_error"] <= 1e-3
     assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", MANIFEST_FILE, "reference.npz"]
-    assert read_manifest(out)["variant"] == target
+    assert read_manifest(out).variant == target
     model = onnx.load(str(out / "generator.onnx"))
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}  # plain ONNX: no custom ops
     meta = decode_metadata({p.key: p.value for p in model.metadata_props})
@@ -109,8 +109,8 @@ def test_every_registered_generator_target_exports_and_validates(tmp_path, targe
 def test_subnet_with_the_gaussian_skip_exports_and_validates(tmp_path):
     checkpoints = tiny_subnet(tmp_path, gaussian_skip=True, data_mean=-0.68, data_var=0.2)
     manifest = export_bundle(checkpoints, tmp_path / "bundle", vocoder="griffin-lim")
-    errors = manifest["generator"]["validation"]["max_relative_error"]
-    assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
+    errors = manifest.generator.validation["max_relative_error"]
+    assert all(e <= 1e-4 for e in errors.values()) and manifest.generator.validation["sampling_100_steps_relative_error"] <= 1e-3
 
 
 @pytest.mark.slow
@@ -118,8 +118,8 @@ def test_subnet_with_the_gaussian_skip_exports_and_validates(tmp_path):
 def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
     checkpoints = make(tmp_path, output="edm", data_mean=-0.68, data_var=0.2)
     manifest = export_bundle(checkpoints, tmp_path / "bundle", vocoder="griffin-lim")
-    errors = manifest["generator"]["validation"]["max_relative_error"]
-    assert all(e <= 1e-4 for e in errors.values()) and manifest["generator"]["validation"]["sampling_100_steps_relative_error"] <= 1e-3
+    errors = manifest.generator.validation["max_relative_error"]
+    assert all(e <= 1e-4 for e in errors.values()) and manifest.generator.validation["sampling_100_steps_relative_error"] <= 1e-3
     meta = decode_metadata({p.key: p.value for p in onnx.load(str(tmp_path / "bundle" / "generator.onnx")).metadata_props})
     assert meta.parameterisation == "edm" and meta.gaussian_skip  # the skip term is in: the ODE samplers do not warn
 
@@ -195,7 +195,7 @@ def test_export_only_code_paths_equal_the_eager_ones():
 @pytest.mark.slow
 def test_ablation_without_gradient_taps_exports_with_its_own_variant(tmp_path):
     manifest = export_bundle(tiny_subnet(tmp_path, taps=False), tmp_path / "b", vocoder="griffin-lim")
-    assert manifest["variant"] == "single-backbone-notaps"
+    assert manifest.variant == "single-backbone-notaps"
 
 
 @pytest.mark.slow
@@ -205,7 +205,7 @@ def test_hifigan_vocoder_target_exports_and_matches_the_original_code(tmp_path):
 
     assert "hifigan" in VOCODER_TARGETS
     manifest = export_bundle(tiny_subnet(tmp_path), tmp_path / "b", vocoder="hifigan")
-    assert manifest["vocoder"]["validation"]["max_relative_error"] <= 1e-4
+    assert manifest.vocoder.validation["max_relative_error"] <= 1e-4
     desc = describe_bundle(tmp_path / "b")
     assert desc["files"]["vocoder"]["metadata"]["sample_rate"] == 22050
     # our re-implementation with folded weight norm against the package's own module (loaded by path)

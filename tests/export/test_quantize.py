@@ -92,7 +92,7 @@ def test_quantized_bundle_loads_passes_its_gate_and_records_it(tiny, tmp_path, m
     out = tmp_path / mode
     manifest = quantize_bundle(bundle, out, mode, calib if "int8-s" in mode or mode == "mixed" else None, budget=LOOSE)
     gen = load(out)
-    assert gen.meta.precision == mode == manifest["precision"]
+    assert gen.meta.precision == mode == manifest.precision
     q = gen.meta.quantization
     assert q["mode"] == mode and q["budget"]["step_error"] == LOOSE.step_error
     assert 0 <= q["measured"]["max_step_error"] <= LOOSE.step_error and q["measured"]["mel_distance"] <= LOOSE.mel_distance
@@ -104,7 +104,7 @@ def test_quantized_bundle_loads_passes_its_gate_and_records_it(tiny, tmp_path, m
         assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
     if mode == "mixed":
         assert set(q["sensitivity"]) and isinstance(q["float_blocks"], list)
-    assert read_manifest(out)["generator"]["bytes"] == (out / GENERATOR_FILE).stat().st_size
+    assert read_manifest(out).generator.bytes == (out / GENERATOR_FILE).stat().st_size
 
 
 @pytest.mark.slow
@@ -291,7 +291,7 @@ def test_vocoder_gets_its_own_precision_and_its_own_check(tmp_path):
     manifest = quantize_bundle(bundle, tmp_path / "q", "int8-dynamic", budget=LOOSE, vocoder_mode="fp16")
     vocoder = onnx.load(str(tmp_path / "q" / "vocoder.onnx"))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in vocoder.graph.initializer)
-    assert manifest["vocoder"]["precision"] == "fp16" and manifest["quantization"]["vocoder"]["mel_distance"] <= LOOSE.mel_distance
+    assert manifest.vocoder.precision == "fp16" and manifest.quantization["vocoder"]["mel_distance"] <= LOOSE.mel_distance
     gen = load(tmp_path / "q")
     assert gen.vocoder.meta.precision == "fp16" and np.isfinite(gen.generate("1", steps=2)).all()
     with pytest.raises(QuantizationError, match="vocoder fp16: log-Mel distance"):

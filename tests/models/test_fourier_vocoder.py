@@ -249,7 +249,7 @@ def test_a_fourier_bundle_generates_and_profile_gates_its_vocoder(tmp_path, voco
 
     bundle = tmp_path / "b"
     manifest = export_bundle(tiny_subnet(tmp_path), bundle, vocoder_checkpoint=vocoder_ckpt)
-    assert manifest["vocoder"]["kind"] == "fourier" and manifest["checkpoints"]["vocoder"]["file"] == "voc.pt"
+    assert manifest.vocoder.kind == "fourier" and manifest.checkpoints["vocoder"]["file"] == "voc.pt"
     gen = Generator(bundle)
     result = gen.sample([3], steps=2)
     assert result.audio.shape == (1, DEFAULT_MEL.clip_samples) and np.isfinite(result.audio).all()

@@ -87,7 +87,7 @@ def test_subset_training_is_recorded_exported_and_inspected(tmp_path, features_f
     )
     assert res.exit_code == 1 and "another subset" in res.output
     manifest = export_bundle([str(tmp_path / "s.pt")], tmp_path / "b", vocoder="griffin-lim")
-    assert manifest["train_subset"]["digits"] == [3, 5]
+    assert manifest.train_subset["digits"] == [3, 5]
     res = runner.invoke(main, ["inspect", str(tmp_path / "b")])
     assert res.exit_code == 0 and "subnet trained on: digits 3,5, fraction 0.5 (seed 0): 8 of 80 clips" in res.output, res.output
 

@@ -246,7 +246,7 @@ def rewrite_profile(bundle, **changes):
     """Edit the cached profile of `bundle` in place; returns its path."""
     from c2d.runtime.bundle import read_manifest
 
-    path = deployment.cached_profile_path(read_manifest(bundle)["generator"]["sha256"])
+    path = deployment.cached_profile_path(str(read_manifest(bundle).generator.sha256))
     profile = json.loads(path.read_text())
     for key, value in changes.items():
         if key in ("backend", "precision", "vocoder_precision", "step_ms"):

@@ -40,7 +40,7 @@ def test_shipped_bundle_matches_the_pytorch_reference_sampler(gen):
     from c2d.models.checkpoint import build_single_backbone, load_checkpoint, sde_from
     from c2d.models.sampling import reference_sample
 
-    source = read_manifest(SHIPPED)["checkpoints"]["subnet"]["file"]
+    source = read_manifest(SHIPPED).checkpoints["subnet"]["file"]
     assert source == SHIPPED_SUBNET  # the package's bundle is the shipped generator, not the 4,000-step ablation
     ckpt = load_checkpoint(ROOT / "models" / "checkpoints" / source)
     ref = reference_sample(build_single_backbone(ckpt), sde_from(ckpt), [5, 6], [7, 2], 3.0, 100)
