@@ -19,7 +19,13 @@ def common_options(default_lr: float):
         click.option("--steps", type=click.IntRange(1, limits.MAX_TRAIN_STEPS), default=6000, show_default=True),
         click.option("--batch-size", type=click.IntRange(1, limits.MAX_TRAIN_BATCH), default=32, show_default=True, help="Per process."),
         click.option("--lr", type=Finite(0, 1, low_open=True), default=default_lr, show_default=True, help="Peak learning rate."),
-        click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=0, show_default=True),
+        click.option(
+            "--seed",
+            type=click.IntRange(0, limits.MAX_SEED_START),
+            default=0,
+            show_default=True,
+            help="Seed of the initial weights, the batches and any subset (the one seed bound of every command).",
+        ),
         click.option("--data", type=click.Path(file_okay=False), help="FSDD folder [default: $C2D_DATA or ../shared/data/fsdd]."),
     ]
 

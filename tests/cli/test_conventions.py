@@ -34,6 +34,14 @@ def test_every_seed_option_has_the_one_bound_its_help_states(command, tmp_path):
     assert res.exit_code == 2 and "'--seed'" in res.output and str(limits.MAX_SEED_START) in res.output
 
 
+@pytest.mark.parametrize("kind", ["classifier", "subnet", "unet", "vocoder", "evaluator", "audio-evaluator"])
+def test_training_seeds_have_the_same_bound(kind):
+    text = " ".join(invoke("train", kind, "--help").output.split())
+    assert f"[default: 0; 0<=x<={limits.MAX_SEED_START}]" in text
+    res = invoke("train", kind, "--seed", limits.MAX_SEED_START + 1, "-o", "never.pt")
+    assert res.exit_code == 2 and "'--seed'" in res.output
+
+
 def test_the_python_api_takes_the_same_seed_bound():
     from c2d.runtime.generate import load
 
