@@ -13,7 +13,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from c2d.runtime.files import atomic_write_text
+from c2d.runtime.machine import cpuinfo, isa_features
+from c2d.runtime.opstats import openvino_kernel_times, ort_kernel_times
 from c2d.runtime.timing import interleaved_latency, interleaved_rounds
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ISA_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "asimd", "sve")
 
 
 def parser(
@@ -90,13 +90,8 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> list[str]:
-    """The instruction-set flags that change which arithmetic is fast (AMX, AVX-512 bf16/VNNI, ...)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
-    return [f for f in ISA_FLAGS if f in flags]
+    """The instruction-set flags that change which arithmetic is fast (AMX, AVX-512 bf16/VNNI, ...): runtime/machine.py."""
+    return isa_features(info=cpuinfo())
 
 
 def commit() -> str | None:
@@ -151,47 +146,3 @@ def cached_samples(cache: Path, generate: Callable[[], tuple[np.ndarray, np.ndar
     tmp.replace(cache)
     log(f"{label}: {len(x)} samples in {time.time() - start:.0f} s")
     return x, digits
-
-
-def ort_kernel_times(path: Path, feeds: list[dict[str, np.ndarray]], threads: int) -> list[tuple[str, str, float]]:
-    """(operator type, node name, kernel ms per call) of every kernel ORT's profiler timed over the feeds, on CPU."""
-    import onnxruntime as ort
-
-    from c2d.runtime.backends import BackendOptions
-    from c2d.runtime.backends.ort import session_options
-
-    with tempfile.TemporaryDirectory() as tmp:
-        so = session_options(BackendOptions(threads=threads))
-        so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "p")
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        for f in feeds:
-            session.run(["eps"], f)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    return [
-        (e["args"]["op_name"], e["name"].removesuffix("_kernel_time"), e["dur"] / 1e3 / len(feeds))
-        for e in events
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
-    ]
-
-
-def openvino_kernel_times(path: Path, feeds: list[dict[str, np.ndarray]], threads: int, precision: str) -> dict[str, float]:
-    """Milliseconds per step by OpenVINO node type (Convolution, Reorder, Subgraph, ...) from OpenVINO's own performance
-    counters, on CPU at the given inference precision; the graph as the backend compiles it (shared weights unshared)."""
-    import openvino as ov
-
-    from c2d.runtime.backends.openvino import patched_model
-
-    core = ov.Core()
-    model = core.read_model(patched_model(Path(path)).SerializeToString(), b"")
-    model.reshape({name: list(value.shape) for name, value in feeds[0].items()})
-    compiled = core.compile_model(
-        model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
-    )
-    request = compiled.create_infer_request()
-    request.infer(feeds[0])  # first call: one-time work
-    per_type: dict[str, float] = {}
-    for feed in feeds:
-        request.infer(feed)
-        for info in request.profiling_info:
-            per_type[info.node_type] = per_type.get(info.node_type, 0.0) + info.real_time.total_seconds() * 1e3 / len(feeds)
-    return dict(sorted(per_type.items(), key=lambda kv: -kv[1]))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 BUNDLE_FORMAT = 1  # manifest.json's format_version; a newer one is refused with "upgrade c2d"
-DEPLOYMENT_FORMAT = 1  # deployment.json's format
+DEPLOYMENT_FORMAT = 2  # deployment.json's format (2: machine record with ISA features; the choice names its threads)
 
 MANIFEST_FILE = "manifest.json"
 GENERATOR_FILE = "generator.onnx"

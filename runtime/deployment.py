@@ -3,7 +3,8 @@ one interleaved run, gate each (parity with PyTorch on the bundle's reference ca
 sampled trajectory against ONNX Runtime fp32), and record the fastest passing choice.
 
 The profile goes to a per-user cache, one file per generator file (SHA-256) and machine (fingerprint of CPU model,
-core count and engine versions): ~/.cache/c2d/deployments/<sha>-<machine>.json ($C2D_CACHE moves it). A bundle may
+architecture, instruction-set features, core count and engine versions, runtime/machine.py):
+~/.cache/c2d/deployments/<sha>-<machine>.json ($C2D_CACHE moves it). A bundle may
 carry its own deployment.json instead (`c2d profile --backend all --in-bundle`), which is read first. `c2d generate`
 uses the choice when no --backend is given, only if it was measured for this generator file on this machine, its
 backend is installed here and its precision is one that backend runs; otherwise it says why and runs ONNX Runtime fp32.
@@ -16,11 +17,8 @@ as long as its generator file is still the one measured.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from c2d.runtime.contract import DEPLOYMENT_FILE, DEPLOYMENT_FORMAT
 from c2d.runtime.files import InputError, atomic_write_text, cache_root, read_json
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
+from c2d.runtime.machine import fingerprint, fingerprint_fields, machine_record
 from c2d.runtime.parity import VOCODER_BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
 from c2d.runtime.timing import interleaved_latency
 
@@ -65,23 +64,12 @@ def available_candidates() -> list[Candidate]:
 
 
 def machine() -> dict:
-    """What makes a measurement non-portable: CPU model, core count, engine versions."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for package in ("onnxruntime", "openvino"):
-        if importlib.util.find_spec(package) is not None:
-            versions[package] = __import__(package).__version__
-    return {"cpu": model, "cpu_count": os.cpu_count(), **versions}
+    """The machine record a profile is stamped with (runtime/machine.py); its fingerprint fields key the cache."""
+    return machine_record()
 
 
 def machine_fingerprint() -> str:
-    return hashlib.sha256(json.dumps(machine(), sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(machine())
 
 
 def cache_dir() -> Path:
@@ -109,22 +97,44 @@ def check_quantized_from(quantized: Path, bundle: Path, bundle_sha256: str | Non
         )
 
 
+GATE_SAMPLES_PER_DIGIT = 3  # 30 samples: see gate_budget below
+GATE_BUDGET = Budget(count=GATE_SAMPLES_PER_DIGIT, by_interval=True)
+
+
+def thread_counts(threads: int | None) -> list[int]:
+    """The thread counts to explore: the one asked for, else 1, 2, 4, ... below the core count, and the core count."""
+    if threads is not None:
+        return [threads]
+    cores = max_threads()
+    counts, n = {cores}, 1
+    while n < cores:
+        counts.add(n)
+        n *= 2
+    return sorted(counts)
+
+
 def choose(
     bundle: str | Path,
     threads: int | None = None,
     rounds: int = 5,
     calls: int = 20,
-    gate_budget: Budget = Budget(count=1),
+    gate_budget: Budget = GATE_BUDGET,
     candidates: list[Candidate] | None = None,
     sampler: str | None = None,
     log: Callable[[str], None] = lambda _: None,
     out: str | Path | None = None,
     also: Sequence[str | Path] = (),
 ) -> dict:
-    """Measure and gate every candidate, on `bundle` and on each quantized bundle in `also` (made from it); write the
-    profile (atomically) to `out`, default the per-user cache (cached_profile_path); return its contents with "path"
-    added. The quality gate compares every candidate with one ORT fp32 run of `bundle`, with `sampler` (default: the
-    bundle's) for gate_budget.steps (default: the bundle's)."""
+    """Measure and gate every candidate, on `bundle` and on each quantized bundle in `also` (made from it), at every
+    thread count of thread_counts(threads); write the profile (atomically) to `out`, default the per-user cache
+    (cached_profile_path); return its contents with "path" added.
+
+    The quality gate compares every candidate with one ORT fp32 run of `bundle`, with `sampler` (default: the
+    bundle's) for gate_budget.steps (default: the bundle's), on gate_budget.count samples per digit. The deployment
+    gate decides by interval (GATE_BUDGET.by_interval): a candidate passes only if the upper end of the 95 %
+    bootstrap interval of its worst-step error is within budget, so a pass is not a lucky draw of a few samples.
+    The gate's numerics do not depend on the thread count, so it runs once per candidate; latency is measured for
+    every (candidate, threads) pair in one interleaved run."""
     from c2d.runtime.generate import Generator
 
     bundle = Path(bundle)
@@ -133,57 +143,92 @@ def choose(
     bundle_sha256 = generator_sha256(bundle)
     for q, _ in sources[1:]:
         check_quantized_from(q, bundle, bundle_sha256)
-    reference = Generator(bundle, "ort", BackendOptions(threads=threads))
+    counts = thread_counts(threads)
+    path = Path(out) if out is not None else cached_profile_path(str(manifest.generator.sha256))
+    earlier = earlier_choice(path)
+    reference = Generator(bundle, "ort", BackendOptions(threads=counts[-1]))
     run = reference_run(reference, gate_budget, sampler=sampler)  # sampled once; every candidate is compared with it
+    log(f"quality gate: {len(run.generation.digits)} samples, {run.sampler} {len(run.calls)} steps, against ONNX Runtime fp32")
     results: dict[str, dict[str, Any]] = {}
     opened: dict[str, Backend] = {}
     for source, suffix in sources:
         where = {} if source == bundle else {"bundle": str(source.resolve()), "generator_sha256": generator_sha256(source)}
         for cand in candidates or available_candidates():
-            label = cand.label + suffix
-            try:
-                gen = Generator(source, cand.backend, cand.options(threads))
-            except (BackendUnavailable, ImportError) as exc:
-                results[label] = {"backend": cand.backend, "precision": cand.precision, **where, "available": False, "reason": str(exc)}
-                continue
-            results[label] = {"backend": cand.backend, "precision": cand.precision, **where, **gated(gen, source, cand, run, gate_budget)}
-            r = results[label]
-            vocoder_note = "" if r["vocoder_parity"] is None else f", vocoder parity {r['vocoder_parity']:.2e}"
-            if r.get("vocoder_precision", cand.precision) != cand.precision:
-                vocoder_note += (
-                    f" at {cand.precision}: over its budget, so the vocoder runs at {r['vocoder_precision']} ({r['vocoder_parity_fallback']:.2e})"
-                )
-            log(
-                f"{label}: parity worst {max(r['parity'].values()):.2e}{vocoder_note}, "
-                f"gate {'pass' if not r['gate_failures'] else 'FAIL: ' + '; '.join(r['gate_failures'])}; {'passed' if r['passed'] else 'FAILED'}"
-            )
-            opened[label] = gen.model
-    log(f"latency: {rounds} interleaved rounds x {calls} calls, batch 1")
+            gate: dict[str, Any] | None = None
+            for t in counts:
+                label = f"{cand.label} x{t}{suffix}"
+                try:
+                    gen = Generator(source, cand.backend, cand.options(t))
+                except (BackendUnavailable, ImportError) as exc:
+                    results[label] = {
+                        "backend": cand.backend,
+                        "precision": cand.precision,
+                        "threads": t,
+                        **where,
+                        "available": False,
+                        "reason": str(exc),
+                    }
+                    continue
+                if gate is None:
+                    gate = gated(gen, source, cand, run, gate_budget)
+                    log(f"{cand.label}{suffix}: {gate_line(gate)}")
+                results[label] = {"backend": cand.backend, "precision": cand.precision, "threads": t, **where, **gate}
+                opened[label] = gen.model
+    log(f"latency: {rounds} interleaved rounds x {calls} calls, batch 1, threads {', '.join(map(str, counts))}")
     for label, ms in interleaved_latency(opened, step_feeds(bundle), rounds, calls).items():
         results[label]["step_ms"] = ms
     log("one run as `c2d generate` makes it: open the bundle, sample one digit (default sampler and steps), vocode")
     for label, r in results.items():
         if r.get("passed"):
-            r["run_ms"] = one_run_ms(Path(r.get("bundle", bundle)), Candidate(r["backend"], r["precision"]), threads, r.get("vocoder_precision"))
+            r["run_ms"] = one_run_ms(Path(r.get("bundle", bundle)), Candidate(r["backend"], r["precision"]), r["threads"], r.get("vocoder_precision"))
             log(f"{label}: {r['run_ms']:.0f} ms per run")
     chosen = fastest_passing(results)
     profile = {
         "format": DEPLOYMENT_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
-        "threads": threads,
-        "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits)},
+        "fingerprint": machine_fingerprint(),
+        "threads_explored": counts,
+        "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits), "decided_by": "95 % interval"},
         "generator_sha256": manifest.generator.sha256,
         "vocoder_sha256": manifest.vocoder.sha256,
         "choice": None if chosen is None else {k: results[chosen][k] for k in CHOICE_KEYS if k in results[chosen]},
         "candidates": results,
     }
-    path = Path(out) if out is not None else cached_profile_path(str(manifest.generator.sha256))
+    if earlier:
+        log(f"replaces the earlier profile at {path} ({earlier})")
     atomic_write_text(path, json.dumps(profile, indent=2) + "\n")
     return {**profile, "path": str(path)}
 
 
-CHOICE_KEYS = ("backend", "precision", "vocoder_precision", "step_ms", "run_ms", "bundle", "generator_sha256")
+def gate_line(r: dict) -> str:
+    """One log line for a candidate's gates: parity, vocoder parity, quality gate with its interval."""
+    vocoder_note = "" if r["vocoder_parity"] is None else f", vocoder parity {r['vocoder_parity']:.2e}"
+    if r.get("vocoder_parity_fallback") is not None:
+        vocoder_note += f" (over its budget: the vocoder runs at {r['vocoder_precision']}, {r['vocoder_parity_fallback']:.2e})"
+    g = r["gate"]
+    low, high = g.get("max_step_error_95", (float("nan"),) * 2)
+    verdict = "pass" if not r["gate_failures"] else "FAIL: " + "; ".join(r["gate_failures"])
+    return (
+        f"parity worst {max(r['parity'].values()):.2e}{vocoder_note}, step error {g['max_step_error']:.4f} "
+        f"(95 % interval {low:.4f} to {high:.4f}), gate {verdict}; {'passed' if r['passed'] else 'FAILED'}"
+    )
+
+
+def earlier_choice(path: Path) -> str | None:
+    """What an existing profile at `path` chose and when, to say that a new one replaces it (None if there is none)."""
+    if not path.exists():
+        return None
+    try:
+        old = read_json(path, "deployment profile")
+    except InputError:
+        return "unreadable"
+    c = old.get("choice") if isinstance(old, dict) else None
+    what = f"it chose {c.get('backend')} {c.get('precision')} x{c.get('threads', old.get('threads'))}" if isinstance(c, dict) else "no choice"
+    return f"{what}, measured {old.get('created', 'at an unknown time') if isinstance(old, dict) else 'at an unknown time'}"
+
+
+CHOICE_KEYS = ("backend", "precision", "threads", "vocoder_precision", "step_ms", "run_ms", "bundle", "generator_sha256")
 ONE_RUN_REPEATS = 3  # fresh opens per candidate; the fastest counts (the first may still fill a compile cache)
 
 
@@ -214,6 +259,7 @@ def gated(gen, source: Path, cand: Candidate, run, gate_budget: Budget) -> dict:
         "parity_budget": parity.budget,
         **vocoder,
         "gate": gate.summary(),
+        "step_budget": gate_budget.step_error,
         "gate_failures": gate.failures,
         "passed": parity.passed and vocoder["vocoder_ok"] and not gate.failures,
     }
@@ -288,7 +334,7 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
             return None, f"{path} chose the quantized bundle {stand_in}, which cannot be read now ({exc}); ignored"
         if found != c.get("generator_sha256"):
             return None, f"{path} chose the quantized bundle {stand_in}, whose generator file has changed since; ignored"
-    choice = Choice(Candidate(c["backend"], c["precision"]), profile.get("threads"), float(c["step_ms"]), stand_in, c.get("vocoder_precision"))
+    choice = Choice(Candidate(c["backend"], c["precision"]), c.get("threads"), float(c["step_ms"]), stand_in, c.get("vocoder_precision"))
     where = "" if stand_in is None else f", the quantized bundle {stand_in}"
     run = f"{c['run_ms']:.0f} ms per run, " if isinstance(c.get("run_ms"), (int, float)) else ""
     return choice, f"{path.name}: fastest passing choice here{where}, {run}{choice.step_ms:.2f} ms/step"
@@ -296,6 +342,8 @@ def read_choice(bundle: str | Path) -> tuple[Choice | None, str]:
 
 def profile_problem(profile, generator_sha256: str, vocoder_sha256: str | None = None) -> str | None:
     """Why a deployment profile cannot be used here, or None."""
+    if isinstance(profile, dict) and isinstance(profile.get("format"), int) and profile["format"] < DEPLOYMENT_FORMAT:
+        return f"was written by an older c2d (format {profile['format']}: no instruction-set features, no thread choice); profile again"
     if not isinstance(profile, dict) or profile.get("format") != DEPLOYMENT_FORMAT:
         return f"is not a deployment profile of format {DEPLOYMENT_FORMAT}"
     c = profile.get("choice")
@@ -314,7 +362,7 @@ def profile_problem(profile, generator_sha256: str, vocoder_sha256: str | None =
         return f"records step_ms {ms!r}, not a positive number"
     if "bundle" in c and not (isinstance(c["bundle"], str) and isinstance(c.get("generator_sha256"), str)):
         return "names a quantized bundle without its folder and generator SHA-256 as strings"
-    threads = profile.get("threads")
+    threads = c.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads()):
         return f"records threads {threads!r}, not 1 to the {max_threads()} cores here"
     if profile.get("generator_sha256") != generator_sha256:
@@ -323,37 +371,47 @@ def profile_problem(profile, generator_sha256: str, vocoder_sha256: str | None =
         return "does not name the vocoder file it measured (an older c2d wrote it); profile again"
     if profile.get("vocoder_sha256") != vocoder_sha256:  # its vocoder parity (and vocoder_precision) were measured too
         return "was measured with another vocoder file (`c2d export --vocoder-only` replaced it?)"
-    if profile.get("machine") != machine():
-        return "was measured on another machine or engine version"
+    recorded = profile.get("machine")
+    if not isinstance(recorded, dict) or fingerprint_fields(recorded) != fingerprint_fields(machine()):
+        return "was measured on another machine (CPU, instruction-set features, cores) or engine version"
     if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
         return f"chose {backend}, which is not installed here (pip install {BACKEND_PACKAGES[backend]})"
     return None
 
 
 def deployment_markdown(profile: dict) -> str:
-    """One row per candidate; a generator column when quantized bundles were candidates too."""
+    """One row per candidate and thread count; a generator column when quantized bundles were candidates too."""
     rows = profile["candidates"].values()
     several = any("bundle" in r for r in rows)
     extra_head, extra_rule = (" generator |", "---|") if several else ("", "")
     lines = [
-        "| backend | precision | ms/step | ms per run | parity (worst rel. error / budget) | vocoder parity | gate | chosen |" + extra_head,
-        "|---|---|---|---|---|---|---|---|" + extra_rule,
+        "| backend | precision | threads | ms/step | ms per run | parity (worst rel. error / budget) | vocoder parity "
+        "| worst-step error [95 % interval] / budget | gate | chosen |" + extra_head,
+        "|---|---|---|---|---|---|---|---|---|---|" + extra_rule,
     ]
-    key = lambda r: (r["backend"], r["precision"], r.get("bundle"))
+    key = lambda r: (r["backend"], r["precision"], r.get("threads"), r.get("bundle"))
     chosen = profile["choice"] and key(profile["choice"])
     for r in rows:
         generator = f" {Path(r['bundle']).name} |" if "bundle" in r else (" this bundle |" if several else "")
+        head = f"| {r['backend']} | {r['precision']} | {r.get('threads', '-')} "
         if not r["available"]:
-            lines.append(f"| {r['backend']} | {r['precision']} | - | - | unavailable: {r['reason']} | - | - | |" + generator)
+            lines.append(head + f"| - | - | unavailable: {r['reason']} | - | - | - | |" + generator)
             continue
         gate = "pass" if not r["gate_failures"] else "fail: " + "; ".join(r["gate_failures"])
         vocoder = "-" if r.get("vocoder_parity") is None else f"{r['vocoder_parity']:.1e} / {r['vocoder_parity_budget']:.0e}"
         if r.get("vocoder_parity_fallback") is not None:
             vocoder += f"; at {r['vocoder_precision']}: {r['vocoder_parity_fallback']:.1e} (runs at {r['vocoder_precision']})"
+        g = r["gate"]
+        interval = f" [{g['max_step_error_95'][0]:.4f}, {g['max_step_error_95'][1]:.4f}]" if "max_step_error_95" in g else ""
         run = f"{r['run_ms']:.0f}" if "run_ms" in r else "-"
         lines.append(
-            f"| {r['backend']} | {r['precision']} | {r['step_ms']:.2f} | {run} "
-            f"| {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {vocoder} | {gate} | "
-            f"{'**yes**' if chosen == key(r) else ''} |" + generator
+            head + f"| {r['step_ms']:.2f} | {run} | {max(r['parity'].values()):.1e} / {r['parity_budget']:.0e} | {vocoder} "
+            f"| {g['max_step_error']:.4f}{interval} / {r.get('step_budget', '-')} | {gate} | {'**yes**' if chosen == key(r) else ''} |" + generator
         )
+    gs = profile.get("gate_sampler", {})
+    lines.append("")
+    lines.append(
+        f"Quality gate: {gs.get('samples')} samples, {gs.get('sampler')} {gs.get('steps') or ''} steps against ONNX Runtime fp32; a candidate "
+        "passes only if the upper end of the interval is within budget."
+    )
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ class Budget:
     accuracy_drop: float = 0.02  # evaluator accuracy on generated digits, fp32 minus quantized
     count: int = 5  # samples per digit for the gate
     steps: int | None = None  # sampler steps of the gate run [default: the recording's, else the sampler's]
+    by_interval: bool = False  # pass only if the upper end of the 95 % interval is within budget (else: the point value)
 
 
 class RecordingBackend:
@@ -62,15 +63,43 @@ def reference_eps(ref_eps: Callable[[dict], np.ndarray], calls: list[dict[str, n
     return [ref_eps(feeds) for feeds in calls]
 
 
-def replay_errors(refs: list[np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """Median-over-samples relative eps error of `eps` against the reference outputs refs on each call: [calls]."""
+def replay_sample_errors(refs: list[np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Relative eps error of `eps` against the reference outputs refs, per call and sample: [calls, samples]."""
     out = []
     for ref, feeds in zip(refs, calls, strict=True):
         got = eps(feeds)
         if not np.isfinite(got).all():
-            return np.full(len(calls), np.inf)
-        out.append(float(np.median(relative_errors(ref, got))))
+            return np.full((len(calls), len(ref)), np.inf)
+        out.append(relative_errors(ref, got))
     return np.array(out)
+
+
+def replay_errors(refs: list[np.ndarray], eps: Callable[[dict], np.ndarray], calls: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Median-over-samples relative eps error of `eps` against the reference outputs refs on each call: [calls]."""
+    return np.median(replay_sample_errors(refs, eps, calls), axis=1)
+
+
+BOOTSTRAP_ROUNDS = 2000
+
+
+def bootstrap_interval(per_sample: np.ndarray, statistic: Callable[[np.ndarray], float], level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(per_sample[..., idx]) over resampled samples (the last axis)."""
+    if not np.isfinite(per_sample).all():
+        return float("inf"), float("inf")
+    rng = np.random.default_rng(seed)
+    n = per_sample.shape[-1]
+    values = [statistic(per_sample[..., rng.integers(0, n, n)]) for _ in range(BOOTSTRAP_ROUNDS)]
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def worst_step_error(errors: np.ndarray) -> float:
+    """The gate's step error from [calls, samples] errors: the worst step's median over samples."""
+    return float(np.median(errors, axis=-1).max())
+
+
+def mean_over_samples(values: np.ndarray) -> float:
+    return float(values.mean())
 
 
 @dataclass
@@ -81,9 +110,11 @@ class GateResult:
     accuracy: float | None
     samples: int
     failures: list[str]
+    step_error_interval: tuple[float, float] | None = None  # 95 % bootstrap interval of max(step_errors) over samples
+    mel_distance_interval: tuple[float, float] | None = None
 
     def summary(self) -> dict:
-        return {
+        out = {
             "max_step_error": round(max(self.step_errors), 5),
             "median_step_error": round(float(np.median(self.step_errors)), 5),
             "mel_distance": round(self.mel_distance, 4),
@@ -91,6 +122,10 @@ class GateResult:
             "accuracy": self.accuracy,
             "samples": self.samples,
         }
+        if self.step_error_interval is not None and self.mel_distance_interval is not None:
+            out["max_step_error_95"] = [round(v, 5) for v in self.step_error_interval]
+            out["mel_distance_95"] = [round(v, 4) for v in self.mel_distance_interval]
+        return out
 
 
 @dataclass
@@ -129,19 +164,28 @@ def compare(run: ReferenceRun, quant, budget: Budget, accuracy: Callable[[np.nda
         b = quant.sample(sorted(set(a.digits)), run.count, run.seed, run.steps, run.sampler, batch_size=samples, vocode=False)
     except ValueError as exc:  # GenerationError: non-finite output
         return GateResult([float("inf")], float("inf"), None, None, samples, [str(exc)])
-    step_errors = replay_errors(run.eps, backend_eps(quant.model), run.calls).tolist()
-    mel = float(np.abs(a.log_mel - b.log_mel).mean())
+    per_sample = replay_sample_errors(run.eps, backend_eps(quant.model), run.calls)  # [calls, samples]
+    step_errors = np.median(per_sample, axis=1).tolist()
+    mel_per_sample = np.abs(a.log_mel - b.log_mel).reshape(samples, -1).mean(axis=1)  # [samples]
+    mel = float(mel_per_sample.mean())
+    step_interval = bootstrap_interval(per_sample, worst_step_error)
+    mel_interval = bootstrap_interval(mel_per_sample, mean_over_samples)
     acc_a = acc_b = None
     if accuracy is not None:
         acc_a, acc_b = accuracy(a.log_mel, a.digits), accuracy(b.log_mel, b.digits)
     failures = []
-    if max(step_errors) > budget.step_error:
-        failures.append(f"per-step eps error {max(step_errors):.4f} > budget {budget.step_error}")
-    if mel > budget.mel_distance:
-        failures.append(f"final log-Mel distance {mel:.4f} > budget {budget.mel_distance}")
+    step_value, mel_value = (step_interval[1], mel_interval[1]) if budget.by_interval else (max(step_errors), mel)
+    if step_value > budget.step_error:
+        failures.append(f"per-step eps error {max(step_errors):.4f} {interval_text(step_interval)} > budget {budget.step_error}")
+    if mel_value > budget.mel_distance:
+        failures.append(f"final log-Mel distance {mel:.4f} {interval_text(mel_interval)} > budget {budget.mel_distance}")
     if acc_a is not None and acc_b is not None and acc_a - acc_b > budget.accuracy_drop + 1e-9:
         failures.append(f"digit accuracy {acc_b:.3f} vs fp32 {acc_a:.3f}: drop > budget {budget.accuracy_drop}")
-    return GateResult(step_errors, mel, acc_a, acc_b, samples, failures)
+    return GateResult(step_errors, mel, acc_a, acc_b, samples, failures, step_interval, mel_interval)
+
+
+def interval_text(interval: tuple[float, float]) -> str:
+    return f"(95 % interval {interval[0]:.4f} to {interval[1]:.4f})"
 
 
 def quality_gate(

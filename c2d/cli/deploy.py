@@ -10,7 +10,9 @@ import click
 from c2d.cli.options import (
     BACKEND_NAMES,
     STEPS_DEFAULT,
+    Finite,
     clear_errors,
+    echo_warning,
     outputs_apart,
     sampler_option,
     shipped_bundle_path,
@@ -51,6 +53,22 @@ from c2d.runtime.files import atomic_write_text, output_target
 @click.option(
     "--batch", type=click.IntRange(1, limits.MAX_BATCH), default=1, show_default=True, help=f"Samples per graph call; {limits.REASONS['batch']}."
 )
+@click.option("--warmup", type=click.IntRange(0, 1000), default=2, show_default=True, help="Sampler steps run untimed before measuring.")
+@click.option(
+    "--iterations",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Time at least this many sampler steps (whole runs of --steps each) [default: one run].",
+)
+@click.option("--duration", type=Finite(0.0, 3600.0, low_open=True), default=None, help="Time whole runs for at least this many seconds instead.")
+@click.option("--per-op", is_flag=True, help="Also break a run's time down by operator type (ONNX Runtime's profiler, OpenVINO's counters).")
+@click.option(
+    "--precision",
+    "ov_precision",
+    type=click.Choice(["f32", "bf16"]),
+    default=None,
+    help="OpenVINO's inference precision for --backend openvino [default: f32].",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG chart here.")
@@ -59,24 +77,29 @@ from c2d.runtime.files import atomic_write_text, output_target
     {"bundle": "BUNDLE", "also": "--also"},
     defaults={"bundle": shipped_bundle_path},
 )
-def profile(bundle, backend, in_bundle, also, device, threads, sampler, steps, batch, json_path, md_path, plot_path) -> None:
-    """Latency (per step and end to end), real-time factor, vocoder share, memory, load time, sizes, GMAC/s."""
+def profile(
+    bundle, backend, in_bundle, also, device, threads, sampler, steps, batch, warmup, iterations, duration, per_op, ov_precision, **outputs
+) -> None:
+    """Latency (per step: min / mean / p50 / p90 / p99 / max and its spread; end to end), real-time factor, vocoder
+    share, memory, load time, sizes, GMAC/s against the same engine's GEMM peak at the precision used, and the machine
+    record. Warns when the figures are noisy."""
     import json
 
     from c2d.runtime.backends import BackendUnavailable
     from c2d.runtime.bundle import BundleError
-    from c2d.runtime.profile import plot_profile, profile_bundle, profile_markdown
+    from c2d.runtime.profile import Measure, plot_profile, profile_bundle, profile_markdown
 
-    if in_bundle and backend != "all":
-        raise click.UsageError("--in-bundle applies to --backend all")
-    if also and backend != "all":
-        raise click.UsageError("--also applies to --backend all")
+    refuse_options_that_do_not_apply(backend, in_bundle=in_bundle, also=also, ov_precision=ov_precision, iterations=iterations, duration=duration)
     if backend == "all":
-        return choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle, also)
+        return choose_deployment(bundle, threads, sampler, steps, outputs["json_path"], outputs["md_path"], in_bundle, also)
     try:
-        result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device)
+        measure = Measure(warmup, iterations, duration, per_op)
+        result = profile_bundle(bundle, backend, steps, batch, sampler, threads, device, measure, ov_precision)
     except (BundleError, BackendUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
+    for warning in result["warnings"]:
+        echo_warning(warning)
+    json_path, md_path, plot_path = outputs["json_path"], outputs["md_path"], outputs["plot_path"]
     table = profile_markdown(result)
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:
@@ -89,13 +112,43 @@ def profile(bundle, backend, in_bundle, also, device, threads, sampler, steps, b
     click.echo(table)
 
 
+SINGLE_RUN_ONLY = {
+    "batch": "--batch: --backend all measures batch 1, as `c2d generate` runs",
+    "device": "--device: --backend all chooses among the CPU engines",
+    "plot_path": "--plot: --backend all writes a table (--markdown, --json), not a chart",
+    "warmup": "--warmup: --backend all times interleaved rounds of its own",
+    "per_op": "--per-op: profile one backend to see its operators",
+}
+
+
+def refuse_options_that_do_not_apply(backend: str, **given) -> None:
+    """A clear usage error for every option given on the command line that the chosen mode would ignore."""
+    ctx = click.get_current_context()
+    explicit = lambda name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    if backend == "all":
+        for name, why in SINGLE_RUN_ONLY.items():
+            if explicit(name):
+                raise click.UsageError(f"{why}; leave it off")
+        if explicit("iterations") or explicit("duration"):
+            raise click.UsageError("--iterations / --duration: --backend all times interleaved rounds of its own; leave them off")
+    else:
+        if given["in_bundle"]:
+            raise click.UsageError("--in-bundle applies to --backend all")
+        if given["also"]:
+            raise click.UsageError("--also applies to --backend all")
+    if given["ov_precision"] and backend != "openvino":
+        raise click.UsageError("--precision applies to --backend openvino (--backend all tries every precision)")
+    if given["iterations"] is not None and given["duration"] is not None:
+        raise click.UsageError("give --iterations or --duration, not both")
+
+
 def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bundle: bool, also=()) -> None:
     import json
     import os
+    from dataclasses import replace
 
     from c2d.runtime.contract import DEPLOYMENT_FILE
-    from c2d.runtime.deployment import choose, deployment_markdown
-    from c2d.runtime.gate import Budget
+    from c2d.runtime.deployment import GATE_BUDGET, choose, deployment_markdown
     from c2d.runtime.generate import default_bundle
 
     bundle = bundle or default_bundle()
@@ -108,7 +161,7 @@ def choose_deployment(bundle, threads, sampler, steps, json_path, md_path, in_bu
         if path:
             output_target(path)
     with clear_errors():
-        result = choose(bundle, threads, gate_budget=Budget(count=1, steps=steps), sampler=sampler, log=click.echo, out=out, also=also)
+        result = choose(bundle, threads, gate_budget=replace(GATE_BUDGET, steps=steps), sampler=sampler, log=click.echo, out=out, also=also)
     table = deployment_markdown(result)
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:

@@ -263,7 +263,7 @@ def test_a_fourier_bundle_generates_and_profile_gates_its_vocoder(tmp_path, voco
         candidates=[Candidate("loud", "fp32"), Candidate("ort", "fp32")],
         gate_budget=deployment.Budget(count=1, steps=2),
     )
-    loud, plain = profile["candidates"]["loud fp32"], profile["candidates"]["ort fp32"]
+    loud, plain = profile["candidates"]["loud fp32 x1"], profile["candidates"]["ort fp32 x1"]
     assert loud["vocoder_parity"] > 0.04 and not loud["passed"]
     assert plain["vocoder_parity"] < 1e-4 and plain["passed"] and profile["choice"]["backend"] == "ort"
 

@@ -152,11 +152,11 @@ def test_deployment_profile_never_chooses_a_backend_that_fails_the_gate(bundle_c
         candidates=[Candidate("broken", "fp32"), Candidate("ort", "fp32")],
         gate_budget=deployment.Budget(count=1, steps=5),
     )
-    broken = profile["candidates"]["broken fp32"]
+    broken = profile["candidates"]["broken fp32 x1"]
     assert not broken["passed"] and broken["parity"]["guidance"] > 1
     assert profile["choice"]["backend"] == "ort"
     # and when the broken one is the faster, it is still not chosen
-    results = {"broken fp32": {**broken, "step_ms": 0.1}, "ort fp32": {**profile["candidates"]["ort fp32"], "step_ms": 9.0}}
+    results = {"broken fp32": {**broken, "step_ms": 0.1}, "ort fp32": {**profile["candidates"]["ort fp32 x1"], "step_ms": 9.0}}
     assert deployment.fastest_passing(results) == "ort fp32"
     assert deployment.fastest_passing({"broken fp32": results["broken fp32"]}) is None
 
@@ -215,7 +215,7 @@ def test_a_quantized_bundle_is_a_candidate_and_runs_in_place_of_the_profiled_one
         gate_budget=deployment.Budget(count=1, steps=2),
         also=[fp16_of_copy],
     )
-    assert set(profile["candidates"]) == {"ort fp32", "ort fp32 [fp16]"}
+    assert set(profile["candidates"]) == {"ort fp32 x1", "ort fp32 x1 [fp16]"}
     assert all(r["passed"] for r in profile["candidates"].values())
     assert profile["choice"]["bundle"] == str(fp16_of_copy.resolve())
     assert "| fp16 |" in deployment.deployment_markdown(profile)
@@ -249,7 +249,7 @@ def rewrite_profile(bundle, **changes):
     path = deployment.cached_profile_path(str(read_manifest(bundle).generator.sha256))
     profile = json.loads(path.read_text())
     for key, value in changes.items():
-        if key in ("backend", "precision", "vocoder_precision", "step_ms"):
+        if key in ("backend", "precision", "vocoder_precision", "step_ms", "threads"):
             profile["choice"][key] = value
         else:
             profile[key] = value
@@ -265,7 +265,8 @@ PROFILE_DAMAGE = [
     ({"backend": "openvino", "precision": "bf16", "vocoder_precision": "int4"}, "vocoder precision 'int4'"),
     ({"threads": "many"}, "threads 'many'"),
     ({"step_ms": float("nan")}, "step_ms"),
-    ({"format": 7}, "format 1"),
+    ({"format": 7}, "format 2"),
+    ({"format": 1}, "older c2d"),
 ]
 
 
