@@ -69,6 +69,25 @@ from c2d.runtime.files import atomic_write_text, output_target
     default=None,
     help="OpenVINO's inference precision for --backend openvino [default: f32].",
 )
+@click.option(
+    "--target",
+    default=None,
+    metavar="ssh://[USER@]HOST[:PORT]",
+    help="Profile on this device over SSH instead of here: c2d stages its runtime and the bundle in a temporary folder there, "
+    "runs the same profile with the device's engines, brings the results back and removes what it staged.",
+)
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE", help="With --target: passed to ssh as -o KEY=VALUE. Repeatable.")
+@click.option("--keep", is_flag=True, help="With --target: leave the staged folder on the device (its path is printed).")
+@click.option("--remote-python", default="python3", show_default=True, help="With --target: the device's Python (3.10 or newer).")
+@click.option("--remote-dir", default=None, help="With --target: make the staging folder here on the device [default: its temp folder].")
+@click.option(
+    "--wheels",
+    "wheelhouse",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="With --target: take the device's wheels only from this folder (offline) [default: pip download on this host].",
+)
+@click.option("--device-index", is_flag=True, help="With --target: the device's pip installs the runtime from its own package index.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full profile here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG chart here.")
@@ -90,6 +109,15 @@ def profile(
     from c2d.runtime.profile import Measure, plot_profile, profile_bundle, profile_markdown
 
     refuse_options_that_do_not_apply(backend, in_bundle=in_bundle, also=also, ov_precision=ov_precision, iterations=iterations, duration=duration)
+    remote = {k: outputs.pop(k) for k in REMOTE_OPTIONS}
+    if remote["target"]:
+        forwarded = dict(
+            backend=backend, device=device, threads=threads, sampler=sampler, steps=steps, batch=batch, warmup=warmup,
+            iterations=iterations, duration=duration, per_op=per_op, ov_precision=ov_precision,
+        )  # fmt: skip
+        return profile_remotely(bundle or shipped_bundle_path(), remote, forwarded, in_bundle, also, **outputs)
+    if any(remote[k] for k in REMOTE_OPTIONS if k != "remote_python") or remote["remote_python"] != "python3":
+        raise click.UsageError("--ssh-option, --keep, --remote-python, --remote-dir, --wheels and --device-index apply with --target")
     if backend == "all":
         return choose_deployment(bundle, threads, sampler, steps, outputs["json_path"], outputs["md_path"], in_bundle, also)
     try:
@@ -110,6 +138,72 @@ def profile(
         except ImportError as exc:
             raise click.ClickException(f"--plot: {exc}") from exc
     click.echo(table)
+
+
+REMOTE_OPTIONS = ("target", "ssh_options", "keep", "remote_python", "remote_dir", "wheelhouse", "device_index")
+
+
+def forwarded_arguments(o: dict) -> list[str]:
+    """The `c2d profile` options that the device runs with: the ones given here, as they were given."""
+    ctx = click.get_current_context()
+    given = lambda name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    args = ["--backend", o["backend"]]
+    for name, flag in (
+        ("threads", "--threads"),
+        ("sampler", "--sampler"),
+        ("steps", "--steps"),
+        ("iterations", "--iterations"),
+        ("duration", "--duration"),
+    ):
+        if o[name] is not None:
+            args += [flag, str(o[name])]
+    for name, flag in (("batch", "--batch"), ("warmup", "--warmup"), ("device", "--device")):
+        if given(name):
+            args += [flag, str(o[name])]
+    if o["ov_precision"]:
+        args += ["--precision", o["ov_precision"]]
+    return args + (["--per-op"] if o["per_op"] else [])
+
+
+def profile_remotely(bundle: Path, remote: dict, forwarded: dict, in_bundle: bool, also, json_path, md_path, plot_path) -> None:
+    """`c2d profile --target`: the same profile on the device; its JSON, and the table and chart made from it, here."""
+    import json
+
+    from c2d.runtime.deployment import deployment_markdown
+    from c2d.runtime.profile import plot_profile, profile_markdown
+    from c2d.runtime.remote import RemoteRun, remote_profile
+
+    if in_bundle or also:
+        raise click.UsageError("--in-bundle and --also profile bundles on this machine; with --target the choice goes to the device's own cache")
+    for path in (json_path, md_path, plot_path):
+        if path:
+            output_target(path)
+    spec = RemoteRun(
+        remote["target"],
+        tuple(remote["ssh_options"]),
+        remote["remote_python"],
+        remote["remote_dir"],
+        remote["wheelhouse"],
+        remote["device_index"],
+        remote["keep"],
+    )
+    openvino = forwarded["backend"] in ("openvino", "all")
+    with clear_errors():
+        result = remote_profile(spec, Path(bundle), forwarded_arguments(forwarded), openvino, click.echo)
+    table = deployment_markdown(result) if forwarded["backend"] == "all" else profile_markdown(result)
+    for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
+        if path:
+            atomic_write_text(path, text)
+    if plot_path:
+        try:
+            plot_profile(result, plot_path)
+        except ImportError as exc:
+            raise click.ClickException(f"--plot: {exc}") from exc
+    written = [str(p) for p in (json_path, md_path, plot_path) if p]
+    click.echo(
+        f"profiled on {result['remote']['target']} ({result['machine']['cpu']}, {result['machine']['arch']})"
+        + (f"; wrote {', '.join(written)}" if written else "")
+    )
 
 
 SINGLE_RUN_ONLY = {
