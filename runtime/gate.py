@@ -114,7 +114,7 @@ class GateResult:
     mel_distance_interval: tuple[float, float] | None = None
 
     def summary(self) -> dict:
-        out = {
+        out: dict[str, object] = {
             "max_step_error": round(max(self.step_errors), 5),
             "median_step_error": round(float(np.median(self.step_errors)), 5),
             "mel_distance": round(self.mel_distance, 4),

@@ -139,3 +139,7 @@ def load_note() -> str | None:
     if load >= 0.75 * cores:
         return f"the load average was {load:.2f} on {cores} cores: other processes were competing for the CPU"
     return None
+
+
+if __name__ == "__main__":  # python -m c2d.runtime.machine: this machine's record, one line (read by benchmarks/arm64_parity.py)
+    print("C2D-MACHINE " + json.dumps(machine_record()), flush=True)

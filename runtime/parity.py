@@ -144,3 +144,72 @@ def verify_bundle(bundle: str | Path, threads: int | None = None) -> dict:
         "failures": failures,
         "passed": not failures,
     }
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """max |out - ref| / max |ref| (the parity measure); inf where out is not finite or has another shape."""
+    if out.shape != ref.shape or not np.isfinite(out).all():
+        return float("inf")
+    return float(np.abs(out - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+
+
+def reference_outputs(backend, bundle: str | Path) -> dict[str, np.ndarray]:
+    """The backend's generator outputs on the bundle's reference cases, named c<k>.<output> as in reference.npz."""
+    out = {}
+    for k, (feeds, _) in enumerate(load_reference(bundle)):
+        for name, value in zip(OUTPUTS, backend.run(feeds, list(OUTPUTS))):
+            out[f"c{k}.{name}"] = value
+    return out
+
+
+def compare_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """Worst relative error per output over all cases, scale over all cases (as check_parity measures)."""
+    errors = {}
+    for name in OUTPUTS:
+        keys = sorted(k for k in ref if k.endswith(f".{name}"))
+        if any(k not in got or got[k].shape != ref[k].shape for k in keys):
+            errors[name] = float("inf")
+            continue
+        errors[name] = relative_error(np.concatenate([got[k].ravel() for k in keys]), np.concatenate([ref[k].ravel() for k in keys]))
+    return errors
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m c2d.runtime.parity OUT_DIR BUNDLE [BUNDLE ...] [--threads N]: every bundle's generator outputs on its
+    reference cases with ONNX Runtime on this machine, saved as OUT_DIR/<bundle folder name>.npz, and a JSON summary
+    (parity against the stored reference, budget, seconds) on stdout: for comparing machines (benchmarks/arm64_parity.py)."""
+    import argparse
+    import json
+    import time
+
+    from c2d.runtime.backends import BackendOptions
+    from c2d.runtime.generate import Generator
+
+    ap = argparse.ArgumentParser(prog="python -m c2d.runtime.parity", description=main.__doc__)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("bundles", type=Path, nargs="+")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for bundle in args.bundles:
+        start = time.perf_counter()
+        gen = Generator(bundle, "ort", BackendOptions(threads=args.threads))
+        opened = time.perf_counter()
+        outputs = reference_outputs(gen.model, bundle)
+        done = time.perf_counter()
+        np.savez(args.out / f"{bundle.name}.npz", **outputs)  # type: ignore[arg-type]
+        summary[bundle.name] = {
+            "precision": gen.meta.precision,
+            "budget": budget_for("fp32", gen.meta.precision, gen.meta.quantization),
+            "parity_vs_stored_reference": check_parity(gen.model, bundle, 0.0).errors,
+            "open_s": opened - start,
+            "outputs_s": done - opened,
+            "cases": len(load_reference(bundle)),
+        }
+        print(f"{bundle.name}: {summary[bundle.name]['cases']} cases in {done - opened:.1f} s", flush=True)
+    print("C2D-PARITY " + json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

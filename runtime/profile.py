@@ -133,7 +133,9 @@ def profile_bundle(
     stats = latency_stats(step_ms)
     macs = gen.meta.macs_per_step * batch
     achieved = macs / (stats["p50"] / 1e3) / 1e9
-    peak = peak_for(backend, gen.meta.precision, openvino_precision, threads, device)
+    record = machine_record()
+    emulated = "emulation" in record  # an emulated GEMM says nothing about the device: not measured
+    peak = None if emulated else peak_for(backend, gen.meta.precision, openvino_precision, threads, device)
     files = {e.file: e.bytes or (bundle / e.file).stat().st_size for e in (gen.manifest.generator, gen.manifest.vocoder) if e.file}
     warnings = []
     if stats["cv"] > NOISY_CV:
@@ -141,10 +143,9 @@ def profile_bundle(
     for note in (load_before, load_note()):
         if note and (warnings or stats["cv"] > NOISY_CV / 2) and note not in warnings:
             warnings.append(note)
-    record = machine_record()
-    if "emulation" in record:
+    if emulated:
         warnings.append(record["emulation"])
-    result = {
+    profile: dict = {
         "bundle": str(bundle),
         "generator_sha256": gen.manifest.generator.sha256,
         "variant": gen.meta.variant,
@@ -180,8 +181,8 @@ def profile_bundle(
         "provenance": provenance(),
     }
     if measure.per_op:
-        result["per_op"] = per_op_breakdown(gen, digits, steps, sampler, batch, backend, threads, openvino_precision)
-    return result
+        profile["per_op"] = per_op_breakdown(gen, digits, steps, sampler, batch, backend, threads, openvino_precision)
+    return profile
 
 
 def provenance() -> dict:
@@ -275,7 +276,8 @@ def profile_markdown(p: dict) -> str:
 def machine_line(m: dict) -> str:
     engines = ", ".join(f"{k} {v.split('-')[0]}" for k, v in m.get("engines", {}).items())
     isa = " ".join(m["isa"]) or "no listed ISA extensions"
-    return f"{m['cpu']} ({m['arch']}; {isa}), {m['cores']} cores, {m['os']}, Python {m['python']}, {engines}"
+    emulated = " **emulated on this host CPU: timings are not device latency**" if m.get("emulation") else ""
+    return f"{m['cpu']} ({m['arch']}; {isa}){emulated}, {m['cores']} cores, {m['os']}, Python {m['python']}, {engines}"
 
 
 def plot_profile(p: dict, path: Path) -> None:

@@ -18,6 +18,7 @@ asks for, passes or stores a password. Every failure the user can meet ends in o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +114,7 @@ class Ssh:
         except FileNotFoundError as exc:
             raise RemoteError(f"no OpenSSH client ({self.program}) on this machine") from exc
         assert proc.stdout is not None
-        tail = []
+        tail: list[str] = []
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             tail = (tail + [line])[-5:]
@@ -337,24 +338,25 @@ def c2d_files() -> Iterator[tuple[str, Path]]:
                 yield f"{inside}/{rel.as_posix()}", path
 
 
-def staged_size(wheels: Sequence[Path], bundle: Path) -> int:
-    """Bytes the staging folder needs at its fullest: the wheels unpacked beside the largest wheel, the bundle, c2d."""
+def staged_size(wheels: Sequence[Path], folders: Mapping[str, Path]) -> int:
+    """Bytes the staging folder needs at its fullest: the wheels unpacked beside the largest wheel, the folders, c2d."""
     unpacked = sum(sum(i.file_size for i in zipfile.ZipFile(w).infolist()) for w in wheels)
     largest = max((w.stat().st_size for w in wheels), default=0)
-    bundle_bytes = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
-    return unpacked + sum(w.stat().st_size for w in wheels) + largest + bundle_bytes + sum(p.stat().st_size for _, p in c2d_files())
+    folder_bytes = sum(p.stat().st_size for folder in folders.values() for p in folder.rglob("*") if p.is_file())
+    return unpacked + sum(w.stat().st_size for w in wheels) + largest + folder_bytes + sum(p.stat().st_size for _, p in c2d_files())
 
 
-def write_stage(out, wheels: Sequence[Path], bundle: Path) -> None:
-    """The tar stream the device unpacks: wheels/, site/c2d/..., bundle/."""
+def write_stage(out, wheels: Sequence[Path], folders: Mapping[str, Path]) -> None:
+    """The tar stream the device unpacks: wheels/, site/c2d/..., and each folder (a bundle) under its name."""
     with tarfile.open(fileobj=out, mode="w|") as tar:
         for w in wheels:
             tar.add(w, f"wheels/{w.name}")
         for name, path in c2d_files():
             tar.add(path, f"site/{name}")
-        for path in sorted(bundle.rglob("*")):
-            if path.is_file():
-                tar.add(path, f"bundle/{path.relative_to(bundle).as_posix()}")
+        for name, folder in folders.items():
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    tar.add(path, f"{name}/{path.relative_to(folder).as_posix()}")
 
 
 @dataclass
@@ -389,16 +391,16 @@ def make_folder(ssh: Ssh, python: str, device: Device) -> Staged:
     return Staged(ssh, python, done.stdout.decode().strip())
 
 
-def stage(staged: Staged, wheels: Sequence[Path], bundle: Path, device: Device) -> None:
+def stage(staged: Staged, wheels: Sequence[Path], folders: Mapping[str, Path], device: Device) -> None:
     """Send and unpack; RemoteError when the device's disk is too small or fills up."""
-    need = staged_size(wheels, bundle)
+    need = staged_size(wheels, folders)
     if device.free is not None and device.free < need:
         raise RemoteError(
             f"{staged.ssh.target} has {device.free / 1e6:.0f} MB free in {device.where}; staging the runtime needs {need / 1e6:.0f} MB: "
             "free some space there or pass --remote-dir DIR on a larger disk"
         )
     stream = io.BytesIO()
-    write_stage(stream, wheels, bundle)
+    write_stage(stream, wheels, folders)
     done = staged.ssh.run(
         f"{shlex.quote(staged.python)} -c {shlex.quote(UNPACK)} {shlex.quote(staged.folder)}", stdin=stream.getvalue(), timeout=1800
     )
@@ -433,9 +435,10 @@ class RemoteRun:
     keep: bool = False
 
 
-def remote_profile(spec: RemoteRun, bundle: Path, profile_args: Sequence[str], openvino: bool, log: Callable[[str], None]) -> dict:
-    """Run `c2d profile <staged bundle> *profile_args --json` on the target; the profile it wrote, with "remote" added
-    (target, staged folder, whether it was kept). Nothing stays on the device unless spec.keep."""
+@contextlib.contextmanager
+def staged_runtime(spec: RemoteRun, folders: Mapping[str, Path], openvino: bool, log: Callable[[str], None]) -> Iterator[tuple[Staged, Device]]:
+    """c2d's runtime staged on the target with `folders` (bundles) under their names; removed on the way out (also
+    after an error or an interrupt) unless spec.keep."""
     ssh = Ssh(Target.parse(spec.target), parse_ssh_options(spec.ssh_options))
     device = probe(ssh, spec.python, spec.remote_dir)
     log(f"{ssh.target}: Python {'.'.join(map(str, device.python))} on {device.system} {device.arch} ({' '.join(device.libc)})")
@@ -444,15 +447,10 @@ def remote_profile(spec: RemoteRun, bundle: Path, profile_args: Sequence[str], o
     staged = make_folder(ssh, spec.python, device)
     try:
         log(f"staging in {staged.folder}")
-        stage(staged, wheels, bundle, device)
+        stage(staged, wheels, folders, device)
         if spec.device_index:
             install_from_device_index(staged, reqs, log)
-        status = ssh.stream(
-            staged.python_command(["-m", "c2d", "profile", staged.remote("bundle"), *profile_args, "--json", staged.remote("profile.json")]), log
-        )
-        if status != 0:
-            raise RemoteError(f"`c2d profile` on {ssh.target} failed (exit status {status}); its last lines are above")
-        result = json.loads(staged.read("profile.json"))
+        yield staged, device
     finally:
         if spec.keep:
             log(f"kept {staged.folder} on {ssh.target} (--keep); remove it with: ssh {ssh.target.host} rm -rf {staged.folder}")
@@ -461,5 +459,25 @@ def remote_profile(spec: RemoteRun, bundle: Path, profile_args: Sequence[str], o
                 staged.remove()
             except RemoteError as exc:  # the connection went away: say so, without hiding the first error
                 log(f"warning: could not remove {staged.folder} on {ssh.target} ({exc})")
-    result["remote"] = {"target": str(ssh.target), "staged": staged.folder, "kept": spec.keep, "device_python": device.executable}
+
+
+def run_module(staged: Staged, module: str, args: Sequence[str], log: Callable[[str], None]) -> None:
+    """`python -m MODULE *args` in the staged folder, its output streamed to log; RemoteError if it fails."""
+    status = staged.ssh.stream(staged.python_command(["-m", module, *args]), log)
+    if status != 0:
+        what = f"python -m {module} {args[0] if args else ''}".strip()
+        raise RemoteError(f"`{what}` on {staged.ssh.target} failed (exit status {status}); its last lines are above")
+
+
+def run_c2d(staged: Staged, args: Sequence[str], log: Callable[[str], None]) -> None:
+    run_module(staged, "c2d", args, log)
+
+
+def remote_profile(spec: RemoteRun, bundle: Path, profile_args: Sequence[str], openvino: bool, log: Callable[[str], None]) -> dict:
+    """Run `c2d profile <staged bundle> *profile_args --json` on the target; the profile it wrote, with "remote" added
+    (target, staged folder, whether it was kept). Nothing stays on the device unless spec.keep."""
+    with staged_runtime(spec, {"bundle": bundle}, openvino, log) as (staged, device):
+        run_c2d(staged, ["profile", staged.remote("bundle"), *profile_args, "--json", staged.remote("profile.json")], log)
+        result = json.loads(staged.read("profile.json"))
+    result["remote"] = {"target": spec.target, "staged": staged.folder, "kept": spec.keep, "device_python": device.executable}
     return result

@@ -118,7 +118,9 @@ def test_profile_fills_every_field(tmp_path):
     ):
         assert p[key] is not None and p[key] != {}, key
     assert len(p["step_ms_all"]) == 4 and p["batch"] == 2 and p["audio_s"] == 2.0
-    assert 0 < p["vocoder_share"] < 1 and p["step_ms"]["min"] <= p["step_ms"]["p10"] <= p["step_ms"]["median"] <= p["step_ms"]["p90"] <= p["step_ms"]["p99"] <= p["step_ms"]["max"]
+    assert 0 < p["vocoder_share"] < 1 and [p["step_ms"][k] for k in ("min", "p10", "median", "p90", "p99", "max")] == sorted(
+        p["step_ms"][k] for k in ("min", "p10", "median", "p90", "p99", "max")
+    )
     assert "per-step latency" in (tmp_path / "p.md").read_text()
 
 
