@@ -42,22 +42,31 @@ def c2d(*args: str, log) -> bool:
     return done.returncode == 0
 
 
+LIFTED_GATE = ("--max-step-error", "10", "--max-mel-distance", "100", "--max-accuracy-drop", "1")
+
+
 def made_bundles(shipped: Path, work: Path, kinds: list[str], log) -> tuple[dict[str, Path], dict[str, str]]:
-    """{kind: bundle} for the fp32 bundle and every kind that passes its quality gate here (made once, kept in
-    work/), and {kind: why not} for the others."""
-    bundles, missing = {"fp32": shipped}, {}
+    """{kind: bundle} for the fp32 bundle and every kind (made once, kept in work/), and {kind: note} for the kinds
+    that fail their quality gate on x86: those are made again with the gate lifted, for the ARM-vs-x86 comparison of
+    the same graph only (c2d would not write them with its default gate)."""
+    bundles, failed = {"fp32": shipped}, {}
     calib = work / "calibration"
     for kind in kinds:
         out = work / kind
+        note = out / "FAILED_GATE_ON_X86"
         if not (out / "manifest.json").is_file():
             if kind in NEEDS_CALIBRATION and not calib.exists():
                 c2d("calibrate", str(shipped), "-o", str(calib), log=log)
             args = ["quantize", str(shipped), "--mode", kind, "-o", str(out)] + (["--calib", str(calib)] if kind in NEEDS_CALIBRATION else [])
             if not c2d(*args, log=log):
-                missing[kind] = "fails its quality gate on x86-64 (not written)"
-                continue
+                if not c2d(*args, *LIFTED_GATE, log=log):
+                    failed[kind] = "could not be made"
+                    continue
+                note.write_text("made with the quality gate lifted: it fails the default gate on x86-64\n")
+        if note.is_file():
+            failed[kind] = "fails its quality gate on x86-64 (made with the gate lifted); judged against x86 on the same bundle"
         bundles[kind] = out
-    return bundles, missing
+    return bundles, failed
 
 
 def host_outputs(bundles: dict[str, Path], threads: int) -> dict[str, dict[str, np.ndarray]]:
@@ -87,21 +96,19 @@ def device_outputs(spec: RemoteRun, bundles: dict[str, Path], threads: int, log)
     return {k: outputs[k] for k in bundles}, {k.removeprefix("b-"): v for k, v in summary.items()}, record
 
 
-def table(rows: list[dict], missing: dict[str, str], device: dict, host: dict, seconds: float) -> str:
+def table(rows: list[dict], failed: dict[str, str], device: dict, host: dict, seconds: float) -> str:
     lines = [
         f"ARM64 parity: {device['arch']} device ({device.get('emulation') or device['cpu']}), ONNX Runtime {device['engines'].get('onnxruntime')}, "
         f"against x86-64 ONNX Runtime {host['engines'].get('onnxruntime')} on {host['cpu']}.",
         "",
-        "| bundle | budget | worst error vs x86 fp32 (eps / guidance / logits) | vs x86, same bundle | within budget |",
-        "|---|---|---|---|---|",
+        "| bundle | budget | worst error vs x86 fp32 (eps / guidance / logits) | vs x86, same bundle | within budget | note |",
+        "|---|---|---|---|---|---|",
     ]
+    fmt = lambda errors: " / ".join(f"{errors[n]:.1e}" for n in OUTPUTS)
     for r in rows:
-        fmt = lambda errors: " / ".join(f"{errors[n]:.1e}" for n in OUTPUTS)
-        lines.append(
-            f"| {r['kind']} | {r['budget']:.1e} | {fmt(r['vs_x86_fp32'])} | {fmt(r['vs_x86_same'])} | {'yes' if r['passed'] else '**no**'} |"
-        )
-    for kind, why in missing.items():
-        lines.append(f"| {kind} | - | {why} | - | - |")
+        verdict = "yes" if r["passed"] else "**no**"
+        cells = [r["kind"], f"{r['budget']:.1e}", fmt(r["vs_x86_fp32"]), fmt(r["vs_x86_same"]), verdict, failed.get(r["kind"], "")]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Whole run {seconds:.0f} s" + (" (emulated: not device latency)." if device.get("emulation") else ".")]
     return "\n".join(lines) + "\n"
 
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     args = harness.parse(ap, argv)
     log = lambda line: print(line, flush=True)
     start = time.perf_counter()
-    bundles, missing = made_bundles(args.bundle, args.out_dir, args.kinds, log)
+    bundles, failed = made_bundles(args.bundle, args.out_dir, args.kinds, log)
     host = host_outputs(bundles, args.threads)
     spec = RemoteRun(args.target, tuple(args.ssh_option), args.remote_python, wheels=args.wheels)
     device, summary, record = device_outputs(spec, bundles, args.threads, log)
@@ -126,10 +133,25 @@ def main(argv: list[str] | None = None) -> None:
         vs_fp32, vs_same = compare_outputs(device[kind], host["fp32"]), compare_outputs(device[kind], host[kind])
         seconds = {"open": summary[kind]["open_s"], "outputs": summary[kind]["outputs_s"], "emulated": "emulation" in record}
         row = {"kind": kind, "bundle": str(path), "budget": budget, "vs_x86_fp32": vs_fp32, "vs_x86_same": vs_same}
-        rows.append({**row, "passed": max(vs_fp32.values()) <= budget, "device_seconds": seconds})
+        judged = vs_same if kind in failed else vs_fp32  # x86 itself is out of budget on a gate-failed kind
+        rows.append(
+            {
+                **row,
+                "passed": max(judged.values()) <= budget,
+                "judged_against": "x86 same bundle" if kind in failed else "x86 fp32",
+                "device_seconds": seconds,
+            }
+        )
     wall = time.perf_counter() - start
-    result = {"rows": rows, "not_made": missing, "device": record, "host": machine_record(), "seconds": wall, "budget_rule": budget_for.__doc__}
-    harness.write_results(args.results, result, table(rows, missing, record, result["host"], wall))
+    result = {
+        "rows": rows,
+        "failed_gate_on_x86": failed,
+        "device": record,
+        "host": machine_record(),
+        "seconds": wall,
+        "budget_rule": budget_for.__doc__,
+    }
+    harness.write_results(args.results, result, table(rows, failed, record, result["host"], wall))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from c2d.runtime.contract import DEPLOYMENT_FILE, DEPLOYMENT_FORMAT
 from c2d.runtime.files import InputError, atomic_write_text, cache_root, read_json
 from c2d.runtime.gate import Budget, compare, reference_run
 from c2d.runtime.limits import max_threads
-from c2d.runtime.machine import fingerprint, fingerprint_fields, machine_record
+from c2d.runtime.machine import fingerprint, fingerprint_fields, machine_record, provenance
 from c2d.runtime.parity import VOCODER_BUDGETS, budget_for, check_parity, check_vocoder_parity, load_reference
 from c2d.runtime.timing import interleaved_latency
 
@@ -188,6 +188,7 @@ def choose(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "fingerprint": machine_fingerprint(),
+        "provenance": provenance(),
         "threads_explored": counts,
         "gate_sampler": {"sampler": run.sampler, "steps": run.steps, "samples": len(run.generation.digits), "decided_by": "95 % interval"},
         "generator_sha256": manifest.generator.sha256,

@@ -129,6 +129,17 @@ def fingerprint(record: dict | None = None) -> str:
     return hashlib.sha256(json.dumps(fingerprint_fields(record), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def provenance() -> dict:
+    """What produced a result: the command line, c2d's version, the date (UTC)."""
+    import shlex
+    import time
+
+    from c2d import __version__
+
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
+    return {"command": shlex.join(argv), "c2d": __version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def load_note() -> str | None:
     """Why timings may be noisy: the 1-minute load average against the core count, if it says the CPU is shared."""
     try:

@@ -21,7 +21,7 @@ import numpy as np
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.files import pyplot, save_figure
 from c2d.runtime.generate import Generator, default_bundle
-from c2d.runtime.machine import load_note, machine_record
+from c2d.runtime.machine import load_note, machine_record, provenance
 
 
 def peak_rss_mb() -> float:
@@ -185,17 +185,6 @@ def profile_bundle(
     return profile
 
 
-def provenance() -> dict:
-    """What produced a profile: the command line, c2d's version, the date."""
-    import shlex
-    import sys
-
-    from c2d import __version__
-
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
-    return {"command": shlex.join(argv), "c2d": __version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
 def per_op_breakdown(gen: Generator, digits, steps: int, sampler: str, batch: int, backend: str, threads: int | None, precision: str | None) -> dict:
     """Milliseconds per step by operator type, from the engine's own profiler over the graph calls of one run
     (recorded, then replayed under the profiler): ONNX Runtime's profiling output, OpenVINO's performance counters."""
@@ -255,7 +244,7 @@ def profile_markdown(p: dict) -> str:
         (
             "achieved (at p50)",
             f"{p['achieved_gmacs_per_s']:.1f} GMAC/s"
-            + (f" = {p['fraction_of_peak'] * 100:.1f} % of a {peak['gemm']} GEMM's {peak['gmacs_per_s']:.0f} GMAC/s here" if peak else ""),
+            + (f" = {p['fraction_of_peak'] * 100:.1f} % of the {peak['gemm']} GEMM peak here ({peak['gmacs_per_s']:.0f} GMAC/s)" if peak else ""),
         ),
         ("machine", machine_line(p["machine"])),
     ]

@@ -39,6 +39,8 @@ from c2d.runtime.files import cache_root
 
 MIN_PYTHON = (3, 10)
 CONNECT_TIMEOUT_S = 15
+# accept-new: a device seen for the first time is trusted and remembered, one whose key has changed is refused
+SSH_DEFAULTS = (f"ConnectTimeout={CONNECT_TIMEOUT_S}", "LogLevel=ERROR", "StrictHostKeyChecking=accept-new")
 # What `c2d profile` imports on the device (the rest of each package's requirements come with it from pip).
 RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "onnx", "click", "threadpoolctl")
 PINNED = ("onnxruntime", "openvino")  # the engines run at the host's versions, so both sides measure the same code
@@ -89,8 +91,12 @@ class Ssh:
     program: str = "ssh"
 
     def argv(self, command: str) -> list[str]:
-        argv = [self.program, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", "LogLevel=ERROR"]
+        # ssh keeps the first value it gets for an option: BatchMode (never a password prompt) cannot be overridden,
+        # the user's --ssh-option values come before c2d's defaults, and ~/.ssh/config only fills what is left.
+        argv = [self.program, "-o", "BatchMode=yes"]
         for option in self.options:
+            argv += ["-o", option]
+        for option in SSH_DEFAULTS:
             argv += ["-o", option]
         if self.target.port:
             argv += ["-p", str(self.target.port)]
@@ -136,8 +142,8 @@ SSH_REASONS = (
     ),
     (
         ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED"),
-        "{target}'s host key is unknown or has changed: connect once with ssh to check and accept it "
-        "(or pass --ssh-option StrictHostKeyChecking=accept-new for a new device)",
+        "{target}'s host key has changed since it was remembered (or is refused by your ssh settings): check the device, "
+        "then remove the old key with ssh-keygen -R HOST",
     ),
 )
 

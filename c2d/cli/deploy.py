@@ -102,11 +102,10 @@ def profile(
     """Latency (per step: min / mean / p50 / p90 / p99 / max and its spread; end to end), real-time factor, vocoder
     share, memory, load time, sizes, GMAC/s against the same engine's GEMM peak at the precision used, and the machine
     record. Warns when the figures are noisy."""
-    import json
 
     from c2d.runtime.backends import BackendUnavailable
     from c2d.runtime.bundle import BundleError
-    from c2d.runtime.profile import Measure, plot_profile, profile_bundle, profile_markdown
+    from c2d.runtime.profile import Measure, profile_bundle, profile_markdown
 
     refuse_options_that_do_not_apply(backend, in_bundle=in_bundle, also=also, ov_precision=ov_precision, iterations=iterations, duration=duration)
     remote = {k: outputs.pop(k) for k in REMOTE_OPTIONS}
@@ -127,8 +126,17 @@ def profile(
         raise click.ClickException(str(exc)) from exc
     for warning in result["warnings"]:
         echo_warning(warning)
-    json_path, md_path, plot_path = outputs["json_path"], outputs["md_path"], outputs["plot_path"]
     table = profile_markdown(result)
+    write_outputs(result, table, **outputs)
+    click.echo(table)
+
+
+def write_outputs(result: dict, table: str, json_path, md_path, plot_path) -> None:
+    """The profile as JSON, its table as Markdown and its chart as PNG, where asked for (each written atomically)."""
+    import json
+
+    from c2d.runtime.profile import plot_profile
+
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
         if path:
             atomic_write_text(path, text)
@@ -137,7 +145,6 @@ def profile(
             plot_profile(result, plot_path)
         except ImportError as exc:
             raise click.ClickException(f"--plot: {exc}") from exc
-    click.echo(table)
 
 
 REMOTE_OPTIONS = ("target", "ssh_options", "keep", "remote_python", "remote_dir", "wheelhouse", "device_index")
@@ -167,10 +174,8 @@ def forwarded_arguments(o: dict) -> list[str]:
 
 def profile_remotely(bundle: Path, remote: dict, forwarded: dict, in_bundle: bool, also, json_path, md_path, plot_path) -> None:
     """`c2d profile --target`: the same profile on the device; its JSON, and the table and chart made from it, here."""
-    import json
-
     from c2d.runtime.deployment import deployment_markdown
-    from c2d.runtime.profile import plot_profile, profile_markdown
+    from c2d.runtime.profile import profile_markdown
     from c2d.runtime.remote import RemoteRun, remote_profile
 
     if in_bundle or also:
@@ -191,14 +196,7 @@ def profile_remotely(bundle: Path, remote: dict, forwarded: dict, in_bundle: boo
     with clear_errors():
         result = remote_profile(spec, Path(bundle), forwarded_arguments(forwarded), openvino, click.echo)
     table = deployment_markdown(result) if forwarded["backend"] == "all" else profile_markdown(result)
-    for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, table)):
-        if path:
-            atomic_write_text(path, text)
-    if plot_path:
-        try:
-            plot_profile(result, plot_path)
-        except ImportError as exc:
-            raise click.ClickException(f"--plot: {exc}") from exc
+    write_outputs(result, table, json_path, md_path, plot_path)
     written = [str(p) for p in (json_path, md_path, plot_path) if p]
     click.echo(
         f"profiled on {result['remote']['target']} ({result['machine']['cpu']}, {result['machine']['arch']})"

@@ -62,7 +62,7 @@ def test_platform_tags_cover_every_manylinux_level_the_device_runs():
         ("ssh: connect to host 127.0.0.1 port 9: Connection refused", "connection was refused"),
         ("ssh: Could not resolve hostname nowhere: Name or service not known", "does not resolve"),
         ("root@127.0.0.1: Permission denied (publickey).", "never a password"),
-        ("Host key verification failed.", "accept-new"),
+        ("Host key verification failed.", "ssh-keygen -R"),
         ("ssh: connect to host 10.255.255.1 port 22: Connection timed out", "cannot reach"),
     ],
 )
@@ -115,8 +115,10 @@ def sshd(tmp_path_factory):
 
 
 def ssh_args(sshd, key=None, port=None) -> list[str]:
+    """The issue's form: the key and nothing else about the host (c2d remembers a new host's key, accept-new), with
+    the known-hosts file kept in the test's folder."""
     args = ["--target", f"ssh://{sshd['user']}@127.0.0.1:{port or sshd['port']}"]
-    for option in (f"IdentityFile={key or sshd['key']}", "IdentitiesOnly=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"):
+    for option in (f"IdentityFile={key or sshd['key']}", "IdentitiesOnly=yes", f"UserKnownHostsFile={sshd['root'] / 'known_hosts'}"):
         args += ["--ssh-option", option]
     return args + ["--remote-python", DEVICE_PYTHON]
 
@@ -157,6 +159,19 @@ def test_profile_on_a_target_comes_back_from_the_target_and_leaves_nothing(sshd,
         p["provenance"]["c2d"] and p["generator_sha256"] and "c2d profile" in p["provenance"]["command"] or "__main__" in p["provenance"]["command"]
     )
     assert "p99" in md.read_text() and staging_left(stage_in) == []
+    host_key = (sshd["root"] / "host_key.pub").read_text().split()[1]
+    assert host_key in (sshd["root"] / "known_hosts").read_text()  # a new device's key is remembered (accept-new)
+
+
+@needs_sshd
+def test_a_changed_host_key_is_refused_in_one_line(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    other = (sshd["root"] / "other_key.pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{sshd['port']} {other[0]} {other[1]}\n")  # another key remembered for this host
+    args = ssh_args(sshd)
+    args[args.index(f"UserKnownHostsFile={sshd['root'] / 'known_hosts'}")] = f"UserKnownHostsFile={known}"
+    line = run_failing(args)
+    assert "host key has changed" in line and "ssh-keygen -R" in line
 
 
 @needs_sshd
