@@ -83,7 +83,7 @@ def device_outputs(spec: RemoteRun, bundles: dict[str, Path], threads: int, log)
             log(f"  device: {line}")
 
     folders = {f"b-{kind}": path for kind, path in bundles.items()}
-    with staged_runtime(spec, folders, openvino=False, log=log) as (staged, _):
+    with staged_runtime(spec, folders, openvino="no", log=log) as (staged, _):
         run_module(staged, "c2d.runtime.machine", [], keep)
         run_module(staged, "c2d.runtime.parity", ["out", *folders, "--threads", str(threads)], keep)
         outputs = {}

@@ -442,14 +442,24 @@ class RemoteRun:
 
 
 @contextlib.contextmanager
-def staged_runtime(spec: RemoteRun, folders: Mapping[str, Path], openvino: bool, log: Callable[[str], None]) -> Iterator[tuple[Staged, Device]]:
+def staged_runtime(spec: RemoteRun, folders: Mapping[str, Path], openvino: str, log: Callable[[str], None]) -> Iterator[tuple[Staged, Device]]:
     """c2d's runtime staged on the target with `folders` (bundles) under their names; removed on the way out (also
-    after an error or an interrupt) unless spec.keep."""
+    after an error or an interrupt) unless spec.keep. openvino: "no", "required" (--backend openvino) or "optional"
+    (--backend all: where the device's platform has no OpenVINO wheel, the choice is among the other engines)."""
     ssh = Ssh(Target.parse(spec.target), parse_ssh_options(spec.ssh_options))
     device = probe(ssh, spec.python, spec.remote_dir)
     log(f"{ssh.target}: Python {'.'.join(map(str, device.python))} on {device.system} {device.arch} ({' '.join(device.libc)})")
-    reqs = requirements(openvino)
-    wheels = [] if spec.device_index else download_wheels(device, reqs, spec.wheels, log)
+    reqs = requirements(openvino != "no")
+    wheels: list[Path] = []
+    if not spec.device_index:
+        try:
+            wheels = download_wheels(device, reqs, spec.wheels, log)
+        except RemoteError as exc:
+            if openvino != "optional" or "openvino" not in str(exc):
+                raise
+            log(f"warning: {exc}; the device's choice is among the other engines")
+            reqs = requirements(False)
+            wheels = download_wheels(device, reqs, spec.wheels, log)
     staged = make_folder(ssh, spec.python, device)
     try:
         log(f"staging in {staged.folder}")
@@ -479,7 +489,7 @@ def run_c2d(staged: Staged, args: Sequence[str], log: Callable[[str], None]) -> 
     run_module(staged, "c2d", args, log)
 
 
-def remote_profile(spec: RemoteRun, bundle: Path, profile_args: Sequence[str], openvino: bool, log: Callable[[str], None]) -> dict:
+def remote_profile(spec: RemoteRun, bundle: Path, profile_args: Sequence[str], openvino: str, log: Callable[[str], None]) -> dict:
     """Run `c2d profile <staged bundle> *profile_args --json` on the target; the profile it wrote, with "remote" added
     (target, staged folder, whether it was kept). Nothing stays on the device unless spec.keep."""
     with staged_runtime(spec, {"bundle": bundle}, openvino, log) as (staged, device):

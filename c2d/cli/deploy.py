@@ -192,7 +192,7 @@ def profile_remotely(bundle: Path, remote: dict, forwarded: dict, in_bundle: boo
         remote["device_index"],
         remote["keep"],
     )
-    openvino = forwarded["backend"] in ("openvino", "all")
+    openvino = {"openvino": "required", "all": "optional"}.get(forwarded["backend"], "no")
     with clear_errors():
         result = remote_profile(spec, Path(bundle), forwarded_arguments(forwarded), openvino, click.echo)
     table = deployment_markdown(result) if forwarded["backend"] == "all" else profile_markdown(result)

@@ -239,3 +239,30 @@ def test_a_full_disk_on_the_device_is_one_line_and_nothing_is_left(sshd, device_
         assert "MB free" in line and "--remote-dir" in line and staging_left(small) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_backend_all_on_a_platform_without_openvino_wheels_chooses_among_the_other_engines(monkeypatch):
+    from c2d.runtime import remote
+
+    calls, logged = [], []
+
+    def download(device_, reqs, wheelhouse, log):
+        calls.append(list(reqs))
+        if any(r.startswith("openvino") for r in reqs):
+            raise RemoteError("no wheel of openvino==2026.4.1 on the package index for the device (CPython 3.11, manylinux_2_31_armv7l)")
+        return []
+
+    monkeypatch.setattr(remote, "probe", lambda *a: device())
+    monkeypatch.setattr(remote, "download_wheels", download)
+    monkeypatch.setattr(remote, "make_folder", lambda ssh, python, dev: remote.Staged(ssh, python, "/tmp/c2d-profile-x"))
+    monkeypatch.setattr(remote, "stage", lambda *a: None)
+    monkeypatch.setattr(remote.Staged, "remove", lambda self: None)
+    spec = remote.RemoteRun("ssh://board")
+    with remote.staged_runtime(spec, {}, "optional", logged.append):
+        pass
+    assert any("openvino" in r for r in calls[0]) and not any("openvino" in r for r in calls[1])
+    assert any(line.startswith("warning: no wheel of openvino") for line in logged)
+    calls.clear()
+    with pytest.raises(RemoteError, match="openvino"), remote.staged_runtime(spec, {}, "required", logged.append):
+        pass
+    assert len(calls) == 1
