@@ -72,6 +72,7 @@ from c2d.runtime.files import atomic_write_text, output_target
 @click.option(
     "--target",
     default=None,
+    is_eager=True,  # parsed first: --threads is then checked against the device's cores there, not this machine's
     metavar="ssh://[USER@]HOST[:PORT]",
     help="Profile on this device over SSH instead of here: c2d stages its runtime and the bundle in a temporary folder there, "
     "runs the same profile with the device's engines, brings the results back and removes what it staged.",

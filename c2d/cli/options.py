@@ -101,12 +101,25 @@ def sampler_option(purpose: str = ""):
     )
 
 
+class Threads(click.IntRange):
+    """1 to this machine's cores; where the command runs on a --target device (an eager option, parsed first), any
+    positive count: the device checks it against its own cores."""
+
+    def __init__(self):
+        super().__init__(1, limits.max_threads())
+
+    def convert(self, value, param, ctx):
+        if ctx is not None and ctx.params.get("target"):
+            return click.IntRange(1, None).convert(value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def threads_option():
     return click.option(
         "--threads",
-        type=click.IntRange(1, limits.max_threads()),
+        type=Threads(),
         default=None,
-        help=f"CPU threads [default: all cores]; {limits.REASONS['threads']}.",
+        help=f"CPU threads [default: all cores]; {limits.REASONS['threads']} (with --target: the device's cores).",
     )
 
 

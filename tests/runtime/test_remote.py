@@ -266,3 +266,10 @@ def test_backend_all_on_a_platform_without_openvino_wheels_chooses_among_the_oth
     with pytest.raises(RemoteError, match="openvino"), remote.staged_runtime(spec, {}, "required", logged.append):
         pass
     assert len(calls) == 1
+
+
+def test_threads_for_a_target_are_checked_on_the_device_not_here():
+    res = CliRunner().invoke(main, ["profile", "--threads", "4096"])
+    assert res.exit_code == 2 and "--threads" in res.output  # more than this machine's cores
+    res = CliRunner().invoke(main, ["profile", "--threads", "4096", "--target", "ssh://nowhere.invalid:1", "--ssh-option", "ConnectTimeout=2"])
+    assert "--threads" not in res.output and "cannot reach" in res.output  # accepted, then the device is not there
