@@ -101,7 +101,7 @@ def table(rows: list[dict], failed: dict[str, str], device: dict, host: dict, se
         f"ARM64 parity: {device['arch']} device ({device.get('emulation') or device['cpu']}), ONNX Runtime {device['engines'].get('onnxruntime')}, "
         f"against x86-64 ONNX Runtime {host['engines'].get('onnxruntime')} on {host['cpu']}.",
         "",
-        "| bundle | budget | worst error vs x86 fp32 (eps / guidance / logits) | vs x86, same bundle | within budget | note |",
+        f"| bundle | budget | worst error vs x86 fp32 ({' / '.join(OUTPUTS)}) | vs x86, same bundle | within budget | note |",
         "|---|---|---|---|---|---|",
     ]
     fmt = lambda errors: " / ".join(f"{errors[n]:.1e}" for n in OUTPUTS)
