@@ -350,3 +350,15 @@ def test_profile_all_through_the_cli(bundle_copy, tmp_path, private_deployment_c
     assert res.exit_code == 0, res.output
     assert (bundle_copy / deployment.DEPLOYMENT_FILE).is_file()
     assert deployment.DEPLOYMENT_FILE in load(bundle_copy).backend_note  # the bundle's own file is read first
+
+
+@pytest.mark.slow
+def test_profiling_again_says_what_it_replaces(bundle_copy, private_deployment_cache):
+    quick = dict(threads=1, rounds=1, calls=1, candidates=[Candidate("ort", "fp32")], gate_budget=deployment.Budget(count=1, steps=2))
+    first: list[str] = []
+    again: list[str] = []
+    choose(bundle_copy, log=first.append, **quick)
+    profile = choose(bundle_copy, log=again.append, **quick)
+    assert not any("replaces" in line for line in first)
+    replaced = [line for line in again if "replaces the earlier profile" in line]
+    assert replaced and "it chose ort fp32 x1" in replaced[0] and profile["path"] in replaced[0]

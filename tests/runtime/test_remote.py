@@ -273,3 +273,17 @@ def test_threads_for_a_target_are_checked_on_the_device_not_here():
     assert res.exit_code == 2 and "--threads" in res.output  # more than this machine's cores
     res = CliRunner().invoke(main, ["profile", "--threads", "4096", "--target", "ssh://nowhere.invalid:1", "--ssh-option", "ConnectTimeout=2"])
     assert "--threads" not in res.output and "cannot reach" in res.output  # accepted, then the device is not there
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_the_device_can_install_the_runtime_from_its_own_index(sshd, tmp_path):
+    stage_in = tmp_path / "device-tmp"
+    stage_in.mkdir()
+    args = ["profile", *ssh_args(sshd), "--remote-dir", str(stage_in), "--device-index", "--steps", "2", "--threads", "1"]
+    res = CliRunner().invoke(main, args + ["--json", str(tmp_path / "p.json")])
+    if res.exit_code != 0 and "could not install" in res.output:
+        pytest.skip(f"the device's pip reaches no package index here: {res.output.strip().splitlines()[-1]}")
+    assert res.exit_code == 0, res.output
+    assert "from its own package index" in res.output and json.loads((tmp_path / "p.json").read_text())["step_ms"]["n"] == 2
+    assert staging_left(stage_in) == []
