@@ -28,7 +28,7 @@ from c2d.runtime.backends import BackendOptions
 from c2d.runtime.generate import Generator
 from c2d.runtime.machine import machine_record
 from c2d.runtime.parity import OUTPUTS, budget_for, compare_outputs, reference_outputs
-from c2d.runtime.remote import RemoteRun, run_module, staged_runtime
+from c2d.runtime.remote import RemoteRun, requirements, run_module, staged_runtime, wheel_folder
 
 KINDS = ("fp16", "int8-dynamic", "int8-static", "mixed")
 NEEDS_CALIBRATION = ("int8-static", "mixed")
@@ -83,7 +83,8 @@ def device_outputs(spec: RemoteRun, bundles: dict[str, Path], threads: int, log)
             log(f"  device: {line}")
 
     folders = {f"b-{kind}": path for kind, path in bundles.items()}
-    with staged_runtime(spec, folders, openvino="no", log=log) as (staged, _):
+    with staged_runtime(spec, folders, openvino="no", log=log) as (staged, device):
+        wheels = sorted(p.name for p in wheel_folder(device, requirements(False), spec.wheels).glob("*.whl"))
         run_module(staged, "c2d.runtime.machine", [], keep)
         run_module(staged, "c2d.runtime.parity", ["out", *folders, "--threads", str(threads)], keep)
         outputs = {}
@@ -93,6 +94,7 @@ def device_outputs(spec: RemoteRun, bundles: dict[str, Path], threads: int, log)
                 outputs[kind] = dict(np.load(tmp.name))
     summary = json.loads(next(line for line in lines if line.startswith("C2D-PARITY "))[len("C2D-PARITY ") :])
     record = json.loads(next(line for line in lines if line.startswith("C2D-MACHINE "))[len("C2D-MACHINE ") :])
+    record["staged_wheels"] = [] if spec.device_index else wheels  # what the runtime was installed from
     return {k: outputs[k] for k in bundles}, {k.removeprefix("b-"): v for k, v in summary.items()}, record
 
 
