@@ -189,3 +189,24 @@ def test_a_candidate_whose_interval_reaches_past_the_budget_fails_by_interval_an
     assert low == pytest.approx(0.03) and 0.05 < high and strict.failures and "95 % interval" in strict.failures[0]
     tight = gate_on(np.full(30, 0.03), Budget(step_error=0.05, by_interval=True))
     assert not tight.failures and tight.summary()["max_step_error_95"] == [0.03, 0.03]
+
+
+def test_the_device_parity_tool_writes_every_output_and_compares_like_the_gate(tmp_path):
+    import subprocess
+    import sys
+
+    from c2d.runtime.generate import default_bundle
+    from c2d.runtime.parity import OUTPUTS, compare_outputs, load_reference
+
+    bundle = default_bundle()
+    done = subprocess.run([sys.executable, "-m", "c2d.runtime.parity", str(tmp_path), str(bundle), "--threads", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("C2D-PARITY "))[len("C2D-PARITY ") :])
+    assert summary[bundle.name]["precision"] == "fp32" and max(summary[bundle.name]["parity_vs_stored_reference"].values()) < 1e-4
+    got = dict(np.load(tmp_path / f"{bundle.name}.npz"))
+    stored = {f"c{k}.{n}": outs[n] for k, (_, outs) in enumerate(load_reference(bundle)) for n in OUTPUTS}
+    assert set(got) == set(stored) and max(compare_outputs(got, stored).values()) < 1e-4
+    shifted = {k: v + (0.5 * np.abs(stored[k]).max() if k.endswith(".eps") else 0) for k, v in got.items()}
+    errors = compare_outputs(shifted, stored)
+    assert errors["eps"] == pytest.approx(0.5, rel=0.01) and errors["logits"] < 1e-4
+    assert compare_outputs({k: v[:1] for k, v in got.items()}, stored)["eps"] == float("inf")  # another shape
