@@ -2,13 +2,16 @@
 not worse than EM-100's (the paper's sampler) on any measure, compared pair by pair on the same seeds.
 
 python -m c2d.benchmarks.default_choice [--bundle DIR] [--points SAMPLER:STEPS ...] [--count 100] [--threads 1]
-                                        [--out-dir runs/default_choice] [--results benchmarks/results/default_choice.json]
+                                        [--against BUNDLE:SAMPLER:STEPS] [--out-dir runs/default_choice]
+                                        [--results benchmarks/results/default_choice.json]
 
 Every point and EM-100 generate --count samples per digit on seeds 1000 + k (Table 1's), as `c2d generate` writes them
 (the bundle's vocoder, -1 dBFS, 16-bit). Measures (models/evaluation.py): per judge (MFCC ResNet, log-Mel TDNN)
 accuracy, FID and KID against FSDD's training recordings; DNSMOS OVRL. Each point's difference to EM-100 has a
 paired-bootstrap 95 % interval (the same items drawn for both); a point passes when no difference lies wholly on the
-worse side. Audio is cached per generator file in --out-dir, so an interrupted run resumes.
+worse side. --against names a yardstick from another bundle (say the previously shipped one at a sampler its users
+liked): the chosen point is compared with it the same way, on the same seeds. Audio is cached per generator file in
+--out-dir, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from c2d.benchmarks import harness
 from c2d.benchmarks.harness import cpu_model, write_results
 from c2d.models.evaluation import default_judges, generate_as_users_hear, judge_waves, open_dnsmos, provenance, summarise
-from c2d.models.scoring import paired_differences
+from c2d.models.scoring import ScoredSet, paired_differences
 from c2d.runtime.bundle import generator_sha256
 from c2d.runtime.generate import default_bundle
 from c2d.runtime.samplers import SAMPLERS
@@ -37,6 +40,14 @@ def parse_point(text: str) -> tuple[str, int]:
     if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: want SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLERS)}")
     return name, int(steps)
+
+
+def parse_against(text: str) -> tuple[Path, tuple[str, int]]:
+    bundle, _, point = text.rpartition(":")
+    bundle, _, sampler = bundle.rpartition(":")
+    if not bundle or not Path(bundle).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: want BUNDLE:SAMPLER:STEPS with BUNDLE a bundle folder")
+    return Path(bundle), parse_point(f"{sampler}:{point}")
 
 
 def point_audio(out_dir: Path, bundle: Path, point: tuple[str, int], count: int, threads: int) -> tuple[np.ndarray, int, np.ndarray, float]:
@@ -94,15 +105,57 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Chosen: {result['chosen'] or 'none (no point passes)'}: the fewest network evaluations not worse than "
-        f"{result['reference']} on any measure.",
+        f"{result['reference']}{' or than the yardstick' if result.get('against') else ''} on any measure.",
     ]
+    if result.get("against"):
+        lines += ["", *against_lines(result, judges)]
     return "\n".join(lines) + "\n"
+
+
+def against_lines(result: dict, judges: list[str]) -> list[str]:
+    """Every point against the --against yardstick of another bundle: one row each."""
+    label = result["against"]["label"]
+    lines = [f"Against the yardstick {label} (difference = point - yardstick, 95 % paired intervals):", ""]
+    header = ["point"] + [f"{j} {m}" for j in judges for m in ("accuracy", "FID", "KID")] + ["DNSMOS OVRL", "not worse than yardstick"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, row in result["points"].items():
+        d = row["against_difference"]
+        cells = [key]
+        for j in judges:
+            for m, scale in (("accuracy", 100), ("fid", 1), ("kid", 1000)):
+                cells.append(f"{scale * d[j][m]['value']:+.2f} [{scale * d[j][m]['low']:+.2f}, {scale * d[j][m]['high']:+.2f}]")
+        ov = d.get("dnsmos", {}).get("ovrl")
+        cells += [f"{ov['value']:+.3f} [{ov['low']:+.3f}, {ov['high']:+.3f}]" if ov else "-", "yes" if row["passes_against"] else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def choose(points: dict) -> str | None:
+    """The point with the fewest network evaluations that is not worse than the reference (and the yardstick, where
+    there is one) on any measure; None if there is none."""
+    passing = [k for k, r in points.items() if r.get("passes") and r.get("passes_against", True)]
+    return min(passing, key=lambda k: (points[k]["nfe"], k)) if passing else None
+
+
+def yardstick(args, judges, dnsmos) -> tuple[str, ScoredSet, dict]:
+    """(label, scored clips, summary) of the --against point, generated from its own bundle on the same seeds."""
+    other, point = args.against
+    audio, rate, digits, _ = point_audio(args.out_dir, other, point, args.count, args.threads)
+    scored = judge_waves(audio, rate, digits, judges, dnsmos)
+    return f"{other}:{point[0]}:{point[1]}", scored, {"generator_sha256": generator_sha256(other), "scores": summarise(scored)}
+
+
+def difference_to(base: ScoredSet, other: ScoredSet) -> tuple[dict, bool]:
+    """(other - base for every measure as dicts, whether other is not worse than base on any)."""
+    diffs = paired_differences(base, other)
+    return {j: {m: e.to_dict() for m, e in ms.items()} for j, ms in diffs.items()}, passes(diffs)
 
 
 def main() -> None:
     ap = harness.parser(__doc__, "default_choice", threads=1, work=True, bundle=True)
     ap.add_argument("--points", type=parse_point, nargs="+", default=[("ancestral", 8), ("ancestral", 15), ("ancestral", 25)])
     ap.add_argument("--count", type=int, default=100, help="samples per digit of every point")
+    ap.add_argument("--against", type=parse_against, default=None, help="BUNDLE:SAMPLER:STEPS to compare the chosen point with")
     args = ap.parse_args()
     bundle = args.bundle or default_bundle()
     judges, dnsmos = default_judges(), open_dnsmos()
@@ -115,14 +168,18 @@ def main() -> None:
         points[key] = {"nfe": point[1], "scores": summarise(scored[key]), "generation_seconds": seconds}
     for key, row in points.items():
         if key != ref_key:
-            diffs = paired_differences(scored[ref_key], scored[key])
-            row["difference"] = {j: {m: e.to_dict() for m, e in ms.items()} for j, ms in diffs.items()}
-            row["passes"] = passes(diffs)
-    passing = [k for k, r in points.items() if r.get("passes")]
-    chosen = min(passing, key=lambda k: (points[k]["nfe"], k)) if passing else None
+            row["difference"], row["passes"] = difference_to(scored[ref_key], scored[key])
+    against = None
+    if args.against:
+        label, yard, against = yardstick(args, judges, dnsmos)
+        against["label"] = label
+        for key, row in points.items():
+            row["against_difference"], row["passes_against"] = difference_to(yard, scored[key])
+    chosen = choose(points)
     command = " ".join(
         ["python -m c2d.benchmarks.default_choice", "--points", *(f"{s}:{n}" for s, n in args.points), "--count", str(args.count)]
         + (["--bundle", str(args.bundle)] if args.bundle else [])
+        + (["--against", against["label"]] if against else [])
     )
     result = {
         "points": points,
@@ -132,6 +189,7 @@ def main() -> None:
         "cpu": cpu_model(),
         "date": time.strftime("%Y-%m-%d"),
         "judges": {j.name: j.about for j in judges},
+        "against": against,
         "provenance": provenance(
             command=command,
             bundle=str(bundle),

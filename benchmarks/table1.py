@@ -1,15 +1,19 @@
 """The paper's Table 1 on our data, for the committed `small` checkpoints, in one run.
 
-python -m c2d.benchmarks.table1 [--count 100] [--out-dir runs/table1] [--results benchmarks/results/table1.json]
+python -m c2d.benchmarks.table1 [--count 100] [--only BUNDLE ...] [--out-dir runs/table1] [--results benchmarks/results/table1.json]
 
 Rows: U-Net and score subnet (with and without gradient taps, 4,000 steps each: the equal-budget ablation),
-unconditional (gamma 0) and guided (gamma 3), plus the shipped generator (the same subnet trained to 18,000 steps),
-guided, with the paper's sampler and with the bundle's default few-step sampler. Columns: parameters total
-[trainable] and GMACs per step (models/costs.py), FID / IS / mIS / AM and class accuracy by the independent
-evaluator (models/evaluator.py) on count x 10 samples per row (reverse-SDE EM, 100 steps, but for the default-sampler
-row; exported bundles on ONNX Runtime CPU), per-step latency and peak memory of each graph
-(`c2d profile` in a fresh process per measurement, bundles interleaved, median of rounds).
-Generated samples are cached in --out-dir, so an interrupted run resumes where it stopped.
+unconditional (gamma 0) and guided (gamma 3), on the first classifier (classifier-small.pt); the eps subnet trained to
+18,000 steps that was shipped before; and the shipped generator (models.checkpoints.SHIPPED_SUBNET), guided, with the
+paper's sampler and with the shipped bundle's default sampler (read from runtime/bundles/small when its row is
+reached). Columns: the classifier each row stands on, parameters total [trainable] and GMACs per step
+(models/costs.py), FID / IS / mIS / AM and class accuracy by the independent evaluator (models/evaluator.py) on
+count x 10 samples per row (reverse-SDE EM, 100 steps, but for the default-sampler row; exported bundles on ONNX
+Runtime CPU), per-step latency and peak memory of each graph (`c2d profile` in a fresh process per measurement,
+bundles interleaved, median of rounds).
+--only BUNDLE re-measures the quality of that bundle's rows and keeps every other row's from --results (each row
+records the date it was measured); latency and memory are always measured again, for every graph.
+Generated samples are cached in --out-dir by checkpoint hash, sampler, steps and count, so an interrupted run resumes.
 A row of real test-split clips gives the metrics' floor.
 """
 
@@ -27,26 +31,33 @@ from pathlib import Path
 import numpy as np
 
 from c2d.benchmarks import harness
-from c2d.benchmarks.harness import cached_samples, write_results
+from c2d.benchmarks.harness import cached_samples, cpu_model, write_results
 from c2d.export.exporter import export_bundle
 from c2d.models.checkpoints import SHIPPED_SUBNET
 from c2d.models.costs import cost_table
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
-from c2d.runtime.contract import GENERATOR_FILE, MANIFEST_FILE
-from c2d.runtime.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
+from c2d.runtime import load
+from c2d.runtime.bundle import file_sha256, read_manifest
+from c2d.runtime.contract import GENERATOR_FILE
+from c2d.runtime.generate import default_bundle
 
 CKPT = files("c2d.models.checkpoints")
+PREVIOUS_SHIPPED = "subnet-small-18k.pt"  # the eps generator shipped until the EDM one replaced it
 BUNDLES = {
     "single": ["subnet-small.pt"],
     "notaps": ["subnet-small-notaps.pt"],
     "two-model": ["unet-small.pt", "classifier-small.pt"],
+    "eps-18k": [PREVIOUS_SHIPPED],
     "shipped": [SHIPPED_SUBNET],
 }
-SAME_GRAPH = {"shipped": "single"}  # longer-trained weights, same graph: profiled once
-SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
-DEFAULT_ROW = f"... {DEFAULT_SAMPLER} {DEFAULT_STEPS} steps (the bundle's default sampler)"
+SAME_GRAPH = {"eps-18k": "single"}  # longer-trained weights, same graph: profiled once
+FIRST_CLASSIFIER = "classifier-small.pt (2,985 steps)"
+CLASSIFIER = {"shipped": "classifier-small-long (5,247 steps)"}  # every other bundle stands on FIRST_CLASSIFIER
+SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps, EDM (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
+DEFAULT_ROW = "... the shipped bundle's default sampler"
 EM100 = ("em", 100)  # the paper's sampler: every row but DEFAULT_ROW
+BUNDLE_DEFAULT = None  # DEFAULT_ROW's sampling: the shipped bundle's default, read when the row is reached
 ROWS = [  # (row name, as in models/costs.py unless COST_ROW says otherwise; bundle; guidance; sampler and steps)
     ("U-Net, unconditional", "two-model", 0.0, EM100),
     ("Score subnet, unconditional", "single", 0.0, EM100),
@@ -54,25 +65,47 @@ ROWS = [  # (row name, as in models/costs.py unless COST_ROW says otherwise; bun
     (TWO_MODEL_ROW, "two-model", 3.0, EM100),
     (SINGLE_ROW, "single", 3.0, EM100),
     ("... without gradient taps, guided", "notaps", 3.0, EM100),
+    ("Score subnet 18k steps, eps (shipped before), guided", "eps-18k", 3.0, EM100),
     (SHIPPED_ROW, "shipped", 3.0, EM100),
-    (DEFAULT_ROW, "shipped", 3.0, (DEFAULT_SAMPLER, DEFAULT_STEPS)),
+    (DEFAULT_ROW, "shipped", 3.0, BUNDLE_DEFAULT),
 ]
-COST_ROW = {SHIPPED_ROW: SINGLE_ROW, DEFAULT_ROW: SINGLE_ROW}
+COST_ROW = {row: SINGLE_ROW for row, bundle, *_ in ROWS if bundle in ("eps-18k", "shipped")}
 
 
 def export_all(out_dir: Path) -> dict[str, Path]:
+    """Every bundle of BUNDLES exported into out_dir/bundles, again where the checkpoints changed since."""
     paths = {}
     for name, ckpts in BUNDLES.items():
         path = out_dir / "bundles" / name
-        if not (path / MANIFEST_FILE).is_file():
+        if not current_export(path, [CKPT / c for c in ckpts]):
             export_bundle([str(CKPT / c) for c in ckpts], path, vocoder="griffin-lim")
         paths[name] = path
     return paths
 
 
-def samples_for(row: str, bundle: Path, guidance: float, sampling: tuple[str, int], count: int, out_dir: Path, log) -> tuple[np.ndarray, np.ndarray]:
-    cache = out_dir / "samples" / f"{row.replace(' ', '_').replace(',', '').replace('.', '').replace('+', 'plus')}-{count}.npz"
-    return cached_samples(cache, lambda: generate_normalised(bundle, count, *sampling, guidance, seed=1000), row, log)
+def current_export(bundle: Path, checkpoints: list) -> bool:
+    """Whether bundle was exported from exactly these checkpoint files."""
+    try:
+        recorded = {entry["sha256"] for entry in read_manifest(bundle, verify=False).checkpoints.values()}
+    except Exception:
+        return False
+    return recorded == {file_sha256(c) for c in checkpoints}
+
+
+def shipped_default() -> tuple[str, int]:
+    """(sampler, steps) that `c2d generate` runs by default: the shipped bundle's, which must hold SHIPPED_SUBNET."""
+    bundle = default_bundle()
+    if not current_export(bundle, [CKPT / SHIPPED_SUBNET]):
+        raise SystemExit(f"{bundle} was not exported from {SHIPPED_SUBNET}: re-export it (docs/checkpoints.md)")
+    meta = load(bundle, "ort").meta
+    return meta.default_sampler, meta.default_steps
+
+
+def samples_for(bundle: Path, guidance: float, sampling: tuple[str, int], count: int, out_dir: Path, log) -> tuple[np.ndarray, np.ndarray]:
+    sources = "-".join(sorted(e["sha256"][:12] for e in read_manifest(bundle, verify=False).checkpoints.values()))
+    cache = out_dir / "samples" / f"{sources}-g{guidance:g}-{sampling[0]}-{sampling[1]}-n{count}.npz"
+    label = f"{bundle.name} gamma {guidance:g} {sampling[0]}-{sampling[1]}"
+    return cached_samples(cache, lambda: generate_normalised(bundle, count, *sampling, guidance, seed=1000), label, log)
 
 
 def profile_once(bundle: Path, steps: int) -> dict:
@@ -104,20 +137,24 @@ def latency_and_memory(bundles: dict[str, Path], rounds: int = 3, steps: int = 4
 
 def markdown(result: dict) -> str:
     lines = [
-        "| model | params total [trainable] | GMACs/step | FID | IS | mIS | AM | accuracy | ORT ms/step | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"`{result['command']}` ({result.get('cpu', 'CPU not recorded')}, {result['date']}); {result['samples_per_row']} samples per row.",
+        "",
+        "| model | classifier | sampler | params total [trainable] | GMACs/step | FID | IS | mIS | AM | accuracy "
+        "| ORT ms/step | peak MB | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         m, p = r["metrics"], r["profile"]
         acc = f"{m['accuracy'] * 100:.1f} %" if "accuracy" in m else "-"
         lines.append(
-            f"| {r['model']} | {r['params_total'] / 1e6:.2f} M [{r['params_trainable'] / 1e6:.2f}] | {r['gmacs_per_step']:.3f} | "
-            f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.1f} | {m['am']:.3f} | {acc} | {p['step_ms']:.1f} | {p['peak_rss_mb']:.0f} |"
+            f"| {r['model']} | {r.get('classifier', FIRST_CLASSIFIER)} | {r['sampler']} | {r['params_total'] / 1e6:.2f} M "
+            f"[{r['params_trainable'] / 1e6:.2f}] | {r['gmacs_per_step']:.3f} | {m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.1f} | "
+            f"{m['am']:.3f} | {acc} | {p['step_ms']:.1f} | {p['peak_rss_mb']:.0f} | {r.get('measured', result['date'])} |"
         )
     real = result["real_test_split"]
     lines.append(
-        f"| real test clips ({real['samples']}) | - | - | {real['fid']:.2f} | {real['is']:.2f} | {real['mis']:.1f} | "
-        f"{real['am']:.3f} | {real['accuracy'] * 100:.1f} % | - | - |"
+        f"| real test clips ({real['samples']}) | - | - | - | - | {real['fid']:.2f} | {real['is']:.2f} | {real['mis']:.1f} | "
+        f"{real['am']:.3f} | {real['accuracy'] * 100:.1f} % | - | - | {result['date']} |"
     )
     r = result["ratios_single_over_two_model_guided"]
     lines += ["", "single backbone / two-model (guided): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())]
@@ -146,50 +183,79 @@ def shipped_model_targets(single_guided: dict, two_model_guided: dict) -> dict:
     }
 
 
+def previous_quality(results: Path, only: list[str], count: int) -> dict[str, dict]:
+    """Row name -> the row as --results last recorded it, for every row whose bundle is not re-measured (--only)."""
+    if not only:
+        return {}
+    if not results.is_file():
+        raise SystemExit(f"--only keeps the other rows from {results}, which does not exist: run without --only")
+    previous = json.loads(results.read_text())
+    if previous["samples_per_row"] != count * 10:
+        raise SystemExit(f"{results} has {previous['samples_per_row']} samples per row, not {count * 10}: run with the same --count")
+    kept = {r["model"]: r for r in previous["rows"] if r["bundle"] not in only}
+    missing = [row for row, bundle, *_ in ROWS if bundle not in only and row not in kept]
+    if missing:
+        raise SystemExit(f"{results} has no row {', '.join(map(repr, missing))}: re-measure its bundle with --only, or run without")
+    return kept
+
+
+def measure_quality(bundles: dict[str, Path], kept: dict[str, dict], count: int, out_dir: Path, log) -> dict[str, dict]:
+    """Row name -> {metrics, sampler, measured} for every row of ROWS: kept rows as they were, the others generated."""
+    evaluator = load_evaluator(CKPT / "evaluator.pt")
+    reference = Reference.from_features(evaluator, load_features("train"))
+    quality = {}
+    for row, bundle, gamma, sampling in ROWS:
+        if row in kept:
+            old = kept[row]
+            quality[row] = {"metrics": old["metrics"], "sampler": old["sampler"], "measured": old.get("measured", "2026-11-27")}
+            continue
+        sampling = sampling or shipped_default()
+        x, digits = samples_for(bundles[bundle], gamma, sampling, count, out_dir, log)
+        metrics = evaluate_samples(evaluator, x, digits if gamma > 0 else None, reference)
+        quality[row] = {"metrics": metrics, "sampler": f"{sampling[0]}-{sampling[1]}", "measured": time.strftime("%Y-%m-%d")}
+        log(f"{row}: {metrics}")
+    return quality
+
+
 def main() -> None:
     ap = harness.parser(__doc__, "table1")
     ap.add_argument("--count", type=int, default=100, help="samples per digit and row (headline: 100, i.e. 1,000 per row)")
+    ap.add_argument("--only", nargs="+", choices=list(BUNDLES), default=[], help="re-measure only these bundles' rows")
     ap.add_argument("--out-dir", type=Path, default=Path("runs/table1"))
     ap.add_argument("--profile-steps", type=int, default=40)
     args = ap.parse_args()
     log = lambda msg: print(msg, flush=True)
+    kept = previous_quality(args.results, args.only, args.count)
     bundles = export_all(args.out_dir)
-    evaluator = load_evaluator(CKPT / "evaluator.pt")
-    reference = Reference.from_features(evaluator, load_features("train"))
-    test = load_features("test")
-    real = evaluate_samples(evaluator, test.x, test.y, reference)
-    costs = {c.model: c for c in cost_table("small")}
-    quality = {}
-    for row, bundle, gamma, sampling in ROWS:
-        x, digits = samples_for(row, bundles[bundle], gamma, sampling, args.count, args.out_dir, log)
-        quality[row] = evaluate_samples(evaluator, x, digits if gamma > 0 else None, reference)
-        log(f"{row}: {quality[row]}")
+    quality = measure_quality(bundles, kept, args.count, args.out_dir, log)
     log("profiling (fresh process per measurement, interleaved)")
     prof = latency_and_memory({name: path for name, path in bundles.items() if name not in SAME_GRAPH}, steps=args.profile_steps)
+    costs = {c.model: c for c in cost_table("small")}
     cost = lambda row: costs[COST_ROW.get(row, row)]
     rows = [
         {
             "model": row,
             "bundle": bundle,
+            "classifier": CLASSIFIER.get(bundle, FIRST_CLASSIFIER),
             "guidance": gamma,
             "params_total": cost(row).params_total,
             "params_trainable": cost(row).params_trainable,
             "gmacs_per_step": cost(row).macs_per_step / 1e9,
-            "sampler": f"{sampling[0]}-{sampling[1]}",
-            "metrics": quality[row],
+            **quality[row],
             "profile": prof[SAME_GRAPH.get(bundle, bundle)],
         }
-        for row, bundle, gamma, sampling in ROWS
+        for row, bundle, gamma, _ in ROWS
     ]
     by_name = {r["model"]: r for r in rows}
     one, two = by_name[SINGLE_ROW], by_name[TWO_MODEL_ROW]
     result = {
-        "command": f"python -m c2d.benchmarks.table1 --count {args.count}",
+        "command": " ".join(["python -m c2d.benchmarks.table1 --count", str(args.count)] + (["--only", *args.only] if args.only else [])),
         "date": time.strftime("%Y-%m-%d"),
-        "sampler": f"em, 100 steps (the last row: {DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps)",
+        "cpu": cpu_model(),
+        "sampler": f"em, 100 steps (the last row: the shipped bundle's default, {by_name[DEFAULT_ROW]['sampler']})",
         "samples_per_row": args.count * 10,
         "rows": rows,
-        "real_test_split": real,
+        "real_test_split": real_test_split(),
         "ratios_single_over_two_model_guided": {
             "params": one["params_total"] / two["params_total"],
             "MACs": one["gmacs_per_step"] / two["gmacs_per_step"],
@@ -197,10 +263,16 @@ def main() -> None:
             "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"],
         },
         "shipped_model_targets": shipped_model_targets(by_name[DEFAULT_ROW], two),
-        "note": "unconditional rows run the same exported graph as their guided row with gamma 0, and the shipped row the "
+        "note": "unconditional rows run the same exported graph as their guided row with gamma 0, and the eps-18k row the "
         "same graph as the 4,000-step subnet, so they share its latency",
     }
     write_results(args.results, result, markdown(result))
+
+
+def real_test_split() -> dict:
+    evaluator = load_evaluator(CKPT / "evaluator.pt")
+    test = load_features("test")
+    return evaluate_samples(evaluator, test.x, test.y, Reference.from_features(evaluator, load_features("train")))
 
 
 if __name__ == "__main__":
