@@ -23,23 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from c2d.benchmarks import harness
-from c2d.benchmarks.harness import cpu_model, write_results
+from c2d.benchmarks.harness import cpu_model, parse_point, write_results
 from c2d.models.evaluation import default_judges, generate_as_users_hear, judge_waves, open_dnsmos, provenance, summarise
 from c2d.models.scoring import ScoredSet, paired_differences
 from c2d.runtime.bundle import generator_sha256
 from c2d.runtime.generate import default_bundle
-from c2d.runtime.samplers import SAMPLERS
 
 SEED = 1000  # Table 1's seeds
 REFERENCE = ("em", 100)
 WORSE_IS_HIGHER = {"accuracy": False, "fid": True, "kid": True, "ovrl": False}
-
-
-def parse_point(text: str) -> tuple[str, int]:
-    name, _, steps = text.rpartition(":")
-    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: want SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLERS)}")
-    return name, int(steps)
 
 
 def parse_against(text: str) -> tuple[Path, tuple[str, int]]:

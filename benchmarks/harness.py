@@ -132,6 +132,16 @@ def write_results(path: Path, result: dict, markdown: str) -> None:
     print(markdown)
 
 
+def parse_point(text: str) -> tuple[str, int]:
+    """SAMPLER:STEPS -> (sampler, steps), for argparse."""
+    from c2d.runtime.samplers import SAMPLERS
+
+    name, _, steps = text.rpartition(":")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLERS)}")
+    return name, int(steps)
+
+
 def cached_samples(cache: Path, generate: Callable[[], tuple[np.ndarray, np.ndarray]], label: str, log) -> tuple[np.ndarray, np.ndarray]:
     """(samples, digits) from the .npz at `cache`, else from generate(), then kept there (written atomically), so an
     interrupted benchmark resumes where it stopped."""

@@ -7,14 +7,15 @@ python -m c2d.benchmarks.samplers [--bundle DIR] [--sweep-count 10] [--final-cou
    per digit on the same seeds; accuracy, FID and IS by the independent evaluator (Table 1's protocol, fewer samples).
 2. Operating points (--final, EM-100 always among them): final-count samples per digit on Table 1's seeds (1000 + k),
    so EM-100 here is Table 1's shipped row; accuracy with its binomial standard error, FID, IS, mIS, AM.
-3. Real-time factor of each operating point on the given backend, batch 1, 1 s of audio, median of interleaved rounds.
-The default is chosen as the fewest steps whose 1,000-sample accuracy is within one standard error of EM-100's (or
-above) and whose FID is no worse. Samples are cached in --out-dir, so an interrupted run resumes where it stopped.
+3. Real-time factor of each operating point on the given backend, batch 1, 1 s of audio, sampling + the bundle's
+   vocoder, median of interleaved rounds.
+This is the log-Mel evaluator's view of the samplers. The bundle's default sampler and steps are chosen on the audio
+by benchmarks/default_choice.py (several judges, paired intervals); its row is marked here. Samples are cached in
+--out-dir, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -23,7 +24,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from c2d.benchmarks import harness
-from c2d.benchmarks.harness import cached_samples, cpu_model, write_results
+from c2d.benchmarks.harness import cached_samples, cpu_model, parse_point, write_results
 from c2d.models.data import load_features
 from c2d.models.evaluator import Reference, evaluate_samples, generate_normalised, load_evaluator
 from c2d.runtime import load
@@ -36,8 +37,8 @@ SWEEP = {  # steps per sampler: the few-step range for the few-step samplers, en
     "ancestral": (4, 6, 10, 15, 25, 50),
     "dpm2m-sde": (4, 6, 10, 15, 25, 50),
     "dpm3m-sde": (4, 6, 10, 15, 25, 50),
-    "ddim": (25, 100),
-    "dpm2m": (10, 20, 50),
+    "ddim": (10, 25, 50),
+    "dpm2m": (6, 10, 20, 50),
 }
 TABLE1_SEED = 1000  # Table 1's first seed: EM-100 at --final-count 100 is its shipped row
 SWEEP_SEED = 5000  # the sweep's seeds are apart from the operating points'
@@ -93,14 +94,6 @@ def real_time_factors(bundle: Path, backend: str, threads: int, points: list[tup
     }
 
 
-def choose_default(final: dict[str, dict]) -> str | None:
-    """The fewest-steps operating point at least as good as EM-100: accuracy within one standard error (or above),
-    FID no higher."""
-    ref = final[f"{REFERENCE[0]}-{REFERENCE[1]}"]
-    ok = [k for k, m in final.items() if m["accuracy"] >= ref["accuracy"] - ref["accuracy_se"] and m["fid"] <= ref["fid"]]
-    return min(ok, key=lambda k: (int(k.rsplit("-", 1)[1]), k)) if ok else None
-
-
 def plot(sweep: dict[str, dict[int, dict]], path: Path) -> None:
     fig, (ax_fid, ax_acc) = pyplot().subplots(1, 2, figsize=(10, 3.8))
     for name, by_steps in sweep.items():
@@ -136,7 +129,7 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Operating points: {result['final_samples']} samples each on Table 1's seeds; real-time factor on "
-        f"{result['backend']} ({result['threads']} threads, batch 1, sampling + Griffin-Lim).",
+        f"{result['backend']} ({result['threads']} threads, batch 1, sampling + the bundle's vocoder).",
         "",
         "| sampler-steps | accuracy | FID | IS | mIS | AM | near-silent share | RTF | speed-up vs EM-100 |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -144,23 +137,15 @@ def markdown(result: dict) -> str:
     for key, m in result["final"].items():
         r = result["rtf"].get(key, {})
         lines.append(
-            f"| {key}{' (default)' if key == result['chosen_default'] else ''} | {m['accuracy'] * 100:.1f} ± {m['accuracy_se'] * 100:.1f} % | "
+            f"| {key}{' (default)' if key == result['bundle_default'] else ''} | {m['accuracy'] * 100:.1f} ± {m['accuracy_se'] * 100:.1f} % | "
             f"{m['fid']:.2f} | {m['is']:.2f} | {m['mis']:.2f} | {m['am']:.3f} | {_share(m['floor_share'])} | "
             f"{r.get('rtf', float('nan')):.3f} | {r.get('speedup_vs_em100') or float('nan'):.1f}x |"
         )
     lines += [
         "",
-        f"Chosen default: {result['chosen_default']} (fewest steps with accuracy within one standard error of EM-100's "
-        "and FID no higher). CPU: " + result["cpu"],
+        f"The bundle's default: {result['bundle_default']} (chosen on the audio by benchmarks/default_choice.py). CPU: " + result["cpu"],
     ] + [f"Note: {n}." for n in result.get("notes", [])]
     return "\n".join(lines) + "\n"
-
-
-def parse_point(text: str) -> tuple[str, int]:
-    name, _, steps = text.rpartition(":")
-    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: want SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLERS)}")
-    return name, int(steps)
 
 
 def main() -> None:
@@ -228,7 +213,7 @@ def main() -> None:
         "sweep": {s: {str(n): m for n, m in v.items()} for s, v in sweep.items()},
         "final": final,
         "rtf": rtf,
-        "chosen_default": choose_default(final),
+        "bundle_default": f"{gen.meta.default_sampler}-{gen.meta.default_steps}",
         "notes": notes,
     }
     plot(sweep, args.results.with_suffix(".png"))

@@ -5,9 +5,9 @@ python -m c2d.benchmarks.spectrograms --set NAME=AUDIO.npz ... [--digits 0 3 7 9
 Every AUDIO.npz is a set of clips as `c2d generate` writes them (arrays audio [N, L], rate, digits [N]: the cache
 files of benchmarks/default_choice.py). Each cell is the natural-log Mel of the first clip of that digit, re-analysed
 from the audio at 22,050 Hz, on one colour scale for the whole figure; the first row is the first test recording of
-that digit. Beside the figure: per set, the mean log-Mel in four frequency bands over the clips' loud frames (the
-frames within 30 dB of each clip's loudest), against the real test recordings' -- a spectral balance a listener
-hears as muffled (too little top) or hissy (too much).
+that digit, peak-normalised to -1 dBFS like the generated clips. Beside the figure: per set, the mean log-Mel in four
+frequency bands over the clips' loud frames (the frames within 30 dB of each clip's loudest), against the real test
+recordings' -- a spectral balance a listener hears as muffled (too little top) or hissy (too much).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from c2d.runtime.audio import DEFAULT_MEL, log_mel
 
 RATE = 22050
 BANDS = {"0-20": (0, 20), "20-40": (20, 40), "40-60": (40, 60), "60-80": (60, 80)}  # Mel band indices of 80
+PEAK = 10 ** (-1 / 20)  # -1 dBFS, as c2d generate writes
 LOUD_NATS = 30 / (20 / np.log(10))  # 30 dB in natural-log units of magnitude
 
 
@@ -45,12 +46,13 @@ def resample(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def real_set(digits: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(audio [N, L] at RATE, digits [N]) of FSDD's test recordings, cut or zero-padded to 1 s."""
+    """(audio [N, L] at RATE, digits [N]) of FSDD's test recordings, cut or zero-padded to 1 s and peak-normalised to
+    -1 dBFS as `c2d generate` writes its clips, so levels compare."""
     clips = sorted((c for c in list_clips() if c.split == "test"), key=lambda c: (c.digit, c.speaker, c.index))
     waves = []
     for c in clips:
         w = read_resampled(c.path, RATE)[:RATE]
-        waves.append(np.pad(w, (0, RATE - len(w))))
+        waves.append(np.pad(w, (0, RATE - len(w))) * (PEAK / max(float(np.abs(w).max()), 1e-9)))
     return np.stack(waves), np.array([c.digit for c in clips])
 
 
@@ -101,7 +103,7 @@ def markdown(result: dict) -> str:
     for name, row in result["sets"].items():
         cells = [f"{row['bands'][b]:.2f}" + ("" if name == "real test recordings" else f" ({row['bands'][b] - real[b]:+.2f})") for b in BANDS]
         lines.append(f"| {name} | {row['clips']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", f"![spectrograms]({result['figure']})"]) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -114,7 +116,10 @@ def main() -> None:
     for name, path in args.sets:
         data = np.load(path)
         sets[name] = (resample(data["audio"], int(data["rate"])), data["digits"])
-    result, cells = {"sets": {}, "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "figure": args.results.with_suffix(".png").name}, {}
+    sets_args = " ".join(f"--set '{n}={p}'" for n, p in args.sets)
+    command = f"python -m c2d.benchmarks.spectrograms {sets_args} --digits {' '.join(map(str, args.digits))}"
+    result = {"sets": {}, "command": command, "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "figure": str(args.results.with_suffix(".png"))}
+    cells = {}
     for name, (audio, ds) in sets.items():
         m = mels(audio)
         missing = [d for d in args.digits if not (ds == d).any()]

@@ -101,11 +101,13 @@ def shipped_default() -> tuple[str, int]:
     return meta.default_sampler, meta.default_steps
 
 
-def samples_for(bundle: Path, guidance: float, sampling: tuple[str, int], count: int, out_dir: Path, log) -> tuple[np.ndarray, np.ndarray]:
+def samples_for(
+    bundle: Path, guidance: float, sampling: tuple[str, int], count: int, out_dir: Path, log, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     sources = "-".join(sorted(e["sha256"][:12] for e in read_manifest(bundle, verify=False).checkpoints.values()))
     cache = out_dir / "samples" / f"{sources}-g{guidance:g}-{sampling[0]}-{sampling[1]}-n{count}.npz"
     label = f"{bundle.name} gamma {guidance:g} {sampling[0]}-{sampling[1]}"
-    return cached_samples(cache, lambda: generate_normalised(bundle, count, *sampling, guidance, seed=1000), label, log)
+    return cached_samples(cache, lambda: generate_normalised(bundle, count, *sampling, guidance, seed=1000, threads=threads), label, log)
 
 
 def profile_once(bundle: Path, steps: int) -> dict:
@@ -199,7 +201,7 @@ def previous_quality(results: Path, only: list[str], count: int) -> dict[str, di
     return kept
 
 
-def measure_quality(bundles: dict[str, Path], kept: dict[str, dict], count: int, out_dir: Path, log) -> dict[str, dict]:
+def measure_quality(bundles: dict[str, Path], kept: dict[str, dict], count: int, out_dir: Path, log, threads: int) -> dict[str, dict]:
     """Row name -> {metrics, sampler, measured} for every row of ROWS: kept rows as they were, the others generated."""
     evaluator = load_evaluator(CKPT / "evaluator.pt")
     reference = Reference.from_features(evaluator, load_features("train"))
@@ -210,7 +212,7 @@ def measure_quality(bundles: dict[str, Path], kept: dict[str, dict], count: int,
             quality[row] = {"metrics": old["metrics"], "sampler": old["sampler"], "measured": old.get("measured", "2026-11-27")}
             continue
         sampling = sampling or shipped_default()
-        x, digits = samples_for(bundles[bundle], gamma, sampling, count, out_dir, log)
+        x, digits = samples_for(bundles[bundle], gamma, sampling, count, out_dir, log, threads)
         metrics = evaluate_samples(evaluator, x, digits if gamma > 0 else None, reference)
         quality[row] = {"metrics": metrics, "sampler": f"{sampling[0]}-{sampling[1]}", "measured": time.strftime("%Y-%m-%d")}
         log(f"{row}: {metrics}")
@@ -218,7 +220,7 @@ def measure_quality(bundles: dict[str, Path], kept: dict[str, dict], count: int,
 
 
 def main() -> None:
-    ap = harness.parser(__doc__, "table1")
+    ap = harness.parser(__doc__, "table1", threads=2)  # engine threads of the sample generation (profiles: c2d profile's own)
     ap.add_argument("--count", type=int, default=100, help="samples per digit and row (headline: 100, i.e. 1,000 per row)")
     ap.add_argument("--only", nargs="+", choices=list(BUNDLES), default=[], help="re-measure only these bundles' rows")
     ap.add_argument("--out-dir", type=Path, default=Path("runs/table1"))
@@ -227,7 +229,7 @@ def main() -> None:
     log = lambda msg: print(msg, flush=True)
     kept = previous_quality(args.results, args.only, args.count)
     bundles = export_all(args.out_dir)
-    quality = measure_quality(bundles, kept, args.count, args.out_dir, log)
+    quality = measure_quality(bundles, kept, args.count, args.out_dir, log, args.threads)
     log("profiling (fresh process per measurement, interleaved)")
     prof = latency_and_memory({name: path for name, path in bundles.items() if name not in SAME_GRAPH}, steps=args.profile_steps)
     costs = {c.model: c for c in cost_table("small")}
