@@ -106,8 +106,11 @@ class ScoreSubnet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, taps: list[torch.Tensor], tap_grads: list[torch.Tensor] | None, t: torch.Tensor) -> torch.Tensor:
-        temb = self.time_embed(t)
+    def forward(
+        self, taps: list[torch.Tensor], tap_grads: list[torch.Tensor] | None, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """cond [B, time_dim]: an extra embedding added to the time embedding (the student's digit and guidance)."""
+        temb = self.time_embed(t) if cond is None else self.time_embed(t) + cond
         grads = tap_grads if tap_grads is not None else [None] * len(taps)
         fused = [fusion(h, g) for fusion, h, g in zip(self.fusions, taps, grads)]
         z = fused[-1] + fused[-2]  # bottleneck and coarsest level share a resolution
