@@ -24,7 +24,7 @@ from c2d.runtime.files import atomic_path
 from c2d.runtime.sde import SDEConfig
 
 FORMAT_VERSION = 1
-KINDS = ("classifier", "subnet", "unet", "evaluator", "vocoder", "audio-evaluator")
+KINDS = ("classifier", "subnet", "unet", "evaluator", "vocoder", "audio-evaluator", "student")
 
 
 class CheckpointError(C2DError, RuntimeError):
@@ -123,6 +123,17 @@ def build_single_backbone(ckpt: dict, source: str = "checkpoint") -> SingleBackb
     subnet = ScoreSubnet(config_from_dict(SubnetConfig, ckpt["config"]), classifier.tap_channels)
     _load_state(subnet, inference_weights(ckpt), source)
     return SingleBackbone(classifier, subnet, sde_from(ckpt))
+
+
+@_rebuilds
+def build_student(ckpt: dict, source: str = "checkpoint"):
+    """Student checkpoint -> frozen classifier + student subnet and condition embedding, from the file alone."""
+    from c2d.models.student import Student
+
+    classifier = build_classifier(ckpt["classifier"], source + " (embedded classifier)")
+    student = Student(classifier, config_from_dict(SubnetConfig, ckpt["config"]), sde_from(ckpt), int(ckpt["n_classes"]))
+    _load_state(student.trainable(), inference_weights(ckpt), source)
+    return student
 
 
 @_rebuilds

@@ -85,6 +85,32 @@ def train_network(
     return train(job, features_train, cfg, out, device=device, fresh=fresh)
 
 
+def train_student(
+    out: str | os.PathLike,
+    cfg: TrainConfig,
+    teacher_path,
+    grid: int = 40,
+    skip: int = 4,
+    gamma_max: float = 5.0,
+    data=None,
+    features=None,
+    device: str = "cpu",
+    fresh: bool = False,
+    log: Log = print,
+) -> dict:
+    """Distil the few-step student from a preconditioned teacher subnet (models/student.py)."""
+    from c2d.models.data import load_features
+    from c2d.models.student import DistillConfig, make_student_job
+    from c2d.models.train import train
+
+    if not 1 <= skip <= grid:
+        raise ValueError(f"--skip {skip} must be between 1 and --grid {grid}")
+    device = device_for(device)
+    job = make_student_job(teacher_path, cfg.seed, DistillConfig(grid=grid, skip=skip, gamma_max=gamma_max))
+    log(f"distilling from {teacher_path}: {grid}-point log-SNR grid, teacher steps of {skip}, gamma in [0, {gamma_max:g}]")
+    return train(job, load_features("train", data, features_file=features), cfg, out, device=device, fresh=fresh)
+
+
 def train_vocoder(
     out: str | os.PathLike,
     cfg: TrainConfig,

@@ -53,6 +53,15 @@ def eps_from_output(kind: str, raw: torch.Tensor, x: torch.Tensor, alpha: torch.
     raise ValueError(f"unknown output parameterisation {kind!r}; choose one of {', '.join(KINDS)}")
 
 
+def edm_data_prediction(raw: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, mean: float, var: float) -> torch.Tensor:
+    """x_0 = (x_t - sigma eps) / alpha for eps = eps_from_output("edm", raw, ...), written without the division by
+    alpha (about 0.007 at t = 1), so it is exact in float32 at every noise level:
+    x_0 = (alpha v x + sigma^2 m) / (alpha^2 v + sigma^2) - sigma sqrt(v) / sqrt(alpha^2 v + sigma^2) raw."""
+    alpha, sigma = _bcast(alpha), _bcast(sigma)
+    norm = alpha * alpha * var + sigma * sigma
+    return (alpha * var * x + sigma * sigma * mean) / norm - sigma * var**0.5 / torch.sqrt(norm) * raw
+
+
 def loss_weight(kind: str, alpha: torch.Tensor, sigma: torch.Tensor, var: float) -> torch.Tensor | None:
     """Per-example weight [B] of the squared eps error (None: uniform). "edm" weights by 1 / c_out^2, so the loss is
     unit-weighted on the raw output at every noise level."""

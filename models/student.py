@@ -14,7 +14,9 @@ Consistency distillation (Song et al. 2023; LCM's skipping steps, Luo et al. 202
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,9 +24,10 @@ from torch import nn
 from c2d.models.classifier import NoiseConditionedClassifier, freeze
 from c2d.models.config import SubnetConfig
 from c2d.models.nn import TimeEmbedding
-from c2d.models.precond import eps_from_output
-from c2d.models.sde import alpha_sigma
+from c2d.models.precond import edm_data_prediction, eps_from_output
+from c2d.models.sde import alpha_sigma, perturb
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
+from c2d.runtime.samplers import logsnr_schedule
 from c2d.runtime.sde import SDEConfig
 
 GAMMA_SCALE = 1 / 10  # gamma enters the embedding as gamma / 10: the sinusoid's 1000 t covers gamma in [0, 10]
@@ -68,12 +71,25 @@ class Student(nn.Module):
         self.classifier.eval()
         return self
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    def trainable(self) -> nn.Module:
+        """What learns and what the checkpoint stores: the subnet and the condition embedding (keys subnet.*,
+        condition.*), not the frozen classifier."""
+        return nn.ModuleDict({"subnet": self.subnet, "condition": self.condition})
+
+    def raw(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # the classifier is frozen and no gradient is taken through it: no backward pass
             _, taps = self.classifier.forward_with_taps(x, t)
-        raw = self.subnet(taps, None, t, self.condition(y_onehot, gamma))
+        return self.subnet(taps, None, t, self.condition(y_onehot, gamma))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         cfg = self.subnet.cfg
-        return eps_from_output("edm", raw, x, *alpha_sigma(t, self.sde), cfg.data_mean, cfg.data_var)
+        return eps_from_output("edm", self.raw(x, t, y_onehot, gamma), x, *alpha_sigma(t, self.sde), cfg.data_mean, cfg.data_var)
+
+    def data_prediction(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """The consistency function f(x_t, t) = x_0 estimate [B, 1, H, W], computed stably in float32."""
+        cfg = self.subnet.cfg
+        raw = self.raw(x, t, y_onehot, gamma).float()
+        return edm_data_prediction(raw, x.float(), *alpha_sigma(t, self.sde), cfg.data_mean, cfg.data_var)
 
 
 def init_from_teacher(student: Student, teacher: SingleBackbone) -> list[str]:
@@ -103,3 +119,60 @@ def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float = 0.03) -> torch.Ten
     """Mean over the batch of mean_i (sqrt((a_i - b_i)^2 + c^2) - c): L2 near 0, L1 for outliers (iCT, Song 2023)."""
     d = (a.float() - b.float()).pow(2)
     return (torch.sqrt(d + c * c) - c).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    grid: int = 40  # log-SNR grid of the teacher's ODE (t = 1 ... t_min, grid + 1 points)
+    skip: int = 4  # grid intervals one teacher step spans (LCM's skipping step)
+    gamma_max: float = 5.0  # guidance scales drawn uniformly from [0, gamma_max]
+    huber_c: float = 0.03  # pseudo-Huber constant on the normalised log-Mel
+    teacher_fp32: bool = True  # the teacher's step outside bf16 autocast: its ODE step amplifies eps errors
+
+
+def distillation_loss(teacher: SingleBackbone, sde: SDEConfig, n_classes: int, cfg: DistillConfig = DistillConfig()):
+    """The training loss of consistency distillation, as models.train's LossFn (student, x_0, y, generator)."""
+    ts = torch.as_tensor(logsnr_schedule(cfg.grid, sde), dtype=torch.float32)  # [grid + 1], from 1 down to t_min
+
+    def loss(student: Student, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = len(x0)
+        n = torch.randint(0, cfg.grid - cfg.skip + 1, (b,), generator=gen, device=x0.device)
+        t_hi, t_lo = ts.to(x0.device)[n], ts.to(x0.device)[n + cfg.skip]
+        gamma = cfg.gamma_max * torch.rand(b, generator=gen, device=x0.device)
+        y1 = torch.nn.functional.one_hot(y, n_classes).float()
+        x_hi = perturb(x0.float(), t_hi, sde, torch.randn(x0.shape, generator=gen, device=x0.device))
+        with torch.no_grad():
+            fp32 = torch.autocast(x0.device.type, enabled=False) if cfg.teacher_fp32 else contextlib.nullcontext()
+            with fp32:
+                eps_teacher, _ = teacher.guided(x_hi, t_hi, y1, gamma)
+                x_lo = ddim_step(eps_teacher.float(), x_hi, t_hi, t_lo, sde)
+            target = student.data_prediction(x_lo, t_lo, y1, gamma)
+        return pseudo_huber(student.data_prediction(x_hi, t_hi, y1, gamma), target, cfg.huber_c)
+
+    return loss
+
+
+def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = DistillConfig()):
+    """models.train's Job for `c2d train student`: the student initialised from the teacher's shared weights, the
+    consistency-distillation loss, and a checkpoint header naming the teacher and embedding its classifier."""
+    from c2d.models.checkpoint import build_single_backbone, inference_weights, load_checkpoint, new_checkpoint, state_sha256
+    from c2d.models.config import config_to_dict
+    from c2d.models.train import Job
+
+    teacher_ckpt = load_checkpoint(teacher_path, "subnet")
+    teacher = build_single_backbone(teacher_ckpt, str(teacher_path))
+    if teacher.subnet.cfg.output_kind == "eps":
+        raise ValueError(f"{teacher_path}: the teacher's probability-flow ODE must work; train it with --precond edm")
+    freeze(teacher)
+    torch.manual_seed(seed)
+    n_classes = int(teacher.classifier.cfg.n_classes)
+    student = Student(teacher.classifier, student_config(teacher.subnet.cfg), teacher.sde, n_classes)
+    init_from_teacher(student, teacher)
+    header = new_checkpoint("student", teacher_ckpt["size"], student.subnet.cfg, teacher.sde)
+    header.update(
+        classifier=teacher_ckpt["classifier"],
+        n_classes=n_classes,
+        teacher={"file": Path(teacher_path).name, "sha256": state_sha256(inference_weights(teacher_ckpt))},
+        distill=config_to_dict(distill),
+    )
+    return Job(student, student.trainable(), distillation_loss(teacher, teacher.sde, n_classes, distill), header)

@@ -331,6 +331,8 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
         raise CheckpointError(f"{out} was trained with another config; use --fresh or another --out")
     if ckpt.get("targets") != job.ckpt.get("targets"):  # the vocoder's recipe: resuming must not switch it silently
         raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; use --fresh or another --out")
+    if ckpt.get("teacher") != job.ckpt.get("teacher") or ckpt.get("distill") != job.ckpt.get("distill"):  # a student's recipe
+        raise CheckpointError(f"{out} was distilled from another teacher or with other settings; use --fresh or another --out")
     if ckpt.get("train_subset") != job.ckpt.get("train_subset"):
         raise CheckpointError(
             f"{out} was trained on another subset of the data ({describe_subset(ckpt.get('train_subset'))}, now "

@@ -8,7 +8,14 @@ from c2d.cli.options import Finite, clear_errors, outputs_apart
 from c2d.runtime import limits
 
 SIZE_NAMES = ("tiny", "small", "paper")
-INPUTS = {"classifier_path": "--classifier", "init_path": "--init-from", "features": "--features", "generator_bundle": "--bundle", "data": "--data"}
+INPUTS = {
+    "teacher_path": "--teacher",
+    "classifier_path": "--classifier",
+    "init_path": "--init-from",
+    "features": "--features",
+    "generator_bundle": "--bundle",
+    "data": "--data",
+}
 OUTPUTS = {"out": "-o", "release_path": "--release"}
 
 
@@ -136,6 +143,27 @@ def classifier(**options) -> None:
 def subnet(no_gradient_taps, **options) -> None:
     """The score subnetwork on a frozen classifier (the single-backbone generator)."""
     run_network("subnet", gradient_taps=not no_gradient_taps, **options)
+
+
+@train.command()
+@common_options(1e-4)
+@loop_options
+@click.option(
+    "--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False, exists=True), help="Subnet checkpoint trained with --precond edm."
+)
+@click.option("--grid", type=click.IntRange(2, 1000), default=40, show_default=True, help="Points of the teacher's log-SNR ODE grid.")
+@click.option("--skip", type=click.IntRange(1, 1000), default=4, show_default=True, help="Grid intervals one teacher step spans.")
+@click.option("--gamma-max", type=Finite(0, limits.MAX_GUIDANCE), default=5.0, show_default=True, help="Guidance scales drawn from [0, this].")
+@outputs_apart(OUTPUTS, INPUTS)
+def student(out, steps, batch_size, lr, seed, fp32, ckpt_every, time_limit, release_path, **rest) -> None:
+    """A few-step student distilled from a guided teacher: no gradient taps, no guidance gradient, so its graph has no
+    backward pass; the digit and the guidance scale are its inputs (consistency distillation, models/student.py)."""
+    from c2d.models.jobs import train_student
+
+    cfg = train_config(steps, batch_size, lr, seed, fp32, ckpt_every, False, time_limit)
+    with clear_errors():
+        ckpt = train_student(out, cfg, log=click.echo, **rest)
+    finish(ckpt, out, release_path)
 
 
 @train.command()

@@ -91,3 +91,69 @@ def test_pseudo_huber_is_quadratic_near_zero_and_linear_far_away():
     small, large = pseudo_huber(zero + 0.003, zero), pseudo_huber(zero + 3.0, zero)
     assert small.item() == pytest.approx(0.003**2 / (2 * 0.03), rel=0.01)
     assert large.item() == pytest.approx(3.0 - 0.03, rel=0.01)
+
+
+def test_the_stable_data_prediction_equals_the_direct_formula():
+    from c2d.models.precond import edm_data_prediction, eps_from_output
+
+    torch.manual_seed(0)
+    x, raw = torch.randn(4, 1, 3, 3, dtype=torch.float64), torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    alpha, sigma = alpha_sigma(torch.tensor([0.999, 0.7, 0.3, 1e-3], dtype=torch.float64), SDE)
+    eps = eps_from_output("edm", raw, x, alpha, sigma, -0.6, 0.2)
+    direct = (x - sigma.view(-1, 1, 1, 1) * eps) / alpha.view(-1, 1, 1, 1)
+    assert torch.allclose(edm_data_prediction(raw, x, alpha, sigma, -0.6, 0.2), direct, atol=1e-9)
+
+
+def test_distillation_loss_trains_the_student_and_never_the_teacher_or_classifier():
+    from c2d.models.student import DistillConfig, distillation_loss
+
+    teacher, student = teacher_and_student()
+    init_from_teacher(student, teacher)
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+    loss_fn = distillation_loss(teacher, SDE, 10, DistillConfig(grid=8, skip=2))
+    x0, y = torch.rand(4, 1, 80, 88) * 2 - 1, torch.tensor([0, 3, 5, 9])
+    params = list(student.trainable().parameters())
+    assert all(p.requires_grad for p in params) and not any(p.requires_grad for p in student.classifier.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    losses = []
+    for _ in range(6):
+        loss = loss_fn(student, x0, y, torch.Generator().manual_seed(0))  # the same draws every step
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in frozen.items())
+
+
+def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_path, features_file):
+    """A tiny EDM teacher, then `c2d train student`: released file rebuilds; the run resumes; an eps teacher and a
+    resume with another teacher setting are refused with the reason."""
+    from click.testing import CliRunner
+
+    from c2d.cli import main
+    from c2d.models.checkpoint import build_student, load_checkpoint
+
+    runner = CliRunner()
+    common = ["--steps", "2", "--batch-size", "2", "--features", str(features_file), "--fp32"]
+    tiny = ["--size", "tiny", *common]
+    assert runner.invoke(main, ["train", "classifier", "-o", str(tmp_path / "c.pt"), *tiny]).exit_code == 0
+    for precond in ("edm", "eps"):
+        res = runner.invoke(
+            main, ["train", "subnet", "--classifier", str(tmp_path / "c.pt"), "--precond", precond, "-o", str(tmp_path / f"{precond}.pt"), *tiny]
+        )
+        assert res.exit_code == 0, res.output
+    student = ["train", "student", "--teacher", str(tmp_path / "edm.pt"), "--grid", "6", "--skip", "2", "-o", str(tmp_path / "s.pt")]
+    res = runner.invoke(main, [*student, "--release", str(tmp_path / "s.rel.pt"), *common])
+    assert res.exit_code == 0, res.output
+    assert "step 2" in res.output and "distilling from" in res.output
+    ckpt = load_checkpoint(tmp_path / "s.rel.pt", "student")
+    assert ckpt["teacher"]["file"] == "edm.pt" and ckpt["distill"]["skip"] == 2
+    model = build_student(ckpt)
+    assert not model.subnet.cfg.use_gradient_taps
+    res = runner.invoke(main, [*student, "--steps", "3", "--batch-size", "2", "--features", str(features_file), "--fp32"])
+    assert res.exit_code == 0 and "step 3" in res.output  # resumed from step 2
+    res = runner.invoke(main, [*student[:-2], "--skip", "3", "-o", str(tmp_path / "s.pt"), *common])
+    assert res.exit_code != 0 and "other settings" in res.output
+    res = runner.invoke(main, ["train", "student", "--teacher", str(tmp_path / "eps.pt"), "-o", str(tmp_path / "e.pt"), *common])
+    assert res.exit_code != 0 and "--precond edm" in res.output and not (tmp_path / "e.pt").exists()
