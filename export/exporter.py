@@ -19,10 +19,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from c2d.export.graphs import SingleBackboneGraph, TwoModelGraph
+from c2d.export.graphs import SingleBackboneGraph, StudentGraph, TwoModelGraph
 from c2d.export.istft_basis import inline_istft_basis
 from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder, write_reference, write_vocoder_reference
-from c2d.models.checkpoint import build_classifier, build_single_backbone, build_unet, load_checkpoint, mel_from, sde_from
+from c2d.models.checkpoint import build_classifier, build_single_backbone, build_student, build_unet, load_checkpoint, mel_from, sde_from
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
 from c2d.runtime.bundle import (
@@ -72,6 +72,10 @@ def _build_single(ckpts: dict, paths: dict) -> nn.Module:
     return build_single_backbone(ckpts["subnet"], paths["subnet"])
 
 
+def _build_student(ckpts: dict, paths: dict) -> nn.Module:
+    return build_student(ckpts["student"], paths["student"])
+
+
 def _build_two_model(ckpts: dict, paths: dict) -> nn.Module:
     unet = build_unet(ckpts["unet"], paths["unet"])
     return TwoModel(unet, build_classifier(ckpts["classifier"], paths["classifier"]), sde_from(ckpts["unet"]))
@@ -84,7 +88,11 @@ GENERATOR_TARGETS = {
     "two-model": GeneratorTarget(
         ("classifier", "unet"), _build_two_model, TwoModelGraph, "U-Net + separate classifier (a unet and a classifier checkpoint)"
     ),
+    "student": GeneratorTarget(
+        ("student",), _build_student, StudentGraph, "few-step student on the frozen classifier, no backward pass (one student checkpoint)"
+    ),
 }
+STUDENT_SAMPLER, STUDENT_STEPS = "consistency", 4  # a student bundle's default: multistep consistency sampling
 VOCODER_TARGETS = ("fourier", "hifigan", "griffin-lim")  # the first is the default
 
 
@@ -183,10 +191,15 @@ def _session(path: Path) -> ort.InferenceSession:
 
 def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> GeneratorMeta:
     mel = mel_from(ckpt)
+    sampler, steps = DEFAULT_SAMPLER, DEFAULT_STEPS
     if name == "single-backbone":
         parts = {"classifier": n_params(model.classifier), "subnet": n_params(model.subnet)}
         variant = name if model.subnet.cfg.use_gradient_taps else "single-backbone-notaps"
         output_kind = model.subnet.cfg.output_kind
+    elif name == "student":
+        parts = {"classifier": n_params(model.classifier), "student": n_params(model.subnet, model.condition)}
+        variant, output_kind = name, "edm"
+        sampler, steps = STUDENT_SAMPLER, STUDENT_STEPS
     else:
         parts = {"classifier": n_params(model.classifier), "unet": n_params(model.unet)}
         variant = name
@@ -198,13 +211,13 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
         sde=sde_from(ckpt),
         labels=LABELS,
         n_frames=mel.n_frames,
-        default_steps=DEFAULT_STEPS,
+        default_steps=steps,
         default_guidance=DEFAULT_GUIDANCE,
         params={"total": sum(parts.values()), **parts},
         macs_per_step=guided_step_macs(model),
         precision="fp32",
         source_commit=commit,
-        default_sampler=DEFAULT_SAMPLER,
+        default_sampler=sampler,
         gaussian_skip=output_kind != "eps",
         parameterisation=output_kind,
         train_subset=dict(ckpt.get("train_subset") or {}),
@@ -333,7 +346,7 @@ def export_bundle(
     out = Path(out)
     check_destination(out)
     name, model, ckpts, paths = load_generator(checkpoints, variant)
-    main_ckpt = ckpts.get("subnet") or ckpts["unet"]
+    main_ckpt = ckpts.get("subnet") or ckpts.get("student") or ckpts["unet"]
     commit = source_commit()
     meta = generator_meta(name, model, main_ckpt, commit)
     tmp = staging_dir(out)

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from c2d.export.adjoint import ClassifierAdjoint, guidance_cotangent, split_copies
+from c2d.models.precond import eps_from_output
+from c2d.models.student import Student
 from c2d.models.subnet import SingleBackbone, subnet_eps
 from c2d.models.unet import TwoModel, unet_eps
 from c2d.runtime.sde import SDEConfig, log_alpha
@@ -86,3 +88,19 @@ class TwoModelGraph(nn.Module):
         _, guidance = self.adjoint.backward(saved, guidance_cotangent(logits, y), n=1)
         eps = unet_eps(self.unet, x, t, (torch.exp(log_alpha(t, self.sde)), sigma_t(t, self.sde)))
         return guided_eps(eps, guidance, t, gamma, self.sde), logits, guidance
+
+
+class StudentGraph(nn.Module):
+    """A distilled student: one classifier forward pass feeds the subnet; no backward pass at all. The digit and the
+    guidance scale are embedded, so eps is already guided; `guidance` is zero (there is no gradient to report)."""
+
+    def __init__(self, model: Student):
+        super().__init__()
+        self.classifier, self.subnet, self.condition, self.sde = model.classifier, model.subnet, model.condition, model.sde
+
+    def forward(self, x, t, y, gamma):
+        logits, taps = self.classifier.forward_with_taps(x, t)
+        raw = self.subnet(taps, None, t, self.condition(y, gamma))
+        cfg = self.subnet.cfg
+        eps = eps_from_output("edm", raw, x, torch.exp(log_alpha(t, self.sde)), sigma_t(t, self.sde), cfg.data_mean, cfg.data_var)
+        return eps, logits, torch.zeros_like(x)

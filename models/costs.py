@@ -139,8 +139,13 @@ def format_cost_table(rows: list[CostRow]) -> str:
 
 
 def guided_step_macs(model) -> int:
-    """MACs of one guided call (what one exported graph call computes) for a SingleBackbone or TwoModel, batch 1."""
+    """MACs of one guided call (what one exported graph call computes) for a SingleBackbone, TwoModel or Student,
+    batch 1."""
+    from c2d.models.student import Student
+
     c = classifier_macs(model.classifier)
+    if isinstance(model, Student):  # forward taps only, no backward pass; the condition embedding is a few k MACs
+        return c.forward + subnet_forward_macs(model.classifier, model.subnet)
     if isinstance(model, SingleBackbone):
         taps = c.backward_to_taps if model.subnet.cfg.use_gradient_taps else 0
         return c.forward + taps + c.backward_to_x + subnet_forward_macs(model.classifier, model.subnet)

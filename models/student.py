@@ -76,10 +76,19 @@ class Student(nn.Module):
         condition.*), not the frozen classifier."""
         return nn.ModuleDict({"subnet": self.subnet, "condition": self.condition})
 
-    def raw(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    def raw_and_logits(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():  # the classifier is frozen and no gradient is taken through it: no backward pass
-            _, taps = self.classifier.forward_with_taps(x, t)
-        return self.subnet(taps, None, t, self.condition(y_onehot, gamma))
+            logits, taps = self.classifier.forward_with_taps(x, t)
+        return self.subnet(taps, None, t, self.condition(y_onehot, gamma)), logits
+
+    def raw(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        return self.raw_and_logits(x, t, y_onehot, gamma)[0]
+
+    def guided(self, x, t, y_onehot, gamma) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps [B, 1, H, W], logits [B, K]) like SingleBackbone.guided: the guidance is distilled into eps."""
+        raw, logits = self.raw_and_logits(x, t, y_onehot, gamma)
+        cfg = self.subnet.cfg
+        return eps_from_output("edm", raw, x, *alpha_sigma(t, self.sde), cfg.data_mean, cfg.data_var), logits.float()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         cfg = self.subnet.cfg

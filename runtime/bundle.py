@@ -27,7 +27,7 @@ from c2d.runtime.limits import MAX_GUIDANCE, MAX_STEPS
 from c2d.runtime.sde import SDEConfig
 
 KEY_PREFIX = "c2d."
-VARIANTS = ("single-backbone", "single-backbone-notaps", "two-model")
+VARIANTS = ("single-backbone", "single-backbone-notaps", "two-model", "student")
 VOCODERS = ("fourier", "hifigan", "griffin-lim")
 
 

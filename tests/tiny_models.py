@@ -56,3 +56,15 @@ def tiny_two_model(tmp_path, **config) -> list[str]:
     unet = UNet(cfg)
     randomize(unet, 3, 0.05)
     return [_save(tmp_path, "unet", cfg, unet), cls_path]
+
+
+def tiny_student(tmp_path, **config) -> list[str]:
+    """A student (models/student.py) with random weights, its condition embedding included."""
+    from c2d.models.student import Student, student_config
+
+    _, cls_ckpt = tiny_classifier_ckpt(tmp_path)
+    cfg = student_config(dataclasses.replace(SIZES["tiny"].subnet, data_mean=-0.68, data_var=0.2, **config))
+    student = Student(NoiseConditionedClassifier(SIZES["tiny"].classifier), cfg, SDE, n_classes=10)
+    trainable = student.trainable()
+    randomize(trainable, 4, 0.05)
+    return [_save(tmp_path, "student", cfg, trainable, classifier=embedded_classifier(cls_ckpt), n_classes=10)]

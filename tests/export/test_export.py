@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny_models import HAVE_HIFIGAN, randomize, tiny_classifier_ckpt, tiny_subnet, tiny_two_model
+from tiny_models import HAVE_HIFIGAN, randomize, tiny_classifier_ckpt, tiny_student, tiny_subnet, tiny_two_model
 
 from c2d.cli import main
 from c2d.export import exporter
@@ -34,7 +34,7 @@ from c2d.runtime.sde import SDEConfig, log_alpha
 SDE = SDEConfig()
 
 
-TINY_CHECKPOINTS = {"single-backbone": tiny_subnet, "two-model": tiny_two_model}  # one per registered target
+TINY_CHECKPOINTS = {"single-backbone": tiny_subnet, "two-model": tiny_two_model, "student": tiny_student}  # one per registered target
 
 
 # --- the hand-written adjoint -------------------------------------------------------------------------------
@@ -122,6 +122,37 @@ def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
     assert all(e <= 1e-4 for e in errors.values()) and manifest.generator.validation["sampling_100_steps_relative_error"] <= 1e-3
     meta = decode_metadata({p.key: p.value for p in onnx.load(str(tmp_path / "bundle" / "generator.onnx")).metadata_props})
     assert meta.parameterisation == "edm" and meta.gaussian_skip  # the skip term is in: the ODE samplers do not warn
+
+
+@pytest.mark.slow
+def test_a_student_graph_has_no_backward_pass_and_names_its_sampler(tmp_path):
+    """Every Conv / ConvTranspose of a student's graph is one of its modules' forward convolutions, each run once:
+    no adjoint twins of the classifier's convolutions. The bundle's default is multistep consistency sampling."""
+    from c2d.models.checkpoint import build_student, load_checkpoint
+
+    (path,) = tiny_student(tmp_path)
+    manifest = export_bundle([path], tmp_path / "bundle", vocoder="griffin-lim")
+    assert manifest.variant == "student"
+    model = onnx.load(str(tmp_path / "bundle" / "generator.onnx"))
+    student = build_student(load_checkpoint(path))
+    convs = [m for m in student.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == len(convs)
+    assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)
+    meta = decode_metadata({p.key: p.value for p in model.metadata_props})
+    assert (meta.default_sampler, meta.default_steps, meta.parameterisation) == ("consistency", 4, "edm")
+    assert meta.macs_per_step < 0.6 * exporter.guided_step_macs(build_student_teacher_like(student))
+    from c2d.runtime import load
+
+    run = load(tmp_path / "bundle", "ort").sample("3", vocode=False)  # the runtime takes the bundle's default
+    assert (run.sampler, run.steps) == ("consistency", 4) and np.isfinite(run.log_mel).all()
+
+
+def build_student_teacher_like(student):
+    """A single-backbone teacher of the same sizes (gradient taps, guidance), for the cost comparison."""
+    from c2d.models.subnet import SingleBackbone
+
+    cfg = dataclasses.replace(student.subnet.cfg, use_gradient_taps=True)
+    return SingleBackbone(student.classifier, ScoreSubnet(cfg, student.classifier.tap_channels), SDE)
 
 
 @pytest.mark.slow

@@ -158,3 +158,31 @@ def test_ancestral_steps_with_zero_noise_equal_ddim():
     ts = logsnr_schedule(10, SDE)
     np.testing.assert_array_equal(partial(ddim, eta=0.0)(eps, x_T, noise, ts, SDE), SAMPLERS["ddim"].fn(eps, x_T, None, ts, SDE))
     assert np.abs(SAMPLERS["ancestral"].fn(eps, x_T, np.zeros_like(noise), ts, SDE) - SAMPLERS["ddim"].fn(eps, x_T, None, ts, SDE)).max() > 1e-3
+
+
+def exact_gaussian_consistency_eps(mu: float, s: float):
+    """The eps of an exact consistency function for data ~ N(mu, s^2): the probability-flow ODE maps x_t to
+    f = mu + s (x_t - alpha mu) / sqrt(alpha^2 s^2 + sigma^2), and eps = (x_t - alpha f) / sigma."""
+
+    def eps(x, t):
+        alpha, sigma = alpha_sigma(t, SDE)
+        f = mu + s * (x - float(alpha) * mu) / float(np.sqrt(alpha**2 * s**2 + sigma**2))
+        return (x - float(alpha) * f) * (1.0 / float(sigma))
+
+    return eps
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_consistency_sampling_with_an_exact_consistency_function_lands_on_the_data(steps):
+    """Every step re-noises an exact data sample to the right marginal, so 1, 2 or 4 steps give N(mu, s^2) at t_min
+    (alpha there is 1 - 5e-5); x_T ~ N(0, 1) misses the t = 1 marginal N(alpha mu, alpha^2 s^2 + sigma^2) only by
+    alpha(1) = 0.0066, well inside these tolerances. The posterior-mean eps (a teacher's) would shrink the spread."""
+    from c2d.runtime.samplers import SAMPLERS, logsnr_schedule
+
+    mu, s, n = 0.4, 0.3, 2000
+    x_T, noise = draw_noise(range(n), steps, (40,))
+    ts = logsnr_schedule(steps, SDE)
+    x0 = SAMPLERS["consistency"].fn(exact_gaussian_consistency_eps(mu, s), x_T, noise, ts, SDE)
+    assert x0.mean() == pytest.approx(mu, abs=0.005) and x0.std() == pytest.approx(s, rel=0.01)
+    teacher = SAMPLERS["consistency"].fn(exact_gaussian_eps(mu, s), x_T, noise, ts, SDE)
+    assert teacher.std() < 0.9 * s  # a posterior mean is not a sample
