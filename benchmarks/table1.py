@@ -3,10 +3,10 @@
 python -m c2d.benchmarks.table1 [--count 100] [--only BUNDLE ...] [--out-dir runs/table1] [--results benchmarks/results/table1.json]
 
 Rows: U-Net and score subnet (with and without gradient taps, 4,000 steps each: the equal-budget ablation),
-unconditional (gamma 0) and guided (gamma 3), on the first classifier (classifier-small.pt); the eps subnet trained to
-18,000 steps that was shipped before; and the shipped generator (models.checkpoints.SHIPPED_SUBNET), guided, with the
-paper's sampler and with the shipped bundle's default sampler (read from runtime/bundles/small when its row is
-reached). Columns: the classifier each row stands on, parameters total [trainable] and GMACs per step
+unconditional (gamma 0) and guided (gamma 3), on the first classifier (classifier-small.pt); the shipped generator
+(models.checkpoints.SHIPPED_SUBNET, the same subnet trained to 18,000 steps), guided, with the paper's sampler and
+with the shipped bundle's default sampler (read from runtime/bundles/small when its row is reached); the EDM subnet on
+the trained-on classifier (not shipped), guided. Columns: the classifier each row stands on, parameters total [trainable] and GMACs per step
 (models/costs.py), FID / IS / mIS / AM and class accuracy by the independent evaluator (models/evaluator.py) on
 count x 10 samples per row (reverse-SDE EM, 100 steps, but for the default-sampler row; exported bundles on ONNX
 Runtime CPU), per-step latency and peak memory of each graph (`c2d profile` in a fresh process per measurement,
@@ -43,19 +43,21 @@ from c2d.runtime.contract import GENERATOR_FILE
 from c2d.runtime.generate import default_bundle
 
 CKPT = files("c2d.models.checkpoints")
-PREVIOUS_SHIPPED = "subnet-small-18k.pt"  # the eps generator shipped until the EDM one replaced it
+EDM_SUBNET = "subnet-small-edm-18k.pt"  # EDM output scaling on the trained-on classifier: not shipped (docs/samplers.md)
 BUNDLES = {
     "single": ["subnet-small.pt"],
     "notaps": ["subnet-small-notaps.pt"],
     "two-model": ["unet-small.pt", "classifier-small.pt"],
-    "eps-18k": [PREVIOUS_SHIPPED],
     "shipped": [SHIPPED_SUBNET],
+    "shipped-default": [SHIPPED_SUBNET],  # the same generator: its default-sampler row can be re-measured alone
+    "edm-18k": [EDM_SUBNET],
 }
-SAME_GRAPH = {"eps-18k": "single"}  # longer-trained weights, same graph: profiled once
+SAME_GRAPH = {"shipped": "single", "shipped-default": "single"}  # longer-trained weights, same graph: profiled once
 FIRST_CLASSIFIER = "classifier-small.pt (2,985 steps)"
-CLASSIFIER = {"shipped": "classifier-small-long (5,247 steps)"}  # every other bundle stands on FIRST_CLASSIFIER
-SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps, EDM (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
+CLASSIFIER = {"edm-18k": "classifier-small-long.pt (5,247 steps)"}  # every other bundle stands on FIRST_CLASSIFIER
+SHIPPED_ROW, TWO_MODEL_ROW, SINGLE_ROW = "Score subnet 18k steps (shipped), guided", "U-Net + Classifier, guided", "Score subnet, guided"
 DEFAULT_ROW = "... the shipped bundle's default sampler"
+EDM_ROW = "Score subnet 18k steps, EDM output (not shipped), guided"
 EM100 = ("em", 100)  # the paper's sampler: every row but DEFAULT_ROW
 BUNDLE_DEFAULT = None  # DEFAULT_ROW's sampling: the shipped bundle's default, read when the row is reached
 ROWS = [  # (row name, as in models/costs.py unless COST_ROW says otherwise; bundle; guidance; sampler and steps)
@@ -65,11 +67,11 @@ ROWS = [  # (row name, as in models/costs.py unless COST_ROW says otherwise; bun
     (TWO_MODEL_ROW, "two-model", 3.0, EM100),
     (SINGLE_ROW, "single", 3.0, EM100),
     ("... without gradient taps, guided", "notaps", 3.0, EM100),
-    ("Score subnet 18k steps, eps (shipped before), guided", "eps-18k", 3.0, EM100),
     (SHIPPED_ROW, "shipped", 3.0, EM100),
-    (DEFAULT_ROW, "shipped", 3.0, BUNDLE_DEFAULT),
+    (DEFAULT_ROW, "shipped-default", 3.0, BUNDLE_DEFAULT),
+    (EDM_ROW, "edm-18k", 3.0, EM100),
 ]
-COST_ROW = {row: SINGLE_ROW for row, bundle, *_ in ROWS if bundle in ("eps-18k", "shipped")}
+COST_ROW = {row: SINGLE_ROW for row, bundle, *_ in ROWS if bundle in ("shipped", "shipped-default", "edm-18k")}
 
 
 def export_all(out_dir: Path) -> dict[str, Path]:
@@ -265,8 +267,8 @@ def main() -> None:
             "peak memory": one["profile"]["peak_rss_mb"] / two["profile"]["peak_rss_mb"],
         },
         "shipped_model_targets": shipped_model_targets(by_name[DEFAULT_ROW], two),
-        "note": "unconditional rows run the same exported graph as their guided row with gamma 0, and the eps-18k row the "
-        "same graph as the 4,000-step subnet, so they share its latency",
+        "note": "unconditional rows run the same exported graph as their guided row with gamma 0, and the shipped rows the "
+        "same graph as the 4,000-step subnet, so they share its latency; the EDM subnet's graph adds its output scaling",
     }
     write_results(args.results, result, markdown(result))
 

@@ -4,7 +4,7 @@ SHIPPED_SUBNET is the generator the package's bundle (runtime/bundles/small) was
 subnet-small*.pt pair is the equal-budget taps / no-taps comparison of Table 1. SHIPPED_VOCODER is the bundle's vocoder.
 """
 
-SHIPPED_SUBNET = "subnet-small-edm-18k.pt"
+SHIPPED_SUBNET = "subnet-small-18k.pt"
 SHIPPED_VOCODER = "vocoder-fourier.pt"  # the Fourier vocoder distilled from HiFi-GAN V1 (c2d train vocoder)
 
 

@@ -291,14 +291,24 @@ def test_a_bundle_written_before_default_sampler_existed_runs_the_papers_em():
     assert old.default_sampler == "em" and old.gaussian_skip is False
 
 
-def test_ode_samplers_warn_on_a_generator_without_the_gaussian_skip(gen, tmp_path):
+def test_ode_samplers_warn_on_an_eps_generator_only(gen, tmp_path):
+    """The shipped generator (--precond eps) warns, from the API and the command line; one with a preconditioned
+    output (metadata gaussian_skip true, as --precond edm exports) runs the probability-flow ODE silently."""
+    import dataclasses
+    import warnings
+
     assert not gen.meta.gaussian_skip
     with pytest.warns(UserWarning, match="probability-flow ODE"):
         gen.sample("3", steps=2, sampler="ddim", vocode=False)
     res = CliRunner().invoke(main, ["generate", "--digit", "3", "--sampler", "dpm2m", "--steps", "2", "--quiet", "-o", str(tmp_path / "a.wav")])
     assert res.exit_code == 0 and "warning: dpm2m: the probability-flow ODE" in res.output
+    edm = load(backend="ort")
+    edm.meta = dataclasses.replace(edm.meta, gaussian_skip=True, parameterisation="edm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        edm.sample("3", steps=2, sampler="ddim", vocode=False)
     res = CliRunner().invoke(main, ["generate", "--help"])
-    assert " ".join(res.output.split()).count("(warning: the probability-flow ODE") == 2  # ddim and dpm2m, in the --sampler help
+    assert " ".join(res.output.split()).count("(warns on a generator trained with --precond eps)") == 2  # ddim, dpm2m
 
 
 @pytest.mark.slow
