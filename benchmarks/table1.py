@@ -86,9 +86,10 @@ def export_all(out_dir: Path) -> dict[str, Path]:
 
 
 def current_export(bundle: Path, checkpoints: list) -> bool:
-    """Whether bundle was exported from exactly these checkpoint files."""
+    """Whether bundle's generator was exported from exactly these checkpoint files (its vocoder's aside)."""
     try:
-        recorded = {entry["sha256"] for entry in read_manifest(bundle, verify=False).checkpoints.values()}
+        entries = read_manifest(bundle, verify=False).checkpoints
+        recorded = {entry["sha256"] for role, entry in entries.items() if role != "vocoder"}  # the generator's sources
     except Exception:
         return False
     return recorded == {file_sha256(c) for c in checkpoints}

@@ -36,7 +36,12 @@ def test_only_refuses_a_different_sample_count_or_a_missing_row(tmp_path):
 
 
 def test_an_export_is_current_only_for_the_same_checkpoint_files(tmp_path):
+    """The shipped bundle is current for the shipped subnet (its vocoder's checkpoint aside), not for another one."""
+    from c2d.runtime.generate import default_bundle
+
     assert not table1.current_export(tmp_path / "missing", [table1.CKPT / table1.SHIPPED_SUBNET])
+    assert table1.current_export(default_bundle(), [table1.CKPT / table1.SHIPPED_SUBNET])
+    assert not table1.current_export(default_bundle(), [table1.CKPT / "subnet-small.pt"])
 
 
 def test_the_committed_table_has_every_row_of_the_benchmark():
