@@ -55,6 +55,7 @@ def train_network(
     fresh: bool = False,
     init_path=None,
     precond: str = "eps",
+    loss_weighting: str = "output",
     classifier_path=None,
     gradient_taps: bool = True,
     train_digits: str | None = None,
@@ -74,7 +75,7 @@ def train_network(
         features_train, subset = train_subset(features_train, digits, train_fraction, cfg.seed)
         log(f"training on {describe_subset(subset)}")
     moments = (float(features_train.x.mean()), float(features_train.x.var())) if precond != "eps" else None
-    job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps=gradient_taps, seed=cfg.seed, output=precond, moments=moments)
+    job = make_job(kind, size, SDEConfig(), classifier_path, gradient_taps, cfg.seed, precond, moments, loss_weighting)
     if subset is not None:
         job.ckpt["train_subset"] = subset
     if init_path and (fresh or not Path(out).exists()):

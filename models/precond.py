@@ -24,6 +24,7 @@ from c2d.models.sde import alpha_sigma
 from c2d.runtime.sde import SDEConfig
 
 KINDS = ("eps", "gaussian-skip", "edm")
+WEIGHTINGS = ("output", "eps")  # what the loss is uniform on: the network's raw output, or eps
 
 
 def _bcast(v: torch.Tensor) -> torch.Tensor:
@@ -62,10 +63,14 @@ def edm_data_prediction(raw: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
     return (alpha * var * x + sigma * sigma * mean) / norm - sigma * var**0.5 / torch.sqrt(norm) * raw
 
 
-def loss_weight(kind: str, alpha: torch.Tensor, sigma: torch.Tensor, var: float) -> torch.Tensor | None:
-    """Per-example weight [B] of the squared eps error (None: uniform). "edm" weights by 1 / c_out^2, so the loss is
-    unit-weighted on the raw output at every noise level."""
-    return c_out(alpha, sigma, var).pow(-2) if kind == "edm" else None
+def loss_weight(kind: str, alpha: torch.Tensor, sigma: torch.Tensor, var: float, weighting: str = "output") -> torch.Tensor | None:
+    """Per-example weight [B] of the squared eps error (None: uniform). With weighting "output", "edm" weights by
+    1 / c_out^2, so the loss is unit-weighted on the raw output at every noise level. With weighting "eps" the eps
+    error is uniform whatever the output, as for the eps network: low noise (fine detail) then counts as it does
+    there, and the raw output's error at high noise counts by c_out^2, little."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    return c_out(alpha, sigma, var).pow(-2) if kind == "edm" and weighting == "output" else None
 
 
 class Preconditioned(nn.Module):

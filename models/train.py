@@ -39,7 +39,7 @@ from c2d.models.checkpoint import (
 from c2d.models.classifier import NoiseConditionedClassifier, noisy_accuracy
 from c2d.models.config import SIZES, config_to_dict
 from c2d.models.data import Features, describe_subset
-from c2d.models.precond import Preconditioned, loss_weight
+from c2d.models.precond import WEIGHTINGS, Preconditioned, loss_weight
 from c2d.models.sde import alpha_sigma, dsm_loss, perturb, sample_t
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.models.unet import UNet
@@ -88,15 +88,16 @@ def classifier_loss(sde: SDEConfig) -> LossFn:
     return loss
 
 
-def score_loss(sde: SDEConfig, output: str = "eps", data_var: float = 1.0) -> LossFn:
-    """Denoising score matching in noise-prediction form; with output "edm" each example's squared eps error is
-    weighted by 1 / c_out^2, which makes the loss unit-weighted on the network's raw output (models/precond.py)."""
+def score_loss(sde: SDEConfig, output: str = "eps", data_var: float = 1.0, weighting: str = "output") -> LossFn:
+    """Denoising score matching in noise-prediction form; with output "edm" and weighting "output" each example's
+    squared eps error is weighted by 1 / c_out^2, which makes the loss unit-weighted on the network's raw output;
+    weighting "eps" keeps it uniform on eps (models/precond.py)."""
 
     def loss(model, x0, y, gen):
         t = sample_t(len(x0), sde, gen, x0.device)
         noise = torch.randn(x0.shape, generator=gen, device=x0.device)
         eps = model(perturb(x0, t, sde, noise), t)
-        weight = loss_weight(output, *alpha_sigma(t, sde), data_var)
+        weight = loss_weight(output, *alpha_sigma(t, sde), data_var, weighting)
         if weight is None:
             return dsm_loss(eps, noise)
         return (weight * (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))).mean()
@@ -124,14 +125,19 @@ def make_job(
     seed: int = 0,
     output: str = "eps",
     moments: tuple[float, float] | None = None,
+    loss_weighting: str = "output",
 ) -> Job:
     """Build the networks for one training (initialised from `seed`) and its checkpoint header. output: how the
     score network's raw output becomes eps ("eps", "gaussian-skip", "edm"; models/precond.py), which needs the
-    training data's (mean, variance) as `moments` unless it is "eps"."""
+    training data's (mean, variance) as `moments` unless it is "eps". loss_weighting: what the score loss is uniform on
+    ("output" or "eps"; the same for output "eps"); a non-default choice is recorded in the header, and resuming
+    checks it."""
     sizes = SIZES[size]
     torch.manual_seed(seed)
     if output != "eps" and moments is None:
         raise ValueError(f"output {output!r} needs the training data's mean and variance")
+    if loss_weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {loss_weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
     mean, var = (float(moments[0]), float(moments[1])) if moments is not None else (0.0, 1.0)
     if kind == "classifier":
         model = NoiseConditionedClassifier(sizes.classifier)
@@ -140,7 +146,8 @@ def make_job(
         cfg = dataclasses.replace(sizes.unet, output=output, data_mean=mean, data_var=var) if output != "eps" else sizes.unet
         model = UNet(cfg)
         forward = Preconditioned(model, sde, output, mean, var) if output != "eps" else model
-        return Job(forward, model, score_loss(sde, output, var), new_checkpoint("unet", size, cfg, sde))
+        header = _with_weighting(new_checkpoint("unet", size, cfg, sde), output, loss_weighting)
+        return Job(forward, model, score_loss(sde, output, var, loss_weighting), header)
     if kind == "subnet":
         if classifier_path is None:
             raise ValueError("training the subnet needs the frozen classifier's checkpoint (--classifier)")
@@ -152,10 +159,17 @@ def make_job(
         elif output != "eps":
             cfg = dataclasses.replace(cfg, output=output, data_mean=mean, data_var=var)
         subnet = ScoreSubnet(cfg, classifier.tap_channels)
-        header = new_checkpoint("subnet", size, cfg, sde)
+        header = _with_weighting(new_checkpoint("subnet", size, cfg, sde), output, loss_weighting)
         header["classifier"] = embedded_classifier(cls_ckpt)
-        return Job(SingleBackbone(classifier, subnet, sde), subnet, score_loss(sde, output, var), header)
+        return Job(SingleBackbone(classifier, subnet, sde), subnet, score_loss(sde, output, var, loss_weighting), header)
     raise ValueError(f"unknown model kind {kind!r}; choose classifier, subnet or unet")
+
+
+def _with_weighting(header: dict, output: str, weighting: str) -> dict:
+    """Record a loss weighting that differs from the default one (for output "eps" the two are the same loss)."""
+    if output != "eps" and weighting != "output":
+        header["loss_weighting"] = weighting
+    return header
 
 
 def init_from(job: Job, path: str | os.PathLike) -> None:
@@ -333,6 +347,11 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
         raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; use --fresh or another --out")
     if ckpt.get("teacher") != job.ckpt.get("teacher") or ckpt.get("distill") != job.ckpt.get("distill"):  # a student's recipe
         raise CheckpointError(f"{out} was distilled from another teacher or with other settings; use --fresh or another --out")
+    if ckpt.get("loss_weighting", "output") != job.ckpt.get("loss_weighting", "output"):
+        raise CheckpointError(
+            f"{out} was trained with --loss-weighting {ckpt.get('loss_weighting', 'output')}, not "
+            f"{job.ckpt.get('loss_weighting', 'output')}; use --fresh or another --out"
+        )
     if ckpt.get("train_subset") != job.ckpt.get("train_subset"):
         raise CheckpointError(
             f"{out} was trained on another subset of the data ({describe_subset(ckpt.get('train_subset'))}, now "

@@ -91,6 +91,14 @@ def network_options(fn):
 
 
 def precond_option(fn):
+    fn = click.option(
+        "--loss-weighting",
+        type=click.Choice(["output", "eps"]),
+        default="output",
+        show_default=True,
+        help="What the score loss is uniform on: the network's raw output (EDM's weighting) or eps (the eps network's, "
+        "which counts low noise, the fine detail, more). The same loss for --precond eps.",
+    )(fn)
     return click.option(
         "--precond",
         type=click.Choice(["eps", "gaussian-skip", "edm"]),

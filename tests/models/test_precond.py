@@ -66,6 +66,31 @@ def test_edm_loss_is_unit_weighted_on_the_raw_output():
     assert loss_weight("eps", alpha, sigma, VAR) is None
 
 
+def test_eps_weighting_makes_the_edm_loss_plain_eps_matching():
+    """--loss-weighting eps: the same network output, the eps network's loss (uniform on the eps error)."""
+    from c2d.models.sde import dsm_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = MEAN + VAR**0.5 * torch.randn(8, 1, 4, 4, generator=gen)
+    raw = torch.randn(8, 1, 4, 4, generator=gen)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x, t):
+            return raw
+
+    model = Preconditioned(Fixed(), SDE, "edm", MEAN, VAR)
+    loss = score_loss(SDE, "edm", VAR, "eps")(model, x0, None, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    t = SDE.t_min + (1 - SDE.t_min) * torch.rand(8, generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    eps = model(perturb(x0, t, SDE, noise), t)
+    assert loss.item() == pytest.approx(dsm_loss(eps, noise).item(), rel=1e-5)
+    unit = score_loss(SDE, "edm", VAR)(model, x0, None, torch.Generator().manual_seed(1))
+    assert unit.item() > 2 * loss.item()  # the default weighting (1 / c_out^2) differs: it is not a no-op
+    with pytest.raises(ValueError, match="unknown loss weighting 'x0'"):
+        loss_weight("edm", t, t, VAR, "x0")
+
+
 def test_unknown_parameterisation_is_refused():
     with pytest.raises(ValueError, match="unknown output parameterisation"):
         Preconditioned(torch.nn.Identity(), SDE, "x0")

@@ -237,6 +237,32 @@ def test_edm_preconditioned_training_from_the_cli_records_it_and_rebuilds(tmp_pa
     assert eps.shape == x.shape and not torch.allclose(eps, skip)  # the trained residual is in
 
 
+@pytest.mark.slow
+def test_fine_tuning_with_eps_weighting_is_recorded_and_resumes_only_with_it(tmp_path, features_file, classifier_ckpt):
+    """--init-from an EDM subnet with --loss-weighting eps: the header says so; resuming that file with the default
+    weighting is refused and leaves it as it was."""
+    from click.testing import CliRunner
+
+    from c2d.cli import main
+
+    def run(out, *extra):
+        args = ["train", "subnet", "--size", "tiny", "--classifier", str(classifier_ckpt), "--precond", "edm", "--steps", "4"]
+        args += ["--batch-size", "4", "--fp32", "--features", str(features_file), "-o", str(out), *extra]
+        return CliRunner().invoke(main, args)
+
+    base, tuned = tmp_path / "edm.pt", tmp_path / "tuned.pt"
+    assert run(base).exit_code == 0
+    assert "loss_weighting" not in load_checkpoint(base)
+    res = run(tuned, "--init-from", str(base), "--loss-weighting", "eps")
+    assert res.exit_code == 0, res.output
+    ckpt = load_checkpoint(tuned)
+    assert ckpt["loss_weighting"] == "eps" and ckpt["init_from"]["file"] == "edm.pt"
+    before = tuned.read_bytes()
+    res = run(tuned, "--steps", "8")
+    assert res.exit_code != 0 and "--loss-weighting eps, not output" in res.output, res.output
+    assert tuned.read_bytes() == before
+
+
 def test_precond_is_refused_where_it_does_not_apply(tmp_path):
     from click.testing import CliRunner
 
