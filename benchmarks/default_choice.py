@@ -20,18 +20,15 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from c2d.benchmarks import harness
-from c2d.benchmarks.harness import cpu_model, parse_point, write_results
-from c2d.models.evaluation import default_judges, generate_as_users_hear, judge_waves, open_dnsmos, provenance, summarise
-from c2d.models.scoring import ScoredSet, paired_differences
+from c2d.benchmarks.harness import AUDIO_SEED as SEED
+from c2d.benchmarks.harness import cpu_model, difference_to, parse_point, point_audio, write_results
+from c2d.models.evaluation import default_judges, judge_waves, open_dnsmos, provenance, summarise
+from c2d.models.scoring import ScoredSet
 from c2d.runtime.bundle import generator_sha256
 from c2d.runtime.generate import default_bundle
 
-SEED = 1000  # Table 1's seeds
 REFERENCE = ("em", 100)
-WORSE_IS_HIGHER = {"accuracy": False, "fid": True, "kid": True, "ovrl": False}
 
 
 def parse_against(text: str) -> tuple[Path, tuple[str, int]]:
@@ -40,31 +37,6 @@ def parse_against(text: str) -> tuple[Path, tuple[str, int]]:
     if not bundle or not Path(bundle).is_dir():
         raise argparse.ArgumentTypeError(f"{text!r}: want BUNDLE:SAMPLER:STEPS with BUNDLE a bundle folder")
     return Path(bundle), parse_point(f"{sampler}:{point}")
-
-
-def point_audio(out_dir: Path, bundle: Path, point: tuple[str, int], count: int, threads: int) -> tuple[np.ndarray, int, np.ndarray, float]:
-    """(audio [N, L], rate, digits [N], seconds it took) of one point, generated once and cached."""
-    sampler, steps = point
-    cache = out_dir / generator_sha256(bundle)[:12] / f"{sampler}-{steps}-n{count}-s{SEED}.npz"
-    if not cache.is_file():
-        start = time.time()
-        _, run = generate_as_users_hear(bundle, count, sampler, steps, None, SEED, threads=threads)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez_compressed(tmp, audio=run.audio, rate=run.sample_rate, digits=np.array(run.digits), seconds=time.time() - start)
-        tmp.replace(cache)
-        print(f"{sampler}-{steps}: {len(run.audio)} clips in {time.time() - start:.0f} s", flush=True)
-    data = np.load(cache)
-    return data["audio"], int(data["rate"]), data["digits"], float(data["seconds"])
-
-
-def passes(diffs: dict) -> bool:
-    """No measure's difference to the reference lies wholly on the worse side."""
-    for measures in diffs.values():
-        for measure, e in measures.items():
-            if (e.low > 0) if WORSE_IS_HIGHER[measure] else (e.high < 0):
-                return False
-    return True
 
 
 def markdown(result: dict) -> str:
@@ -135,12 +107,6 @@ def yardstick(args, judges, dnsmos) -> tuple[str, ScoredSet, dict]:
     audio, rate, digits, _ = point_audio(args.out_dir, other, point, args.count, args.threads)
     scored = judge_waves(audio, rate, digits, judges, dnsmos)
     return f"{other}:{point[0]}:{point[1]}", scored, {"generator_sha256": generator_sha256(other), "scores": summarise(scored)}
-
-
-def difference_to(base: ScoredSet, other: ScoredSet) -> tuple[dict, bool]:
-    """(other - base for every measure as dicts, whether other is not worse than base on any)."""
-    diffs = paired_differences(base, other)
-    return {j: {m: e.to_dict() for m, e in ms.items()} for j, ms in diffs.items()}, passes(diffs)
 
 
 def main() -> None:

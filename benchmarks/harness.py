@@ -25,20 +25,26 @@ from c2d.runtime.opstats import openvino_kernel_times, ort_kernel_times
 from c2d.runtime.timing import interleaved_latency, interleaved_rounds
 
 __all__ = [
+    "AUDIO_SEED",
     "RESULTS",
     "cached_samples",
     "cpu_model",
+    "difference_to",
     "interleaved_latency",
     "interleaved_rounds",
     "openvino_kernel_times",
     "ort_kernel_times",
     "parse",
     "parser",
+    "passes",
+    "point_audio",
     "provenance",
     "write_results",
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+AUDIO_SEED = 1000  # Table 1's seeds: every benchmark that pairs audio clip by clip draws sample k from seed 1000 + k
+WORSE_IS_HIGHER = {"accuracy": False, "fid": True, "kid": True, "ovrl": False}
 
 
 def parser(
@@ -156,3 +162,41 @@ def cached_samples(cache: Path, generate: Callable[[], tuple[np.ndarray, np.ndar
     tmp.replace(cache)
     log(f"{label}: {len(x)} samples in {time.time() - start:.0f} s")
     return x, digits
+
+
+def point_audio(out_dir: Path, bundle: Path, point: tuple[str, int], count: int, threads: int) -> tuple[np.ndarray, int, np.ndarray, float]:
+    """(audio [N, L], rate, digits [N], seconds it took) of one SAMPLER:STEPS point of a bundle, as `c2d generate`
+    writes it, count per digit on seeds AUDIO_SEED + k; generated once and cached per generator file in out_dir."""
+    from c2d.models.evaluation import generate_as_users_hear
+    from c2d.runtime.bundle import generator_sha256
+
+    sampler, steps = point
+    cache = out_dir / generator_sha256(bundle)[:12] / f"{sampler}-{steps}-n{count}-s{AUDIO_SEED}.npz"
+    if not cache.is_file():
+        start = time.time()
+        _, run = generate_as_users_hear(bundle, count, sampler, steps, None, AUDIO_SEED, threads=threads)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez_compressed(tmp, audio=run.audio, rate=run.sample_rate, digits=np.array(run.digits), seconds=time.time() - start)
+        tmp.replace(cache)
+        print(f"{sampler}-{steps}: {len(run.audio)} clips in {time.time() - start:.0f} s", flush=True)
+    data = np.load(cache)
+    return data["audio"], int(data["rate"]), data["digits"], float(data["seconds"])
+
+
+def passes(diffs: dict) -> bool:
+    """No measure's difference to the reference lies wholly on the worse side."""
+    for measures in diffs.values():
+        for measure, e in measures.items():
+            if (e.low > 0) if WORSE_IS_HIGHER[measure] else (e.high < 0):
+                return False
+    return True
+
+
+def difference_to(base, other) -> tuple[dict, bool]:
+    """(other - base for every measure as dicts, whether other is not worse than base on any), for two ScoredSets of
+    the same seeds (paired bootstrap, models/scoring.py)."""
+    from c2d.models.scoring import paired_differences
+
+    diffs = paired_differences(base, other)
+    return {j: {m: e.to_dict() for m, e in ms.items()} for j, ms in diffs.items()}, passes(diffs)
