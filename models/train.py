@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -255,9 +256,9 @@ def train(
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     ema = {k: v.detach().clone() for k, v in job.trainable.state_dict().items()}
     gen = torch.Generator(device=dev).manual_seed(cfg.seed * 9973 + rank)
-    step = 0
+    step, history = 0, []
     if out.exists() and not fresh:
-        step = _resume(out, job, optimizer, ema, gen, dev)
+        step, history = _resume(out, job, optimizer, ema, gen, dev)
     model = job.forward_module
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -304,11 +305,30 @@ def train(
                 record.update(run_monitor(job, ema))
             _log(out, record)
         if rank == 0 and (step % cfg.ckpt_every == 0 or done):
-            atomic_torch_save(_checkpoint(job, optimizer, ema, gen, step, cfg, world), out)
+            runs = history + [_session(first_step, step, start, world, dev)]
+            atomic_torch_save(_checkpoint(job, optimizer, ema, gen, step, cfg, world, runs), out)
     bar.close()
     if world > 1:
         dist.barrier()
-    return _checkpoint(job, optimizer, ema, gen, step, cfg, world)
+    return _checkpoint(job, optimizer, ema, gen, step, cfg, world, history + [_session(first_step, step, start, world, dev)])
+
+
+def _session(first_step: int, step: int, start: float, world: int, dev: torch.device) -> dict:
+    """What one training process did: its command, machine, steps and wall time (a checkpoint keeps one per resume,
+    so the file says how it was made)."""
+    from c2d.runtime.machine import cpu_model, isa_features
+
+    return {
+        "command": shlex.join(["c2d" if Path(sys.argv[0]).name in ("c2d", "__main__.py") else sys.argv[0], *sys.argv[1:]]),
+        "cpu": cpu_model(),
+        "isa": isa_features(),
+        "threads": torch.get_num_threads(),
+        "device": dev.type,
+        "world_size": world,
+        "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime(start)),
+        "steps": [first_step, step],
+        "seconds": round(time.time() - start, 1),
+    }
 
 
 def _fit_to_budget(cfg: TrainConfig, max_steps: int, step: int, first_step: int, elapsed: float, world: int) -> TrainConfig:
@@ -322,7 +342,7 @@ def _fit_to_budget(cfg: TrainConfig, max_steps: int, step: int, first_step: int,
     return dataclasses.replace(cfg, steps=max(step, min(max_steps, fits)))
 
 
-def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int, cfg: TrainConfig, world: int) -> dict:
+def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int, cfg: TrainConfig, world: int, runs: list[dict]) -> dict:
     ckpt = dict(job.ckpt)
     ckpt.update(
         model={k: v.detach().cpu() for k, v in job.trainable.state_dict().items()},
@@ -333,11 +353,13 @@ def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int,
         step=step,
         train=config_to_dict(cfg),
         world_size=world,
+        runs=runs,
     )
     return ckpt
 
 
-def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev: torch.device) -> int:
+def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev: torch.device) -> tuple[int, list[dict]]:
+    """Load the resumable state of `out` into the job; (its step, the record of the runs that made it)."""
     ckpt = load_checkpoint(out, job.ckpt["kind"])
     if "optimizer" not in ckpt:
         raise CheckpointError(f"{out} is a released checkpoint (no optimizer state); it cannot be resumed, use --fresh")
@@ -363,7 +385,7 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
         ema[k].copy_(v)
     if ckpt.get("rng_device", "cpu") == dev.type:  # generator states are device-specific; elsewhere keep the seed
         gen.set_state(ckpt["rng"])
-    return int(ckpt["step"])
+    return int(ckpt["step"]), list(ckpt.get("runs", []))
 
 
 def _log(out: Path, record: dict) -> None:

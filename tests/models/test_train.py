@@ -148,9 +148,13 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(tmp_path, synth
     train(make_job("classifier", "tiny", SDE), synth, cfg, tmp_path / "straight.pt", progress=False)
     straight = load_checkpoint(tmp_path / "straight.pt")
     assert resumed["step"] == straight["step"] == 10
+    # the file says how it was made: one record per process, steps and machine, the crashed run's up to its checkpoint
+    assert [r["steps"] for r in resumed["runs"]] == [[0, 5], [5, 10]] and [r["steps"] for r in straight["runs"]] == [[0, 10]]
+    assert all(r["cpu"] and r["seconds"] >= 0 and r["threads"] >= 1 for r in resumed["runs"])
     for k in straight["model"]:
         torch.testing.assert_close(resumed["model"][k], straight["model"][k], rtol=1e-5, atol=1e-6)
     atomic_torch_save(release(resumed), tmp_path / "r.pt")
+    assert load_checkpoint(tmp_path / "r.pt")["runs"] == resumed["runs"]
     with pytest.raises(CheckpointError, match="released"):
         train(make_job("classifier", "tiny", SDE), synth, quick(12), tmp_path / "r.pt", progress=False)
 
