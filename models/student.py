@@ -9,7 +9,8 @@ f(x_t, t) = (x_t - sigma_t eps_S) / alpha_t.
 Consistency distillation (Song et al. 2023; LCM's skipping steps, Luo et al. 2023), one training example:
   x_hi = alpha_hi x_0 + sigma_hi z at t_hi = ts[n + k]; the teacher's guided DDIM (probability-flow ODE) step takes it
   to x_lo at t_lo = ts[n]; the loss is the pseudo-Huber distance between f_S(x_hi, t_hi) and the target network's
-  f(x_lo, t_lo) (no gradient), the target being the EMA of the student's weights.
+  f(x_lo, t_lo), computed by the student itself without gradient (a stop-gradient target, as improved consistency
+  training uses, Song & Dhariwal 2023, instead of an EMA copy; the EMA is kept only for the weights that ship).
 """
 
 from __future__ import annotations
