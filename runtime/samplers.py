@@ -248,7 +248,7 @@ ODE_WARNING = (
 ODE_NOTE = "warns on a generator trained with --precond eps"
 SAMPLERS = {
     "em": SamplerSpec(euler_maruyama, True, 100, "linear", "reverse SDE, Euler-Maruyama (the paper's sampler)"),
-    "ancestral": SamplerSpec(partial(ddim, eta=1.0), True, 8, "logsnr", "DDPM posterior steps (DDIM, eta 1)"),
+    "ancestral": SamplerSpec(partial(ddim, eta=1.0), True, 25, "logsnr", "DDPM posterior steps (DDIM, eta 1)"),
     "dpm2m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=2), True, 25, "logsnr", "SDE-DPM-Solver++(2M)"),
     "dpm3m-sde": SamplerSpec(partial(dpm_solver_pp_sde, order=3), True, 25, "logsnr", "SDE-DPM-Solver++(3M)"),
     "ddim": SamplerSpec(partial(ddim, eta=0.0), False, 50, "logsnr", f"DDIM, eta 0: probability-flow ODE ({ODE_NOTE})"),
