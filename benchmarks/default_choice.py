@@ -2,8 +2,8 @@
 not worse than EM-100's (the paper's sampler) on any measure, compared pair by pair on the same seeds.
 
 python -m c2d.benchmarks.default_choice [--bundle DIR] [--points SAMPLER:STEPS ...] [--count 100] [--threads 1]
-                                        [--against BUNDLE:SAMPLER:STEPS] [--out-dir runs/default_choice]
-                                        [--results benchmarks/results/default_choice.json]
+                                        [--against BUNDLE:SAMPLER:STEPS] [--reference SAMPLER:STEPS] [--guidance G]
+                                        [--out-dir runs/default_choice] [--results benchmarks/results/default_choice.json]
 
 Every point and EM-100 generate --count samples per digit on seeds 1000 + k (Table 1's), as `c2d generate` writes them
 (the bundle's vocoder, -1 dBFS, 16-bit). Measures (models/evaluation.py): per judge (MFCC ResNet, log-Mel TDNN)
@@ -11,7 +11,9 @@ accuracy, FID and KID against FSDD's training recordings; DNSMOS OVRL. Each poin
 paired-bootstrap 95 % interval (the same items drawn for both); a point passes when no difference lies wholly on the
 worse side. --against names a yardstick from another bundle (say the previously shipped one at a sampler its users
 liked): the chosen point is compared with it the same way, on the same seeds. Audio is cached per generator file in
---out-dir, so an interrupted run resumes.
+--out-dir, so an interrupted run resumes. --reference replaces EM-100 (for a quick look at one point against a
+yardstick, name that point: nothing else is generated); --guidance sets the bundle's points' guidance scale (the
+yardstick keeps its bundle's default).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def markdown(result: dict) -> str:
     judges = list(result["judges"])
     lines = [
         f"Default choice: {result['samples']} clips per point, seeds {SEED} + k, paired against {result['reference']} "
-        f"({result['cpu']}; {result['date']}). 95 % intervals; KID x 1000; difference = point - reference.",
+        f"({result['cpu']}; {result['date']}). 95 % intervals; KID x 1000; difference = point - reference."
+        + (f" The bundle's points at guidance {result['guidance']:g}." if result.get("guidance") is not None else ""),
         "",
     ]
     header = ["point", "NFE"] + [f"{j} {m}" for j in judges for m in ("accuracy", "FID", "KID")] + ["DNSMOS OVRL", "not worse than reference"]
@@ -104,7 +107,7 @@ def choose(points: dict) -> str | None:
 def yardstick(args, judges, dnsmos) -> tuple[str, ScoredSet, dict]:
     """(label, scored clips, summary) of the --against point, generated from its own bundle on the same seeds."""
     other, point = args.against
-    audio, rate, digits, _ = point_audio(args.out_dir, other, point, args.count, args.threads)
+    audio, rate, digits, _ = point_audio(args.out_dir, other, point, args.count, args.threads)  # at its own default guidance
     scored = judge_waves(audio, rate, digits, judges, dnsmos)
     return f"{other}:{point[0]}:{point[1]}", scored, {"generator_sha256": generator_sha256(other), "scores": summarise(scored)}
 
@@ -114,13 +117,16 @@ def main() -> None:
     ap.add_argument("--points", type=parse_point, nargs="+", default=[("ancestral", 8), ("ancestral", 15), ("ancestral", 25)])
     ap.add_argument("--count", type=int, default=100, help="samples per digit of every point")
     ap.add_argument("--against", type=parse_against, default=None, help="BUNDLE:SAMPLER:STEPS to compare the chosen point with")
+    ap.add_argument("--reference", type=parse_point, default=REFERENCE, help="SAMPLER:STEPS every point is compared with [em:100]")
+    ap.add_argument("--guidance", type=float, default=None, help="guidance scale of the bundle's points [the bundle's default]")
     args = ap.parse_args()
     bundle = args.bundle or default_bundle()
     judges, dnsmos = default_judges(), open_dnsmos()
-    ref_key = f"{REFERENCE[0]}-{REFERENCE[1]}"
+    reference = args.reference
+    ref_key = f"{reference[0]}-{reference[1]}"
     scored, points = {}, {}
-    for point in [REFERENCE] + [p for p in args.points if p != REFERENCE]:
-        audio, rate, digits, seconds = point_audio(args.out_dir, bundle, point, args.count, args.threads)
+    for point in [reference] + [p for p in args.points if p != reference]:
+        audio, rate, digits, seconds = point_audio(args.out_dir, bundle, point, args.count, args.threads, args.guidance)
         key = f"{point[0]}-{point[1]}"
         scored[key] = judge_waves(audio, rate, digits, judges, dnsmos)
         points[key] = {"nfe": point[1], "scores": summarise(scored[key]), "generation_seconds": seconds}
@@ -138,10 +144,13 @@ def main() -> None:
         ["python -m c2d.benchmarks.default_choice", "--points", *(f"{s}:{n}" for s, n in args.points), "--count", str(args.count)]
         + (["--bundle", str(args.bundle)] if args.bundle else [])
         + (["--against", against["label"]] if against else [])
+        + (["--reference", f"{reference[0]}:{reference[1]}"] if reference != REFERENCE else [])
+        + (["--guidance", f"{args.guidance:g}"] if args.guidance is not None else [])
     )
     result = {
         "points": points,
         "reference": ref_key,
+        "guidance": args.guidance,
         "chosen": chosen,
         "samples": 10 * args.count,
         "cpu": cpu_model(),
@@ -154,6 +163,7 @@ def main() -> None:
             generator_sha256=generator_sha256(bundle),
             seed=SEED,
             samples_per_digit=args.count,
+            guidance=args.guidance,
             dnsmos=dnsmos is not None,
         ),
     }

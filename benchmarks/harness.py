@@ -164,17 +164,21 @@ def cached_samples(cache: Path, generate: Callable[[], tuple[np.ndarray, np.ndar
     return x, digits
 
 
-def point_audio(out_dir: Path, bundle: Path, point: tuple[str, int], count: int, threads: int) -> tuple[np.ndarray, int, np.ndarray, float]:
+def point_audio(
+    out_dir: Path, bundle: Path, point: tuple[str, int], count: int, threads: int, guidance: float | None = None
+) -> tuple[np.ndarray, int, np.ndarray, float]:
     """(audio [N, L], rate, digits [N], seconds it took) of one SAMPLER:STEPS point of a bundle, as `c2d generate`
-    writes it, count per digit on seeds AUDIO_SEED + k; generated once and cached per generator file in out_dir."""
+    writes it, count per digit on seeds AUDIO_SEED + k, at `guidance` (None: the bundle's default); generated once and
+    cached per generator file in out_dir."""
     from c2d.models.evaluation import generate_as_users_hear
     from c2d.runtime.bundle import generator_sha256
 
     sampler, steps = point
-    cache = out_dir / generator_sha256(bundle)[:12] / f"{sampler}-{steps}-n{count}-s{AUDIO_SEED}.npz"
+    scale = "" if guidance is None else f"-g{guidance:g}"
+    cache = out_dir / generator_sha256(bundle)[:12] / f"{sampler}-{steps}{scale}-n{count}-s{AUDIO_SEED}.npz"
     if not cache.is_file():
         start = time.time()
-        _, run = generate_as_users_hear(bundle, count, sampler, steps, None, AUDIO_SEED, threads=threads)
+        _, run = generate_as_users_hear(bundle, count, sampler, steps, guidance, AUDIO_SEED, threads=threads)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp.npz")
         np.savez_compressed(tmp, audio=run.audio, rate=run.sample_rate, digits=np.array(run.digits), seconds=time.time() - start)

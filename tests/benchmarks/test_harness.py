@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from c2d.benchmarks import harness
 
 
@@ -44,3 +46,28 @@ def test_parser_has_the_shared_flags():
 
     assert harness.parse(ap, []).bundle == default_bundle()  # the shipped bundle unless one is named
     assert str(harness.parser("doc", "demo", work="vocoders").parse_args([]).out_dir) == "runs/vocoders"  # a shared cache
+
+
+def test_point_audio_is_generated_once_per_point_and_guidance(tmp_path, monkeypatch):
+    """The cache is keyed by generator, sampler, steps and guidance: a second call reads it, another guidance makes
+    its own set at that scale."""
+    import types
+
+    import c2d.models.evaluation as evaluation
+    import c2d.runtime.bundle as bundle
+
+    calls = []
+
+    def fake_generate(bundle_dir, count, sampler, steps, guidance, seed, threads=None):
+        calls.append(guidance)
+        run = types.SimpleNamespace(audio=np.full((2, 4), guidance or 3.0, np.float32), sample_rate=8000, digits=[0, 1])
+        return None, run
+
+    monkeypatch.setattr(evaluation, "generate_as_users_hear", fake_generate)
+    monkeypatch.setattr(bundle, "generator_sha256", lambda _: "ab" * 32)
+    first = harness.point_audio(tmp_path, tmp_path, ("ancestral", 25), 1, 1)
+    again = harness.point_audio(tmp_path, tmp_path, ("ancestral", 25), 1, 1)
+    scaled = harness.point_audio(tmp_path, tmp_path, ("ancestral", 25), 1, 1, guidance=2.0)
+    assert calls == [None, 2.0]
+    assert np.array_equal(first[0], again[0]) and scaled[0][0, 0] == 2.0 and first[1] == 8000
+    assert sorted(p.name for p in (tmp_path / ("ab" * 6)).iterdir()) == ["ancestral-25-g2-n1-s1000.npz", "ancestral-25-n1-s1000.npz"]
