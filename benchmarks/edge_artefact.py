@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--count", type=int, default=50, help="samples per digit")
     ap.add_argument("--sampler", default=None)
     ap.add_argument("--steps", type=int, default=None)
-    args = harness.parse(ap, argv)
+    args = ap.parse_args(argv)  # not harness.parse: --bundle takes several, and its default is filled in below
     from c2d.runtime.generate import default_bundle
 
     real = real_excess()

@@ -185,7 +185,8 @@ def point_audio(
         tmp.replace(cache)
         print(f"{sampler}-{steps}: {len(run.audio)} clips in {time.time() - start:.0f} s", flush=True)
     data = np.load(cache)
-    return data["audio"], int(data["rate"]), data["digits"], float(data["seconds"])
+    seconds = float(data["seconds"]) if "seconds" in data.files else float("nan")  # a set cached without its time
+    return data["audio"], int(data["rate"]), data["digits"], seconds
 
 
 def passes(diffs: dict) -> bool:

@@ -71,3 +71,5 @@ def test_point_audio_is_generated_once_per_point_and_guidance(tmp_path, monkeypa
     assert calls == [None, 2.0]
     assert np.array_equal(first[0], again[0]) and scaled[0][0, 0] == 2.0 and first[1] == 8000
     assert sorted(p.name for p in (tmp_path / ("ab" * 6)).iterdir()) == ["ancestral-25-g2-n1-s1000.npz", "ancestral-25-n1-s1000.npz"]
+    np.savez_compressed(tmp_path / ("ab" * 6) / "ddim-10-n1-s1000.npz", audio=np.zeros((2, 4)), rate=8000, digits=[0, 1])
+    assert np.isnan(harness.point_audio(tmp_path, tmp_path, ("ddim", 10), 1, 1)[3])  # a set cached without its time
