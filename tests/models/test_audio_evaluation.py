@@ -155,7 +155,9 @@ def test_evaluate_scores_the_audio_and_records_what_produced_it(tmp_path, audio_
             e = scores[name][measure]
             assert np.isfinite(e["value"]) and e["low"] <= e["value"] <= e["high"], (name, measure, e)
     assert 1.0 <= scores["dnsmos"]["ovrl"]["value"] <= 5.0
-    assert (prov["sampler"], prov["steps"], prov["guidance"], prov["seeds"]) == ("ancestral", 3, 3.0, [0, 19])
+    from c2d.export.exporter import DEFAULT_GUIDANCE
+
+    assert (prov["sampler"], prov["steps"], prov["guidance"], prov["seeds"]) == ("ancestral", 3, DEFAULT_GUIDANCE, [0, 19])
     assert len(prov["generator_sha256"]) == 64 and prov["vocoder"] and prov["judges"]["mfcc-resnet"]["sha256"]
     assert "mfcc-resnet accuracy" in res.output
 

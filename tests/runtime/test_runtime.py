@@ -43,7 +43,7 @@ def test_shipped_bundle_matches_the_pytorch_reference_sampler(gen):
     source = read_manifest(SHIPPED).checkpoints["subnet"]["file"]
     assert source == SHIPPED_SUBNET  # the package's bundle is the shipped generator, not the 4,000-step ablation
     ckpt = load_checkpoint(ROOT / "models" / "checkpoints" / source)
-    ref = reference_sample(build_single_backbone(ckpt), sde_from(ckpt), [5, 6], [7, 2], 3.0, 100)
+    ref = reference_sample(build_single_backbone(ckpt), sde_from(ckpt), [5, 6], [7, 2], gen.meta.default_guidance, 100)
     ours = gen.sample(["seven", "2"], seed=5, steps=100, sampler="em")
     ref_mel = denormalize(ref[:, 0], gen.meta.mel)
     assert np.abs(ours.log_mel - ref_mel).max() / np.abs(ref_mel).max() <= 1e-3
