@@ -54,7 +54,8 @@ def rows_for(student: Path, teacher: Path, shipped: Path | None, student_steps: 
     if default != EM_100:
         rows.append(Row(f"teacher {default[0]}-{default[1]} (its default)", teacher, *default))
     if shipped is not None:
-        rows.append(Row("shipped {}-{} (the default today)".format(*bundle_default(shipped)), shipped, *bundle_default(shipped)))
+        point = bundle_default(shipped)
+        rows.append(Row("shipped {}-{} (the default today)".format(*point), shipped, *point))
     return rows
 
 
