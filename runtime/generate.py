@@ -20,7 +20,7 @@ import numpy as np
 from c2d.runtime.audio import denormalize, normalize_peak
 from c2d.runtime.backends import BackendOptions, open_backend
 from c2d.runtime.bundle import BundleError, GeneratorMeta, VocoderMeta, bundle_file, decode_metadata, read_manifest
-from c2d.runtime.contract import GENERATOR_INPUTS, GENERATOR_OUTPUTS, VOCODER_INPUT, VOCODER_OUTPUT
+from c2d.runtime.contract import GENERATOR_INPUTS, GENERATOR_OUTPUTS, MANIFEST_FILE, VOCODER_INPUT, VOCODER_OUTPUT
 from c2d.runtime.errors import C2DError
 from c2d.runtime.limits import (
     MAX_BATCH,
@@ -37,7 +37,7 @@ from c2d.runtime.limits import (
 from c2d.runtime.samplers import SAMPLERS, SCHEDULES, draw_noise_per_step, ode_warning, resolve_sampler
 from c2d.runtime.vocoder import GriffinLim, check_log_mel
 
-SHIPPED_BUNDLE = "small"
+SHIPPED_BUNDLE = "small"  # what runs when no bundle is named; runtime/bundles/ may ship others beside it
 DEFAULT_BATCH = 8  # samples per graph call
 DEFAULT_PEAK_DBFS = -1.0  # WAV peak level: every digit equally loud and never clipped (FSDD recording levels vary widely)
 
@@ -47,8 +47,26 @@ class GenerationError(C2DError, ValueError):
 
 
 def default_bundle() -> Path:
-    """The bundle shipped inside the package (runtime/bundles/)."""
+    """The bundle shipped inside the package (runtime/bundles/) that runs when none is named."""
     return Path(str(files("c2d.runtime") / "bundles" / SHIPPED_BUNDLE))
+
+
+def shipped_bundles() -> dict[str, Path]:
+    """Name -> folder of every bundle shipped inside the package (runtime/bundles/NAME), the default first."""
+    root = Path(str(files("c2d.runtime") / "bundles"))
+    found = {p.name: p for p in sorted(root.iterdir()) if (p / MANIFEST_FILE).is_file()}
+    return {SHIPPED_BUNDLE: found.pop(SHIPPED_BUNDLE), **found} if SHIPPED_BUNDLE in found else found
+
+
+def resolve_bundle(bundle: str | Path | None) -> Path:
+    """A bundle folder; or the name of a bundle shipped in the package ("student") where no such folder exists here;
+    None: the default bundle."""
+    if bundle is None:
+        return default_bundle()
+    path = Path(bundle)
+    if not path.exists() and isinstance(bundle, str) and bundle in (shipped := shipped_bundles()):
+        return shipped[bundle]
+    return path
 
 
 def parse_digit(value: str | int, labels: Sequence[str]) -> int:
@@ -109,7 +127,7 @@ class Generator:
     ):
         """vocoder_precision: the vocoder's own precision on this backend [default: options.precision] (a deployment
         profile runs it at full precision where it missed its parity budget at the generator's)."""
-        self.bundle = Path(bundle) if bundle is not None else default_bundle()
+        self.bundle = resolve_bundle(bundle)
         self.manifest = read_manifest(self.bundle)
         self.backend_name = backend
         self.backend_note = backend
@@ -323,7 +341,7 @@ def load(bundle: str | Path | None = None, backend: str | None = None, options: 
     cache, or the bundle's own deployment.json), else "ort"; where that profile chose a quantized bundle made from
     this one (`--also`), that bundle runs instead.
     The generator's `backend_note` says which backend runs and why."""
-    bundle = Path(bundle) if bundle is not None else default_bundle()
+    bundle = resolve_bundle(bundle)
     note, vocoder_precision = f"{backend} (asked for)", None
     if backend is None:
         from c2d.runtime.deployment import read_choice

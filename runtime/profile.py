@@ -20,7 +20,7 @@ import numpy as np
 
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.files import pyplot, save_figure
-from c2d.runtime.generate import Generator, default_bundle
+from c2d.runtime.generate import Generator, resolve_bundle
 from c2d.runtime.machine import load_note, machine_record, provenance
 
 
@@ -106,7 +106,7 @@ def profile_bundle(
     openvino_precision: str | None = None,
 ) -> dict:
     """Every field of the profile for one bundle / backend / batch size."""
-    bundle = Path(bundle) if bundle is not None else default_bundle()
+    bundle = resolve_bundle(bundle)
     load_before = load_note()
     start = time.perf_counter()
     gen = Generator(bundle, backend, BackendOptions(device=device, threads=threads, precision=openvino_precision))

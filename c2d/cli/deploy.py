@@ -10,6 +10,7 @@ import click
 from c2d.cli.options import (
     BACKEND_NAMES,
     STEPS_DEFAULT,
+    BundleFolder,
     Finite,
     clear_errors,
     echo_warning,
@@ -24,7 +25,7 @@ from c2d.runtime.files import atomic_write_text, output_target
 
 
 @click.command()
-@click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("bundle", required=False, type=BundleFolder())
 @click.option(
     "--backend",
     type=click.Choice(BACKEND_NAMES + ("all",)),

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from c2d.cli.options import (
+    BundleFolder,
     clear_errors,
     guidance_option,
     outputs_apart,
@@ -21,7 +22,7 @@ from c2d.runtime.files import atomic_write_text
 
 
 @click.command()
-@click.argument("bundle", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("bundle", required=False, type=BundleFolder())
 @click.option(
     "--count", type=click.IntRange(2, limits.MAX_EVAL_COUNT), default=20, show_default=True, help="Samples per digit (the headline table uses 100)."
 )

@@ -83,7 +83,7 @@ def steps_option(text: str = f"Sampler steps (network evaluations) {STEPS_DEFAUL
 
 
 def guidance_option(default: float | None = None):
-    text = "[default: the bundle's, 3]" if default is None else ""
+    text = "[default: the bundle's own; `c2d inspect` shows it]" if default is None else ""
     return click.option(
         "--guidance",
         type=Finite(0, limits.MAX_GUIDANCE),
@@ -123,10 +123,31 @@ def threads_option():
     )
 
 
-def bundle_option(help: str = "Bundle folder from `c2d export` [default: the one shipped in the package]."):
-    from pathlib import Path
+class BundleFolder(click.ParamType):
+    """A bundle folder; or, where no such folder exists here, the name of a bundle shipped in the package."""
 
-    return click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help=help)
+    name = "bundle"
+
+    def convert(self, value, param, ctx):
+        from pathlib import Path
+
+        if isinstance(value, Path):
+            return value
+        path = Path(value)
+        if path.is_dir():
+            return path
+        if path.exists():
+            self.fail(f"{value!r} is a file; a bundle is a folder (from `c2d export`)", param, ctx)
+        from c2d.runtime.generate import shipped_bundles
+
+        shipped = shipped_bundles()
+        if value in shipped:
+            return shipped[value]
+        self.fail(f"no bundle folder {value!r}, and no shipped bundle of that name (shipped: {', '.join(shipped)})", param, ctx)
+
+
+def bundle_option(help: str = "Bundle folder from `c2d export`, or a shipped bundle's name (small, student) [default: small]."):
+    return click.option("--bundle", type=BundleFolder(), default=None, help=help)
 
 
 def shipped_bundle_path():

@@ -9,6 +9,7 @@ import click
 
 from c2d.cli.options import (
     STEPS_DEFAULT,
+    BundleFolder,
     Finite,
     clear_errors,
     outputs_apart,
@@ -22,7 +23,7 @@ from c2d.runtime import limits
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("bundle", type=BundleFolder())
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Calibration folder to write.")
 @click.option(
     "--seeds",
@@ -59,7 +60,7 @@ def calibrate(bundle, out, seeds, guidances, sampler, steps, seed, threads) -> N
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("bundle", type=BundleFolder())
 @click.option("--mode", required=True, type=click.Choice(["int8-static", "int8-dynamic", "fp16", "mixed"]))
 @click.option(
     "-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Quantized bundle to write (only if it passes the gate)."

@@ -882,3 +882,21 @@ def test_several_processes_compile_into_one_openvino_cache(tmp_path):
     assert all(p.returncode == 0 for p in procs), errors
     assert any((tmp_path / "ov").glob("*.blob"))
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "ov")]).returncode == 0
+
+
+def test_a_shipped_bundle_is_named_and_a_folder_of_that_name_wins(tmp_path, monkeypatch):
+    from c2d.runtime.generate import resolve_bundle, shipped_bundles
+
+    shipped = shipped_bundles()
+    assert next(iter(shipped)) == "small" and shipped["small"] == default_bundle()
+    assert resolve_bundle(None) == default_bundle() and resolve_bundle("small") == default_bundle()
+    res = run("generate", "--bundle", "small", "--digit", "1", "--steps", "1", "-o", tmp_path / "o.wav")
+    assert res.exit_code == 0, res.output
+    assert_clean_failure(run("generate", "--bundle", "no-such-bundle", "--digit", "1", "-o", tmp_path / "p.wav"), "no-such-bundle", "shipped: small")
+    assert not (tmp_path / "p.wav").exists()
+    (tmp_path / "f").write_text("x")
+    assert_clean_failure(run("profile", str(tmp_path / "f")), "is a file")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small").mkdir()  # a folder here named like a shipped bundle is what the user means
+    assert resolve_bundle("small") == Path("small")
+    assert_clean_failure(run("generate", "--bundle", "small", "--digit", "1", "-o", tmp_path / "q.wav"), "small")
