@@ -2,10 +2,11 @@
 batch 1 and batch 8, and quality of the audio as `c2d generate` writes it.
 
 python -m c2d.benchmarks.student --student DIR --teacher DIR [--shipped DIR] [--student-steps 1 2 4]
-                                 [--count 30] [--rounds 5] [--threads 1] [--speed-only]
+                                 [--student-guidance G ...] [--count 30] [--rounds 5] [--threads 1] [--speed-only]
                                  [--out-dir runs/student] [--results benchmarks/results/student.json]
 
-Rows: the student at each of --student-steps (multistep consistency sampling), its teacher at the paper's EM-100 and
+Rows: the student at each of --student-steps (multistep consistency sampling) and --student-guidance (the guidance
+scale is the student's input; default: its bundle's), its teacher at the paper's EM-100 and
 at the teacher bundle's default, and the shipped bundle at its default (what `c2d generate` runs today).
 Speed: ONNX Runtime fp32 on the CPU with --threads threads. Every round makes one generate call (sampling and vocoder)
 of every row at batch 1, then at batch 8, interleaved so that a noisy machine slows every row alike; figures are
@@ -39,6 +40,7 @@ class Row:
     bundle: Path
     sampler: str
     steps: int
+    guidance: float | None = None  # None: the bundle's default
 
 
 def bundle_default(bundle: Path) -> tuple[str, int]:
@@ -46,9 +48,10 @@ def bundle_default(bundle: Path) -> tuple[str, int]:
     return meta.default_sampler, meta.default_steps
 
 
-def rows_for(student: Path, teacher: Path, shipped: Path | None, student_steps: list[int]) -> list[Row]:
+def rows_for(student: Path, teacher: Path, shipped: Path | None, student_steps: list[int], student_guidance: list[float] | None = None) -> list[Row]:
     """The benchmark's rows in table order; the teacher's default is left out where it is EM-100 itself."""
-    rows = [Row(f"student consistency-{n}", student, "consistency", n) for n in student_steps]
+    scales: list[float | None] = list(student_guidance) if student_guidance else [None]
+    rows = [Row(f"student consistency-{n}" + ("" if g is None else f" g{g:g}"), student, "consistency", n, g) for g in scales for n in student_steps]
     rows.append(Row("teacher em-100", teacher, *EM_100))
     default = bundle_default(teacher)
     if default != EM_100:
@@ -71,7 +74,9 @@ def speed(rows: list[Row], rounds: int, threads: int, batches=BATCHES) -> dict[s
         runs: dict[str, list] = {row.label: [] for row in rows}
         for r in range(rounds + 1):  # round 0 warms every session up and is not counted
             for row in rows:
-                gen = generators[row.bundle].sample(SPEED_DIGIT, batch, seed=r * batch, sampler=row.sampler, steps=row.steps, batch_size=batch)
+                gen = generators[row.bundle].sample(
+                    SPEED_DIGIT, batch, seed=r * batch, sampler=row.sampler, steps=row.steps, guidance=row.guidance, batch_size=batch
+                )
                 if r:
                     runs[row.label].append(gen)
         for row in rows:
@@ -99,7 +104,7 @@ def quality(rows: list[Row], count: int, out_dir: Path, threads: int) -> dict[st
     judges, dnsmos = default_judges(), open_dnsmos()
     scored = {}
     for row in rows:
-        audio, rate, digits, _ = point_audio(out_dir, row.bundle, (row.sampler, row.steps), count, threads)
+        audio, rate, digits, _ = point_audio(out_dir, row.bundle, (row.sampler, row.steps), count, threads, row.guidance)
         scored[row.label] = judge_waves(audio, rate, digits, judges, dnsmos)
     return compare(rows, scored)
 
@@ -190,12 +195,13 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, required=True, help="The bundle of the teacher it was distilled from.")
     ap.add_argument("--shipped", type=Path, default=None, help="[default: the bundle shipped in the package]")
     ap.add_argument("--student-steps", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--student-guidance", type=float, nargs="+", default=None, help="[default: the student bundle's]")
     ap.add_argument("--count", type=int, default=30, help="clips per digit of every row (quality)")
     ap.add_argument("--speed-only", action="store_true", help="Skip the quality measures.")
     args = ap.parse_args()
-    rows = rows_for(args.student, args.teacher, args.shipped or default_bundle(), args.student_steps)
+    rows = rows_for(args.student, args.teacher, args.shipped or default_bundle(), args.student_steps, args.student_guidance)
     result = {
-        "rows": [{"label": r.label, "bundle": str(r.bundle), "sampler": r.sampler, "steps": r.steps} for r in rows],
+        "rows": [{"label": r.label, "bundle": str(r.bundle), "sampler": r.sampler, "steps": r.steps, "guidance": r.guidance} for r in rows],
         "threads": args.threads,
         "rounds": args.rounds,
         "cpu": cpu_model(),

@@ -40,6 +40,13 @@ def test_rows_and_speed_on_tiny_bundles(bundles):
         assert all(r[batch]["end_to_end_ms"] > r[batch]["vocoder_ms"] > 0 for r in result.values())
     text = sb.markdown({"cpu": "x", "date": "d", "threads": 1, "rounds": 1, "speed": result})
     assert text.count("\n| student consistency-") == 2
+    scaled = sb.rows_for(bundles["student"], bundles["teacher"], None, [1, 2], [3.0, 4.5])
+    assert [(r.label, r.guidance) for r in scaled[:4]] == [
+        ("student consistency-1 g3", 3.0),
+        ("student consistency-2 g3", 3.0),
+        ("student consistency-1 g4.5", 4.5),
+        ("student consistency-2 g4.5", 4.5),
+    ]
 
 
 def scored(shift: float, seed: int = 4) -> ScoredSet:
