@@ -93,22 +93,33 @@ def train_student(
     grid: int = 40,
     skip: int = 4,
     gamma_max: float = 5.0,
+    objective: str = "consistency",
+    init_path=None,
     data=None,
     features=None,
     device: str = "cpu",
     fresh: bool = False,
     log: Log = print,
 ) -> dict:
-    """Distil the few-step student from a preconditioned teacher subnet (models/student.py)."""
+    """Distil the student from a preconditioned teacher subnet (models/student.py): objective "guided" (stage 1) or
+    "consistency" (stage 2, from init_path: a stage-1 student of the same teacher)."""
     from c2d.models.data import load_features
-    from c2d.models.student import DistillConfig, make_student_job
-    from c2d.models.train import train
+    from c2d.models.student import DistillConfig, check_same_teacher, make_student_job
+    from c2d.models.train import init_from, train
 
     if not 1 <= skip <= grid:
         raise ValueError(f"--skip {skip} must be between 1 and --grid {grid}")
     device = device_for(device)
-    job = make_student_job(teacher_path, cfg.seed, DistillConfig(grid=grid, skip=skip, gamma_max=gamma_max))
-    log(f"distilling from {teacher_path}: {grid}-point log-SNR grid, teacher steps of {skip}, gamma in [0, {gamma_max:g}]")
+    job = make_student_job(teacher_path, cfg.seed, DistillConfig(objective=objective, grid=grid, skip=skip, gamma_max=gamma_max))
+    start = f"{out} (resumed)" if Path(out).exists() and not fresh else "the teacher's decoder"
+    if init_path and (fresh or not Path(out).exists()):
+        check_same_teacher(init_path, job.ckpt)
+        init_from(job, init_path)
+        start = f"{init_path} (step {job.ckpt['init_from']['step']})"
+    if objective == "guided":
+        log(f"distilling the guided eps of {teacher_path}, gamma in [0, {gamma_max:g}], from {start}")
+    else:
+        log(f"consistency-distilling {teacher_path}: {grid}-point log-SNR grid, teacher steps of {skip}, gamma in [0, {gamma_max:g}], from {start}")
     return train(job, load_features("train", data, features_file=features), cfg, out, device=device, fresh=fresh)
 
 

@@ -6,6 +6,14 @@ forward taps, with embeddings of y and gamma added to the time embedding. It out
 so the exported graph keeps the runtime's contract; its consistency function is the data prediction
 f(x_t, t) = (x_t - sigma_t eps_S) / alpha_t.
 
+Two objectives, run as two stages (the second initialised from the first with --init-from):
+- "guided" (guidance distillation, stage 1 of Meng et al. 2023): eps_S(x_t, t, y, gamma) regresses on the guided
+  teacher's eps at the same point, t ~ U[t_min, 1], unit-weighted on the raw output like the teacher's own loss.
+  This teaches the digit and the guidance to a network that never sees a gradient; any sampler can run the result.
+- "consistency" (stage 2): consistency distillation, below. Started from a student that is already a guided denoiser
+  (LCM's recipe: the consistency model starts as the teacher), it only has to learn to jump. Started from the
+  teacher's decoder alone, as the first run did, the digit reached the samples too slowly to learn (docs/student.md).
+
 Consistency distillation (Song et al. 2023; LCM's skipping steps, Luo et al. 2023), one training example:
   x_hi = alpha_hi x_0 + sigma_hi z at t_hi = ts[n + k]; the teacher's guided DDIM (probability-flow ODE) step takes it
   to x_lo at t_lo = ts[n]; the loss is the pseudo-Huber distance between f_S(x_hi, t_hi) and the target network's
@@ -25,8 +33,8 @@ from torch import nn
 from c2d.models.classifier import NoiseConditionedClassifier, freeze
 from c2d.models.config import SubnetConfig
 from c2d.models.nn import TimeEmbedding
-from c2d.models.precond import edm_data_prediction, eps_from_output
-from c2d.models.sde import alpha_sigma, perturb
+from c2d.models.precond import edm_data_prediction, eps_from_output, loss_weight
+from c2d.models.sde import alpha_sigma, perturb, sample_t
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.runtime.samplers import logsnr_schedule
 from c2d.runtime.sde import SDEConfig
@@ -131,8 +139,12 @@ def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float = 0.03) -> torch.Ten
     return (torch.sqrt(d + c * c) - c).mean()
 
 
+OBJECTIVES = ("guided", "consistency")
+
+
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
+    objective: str = "consistency"  # OBJECTIVES; "guided" ignores grid, skip and huber_c
     grid: int = 40  # log-SNR grid of the teacher's ODE (t = 1 ... t_min, grid + 1 points)
     skip: int = 4  # grid intervals one teacher step spans (LCM's skipping step)
     gamma_max: float = 5.0  # guidance scales drawn uniformly from [0, gamma_max]
@@ -140,8 +152,32 @@ class DistillConfig:
     teacher_fp32: bool = True  # the teacher's step outside bf16 autocast: its ODE step amplifies eps errors
 
 
+def guided_distillation_loss(teacher: SingleBackbone, sde: SDEConfig, n_classes: int, cfg: DistillConfig = DistillConfig()):
+    """Stage 1, as models.train's LossFn: the student's eps against the guided teacher's at x_t, t ~ U[t_min, 1],
+    gamma ~ U[0, gamma_max], each example weighted by 1 / c_out^2 (unit weight on the raw output)."""
+
+    def loss(student: Student, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = len(x0)
+        t = sample_t(b, sde, gen, x0.device)
+        gamma = cfg.gamma_max * torch.rand(b, generator=gen, device=x0.device)
+        y1 = torch.nn.functional.one_hot(y, n_classes).float()
+        x_t = perturb(x0.float(), t, sde, torch.randn(x0.shape, generator=gen, device=x0.device))
+        with torch.no_grad():
+            fp32 = torch.autocast(x0.device.type, enabled=False) if cfg.teacher_fp32 else contextlib.nullcontext()
+            with fp32:
+                eps_teacher, _ = teacher.guided(x_t, t, y1, gamma)
+        weight = loss_weight("edm", *alpha_sigma(t, sde), student.subnet.cfg.data_var)
+        return (weight * (student(x_t, t, y1, gamma).float() - eps_teacher.float()).pow(2).mean(dim=(1, 2, 3))).mean()
+
+    return loss
+
+
 def distillation_loss(teacher: SingleBackbone, sde: SDEConfig, n_classes: int, cfg: DistillConfig = DistillConfig()):
-    """The training loss of consistency distillation, as models.train's LossFn (student, x_0, y, generator)."""
+    """The training loss of cfg.objective, as models.train's LossFn (student, x_0, y, generator)."""
+    if cfg.objective == "guided":
+        return guided_distillation_loss(teacher, sde, n_classes, cfg)
+    if cfg.objective != "consistency":
+        raise ValueError(f"unknown distillation objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
     ts = torch.as_tensor(logsnr_schedule(cfg.grid, sde), dtype=torch.float32)  # [grid + 1], from 1 down to t_min
 
     def loss(student: Student, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -164,7 +200,7 @@ def distillation_loss(teacher: SingleBackbone, sde: SDEConfig, n_classes: int, c
 
 def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = DistillConfig()):
     """models.train's Job for `c2d train student`: the student initialised from the teacher's shared weights, the
-    consistency-distillation loss, and a checkpoint header naming the teacher and embedding its classifier."""
+    loss of distill.objective, and a checkpoint header naming the teacher and embedding its classifier."""
     from c2d.models.checkpoint import build_single_backbone, inference_weights, load_checkpoint, new_checkpoint, state_sha256
     from c2d.models.config import config_to_dict
     from c2d.models.train import Job
@@ -186,3 +222,12 @@ def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = Disti
         distill=config_to_dict(distill),
     )
     return Job(student, student.trainable(), distillation_loss(teacher, teacher.sde, n_classes, distill), header)
+
+
+def check_same_teacher(path, job_header: dict) -> None:
+    """--init-from for a student: the earlier stage must have been distilled from the same teacher."""
+    from c2d.models.checkpoint import CheckpointError, load_checkpoint
+
+    theirs = (load_checkpoint(path, "student").get("teacher") or {}).get("sha256")
+    if theirs != job_header["teacher"]["sha256"]:
+        raise CheckpointError(f"{path} was distilled from another teacher than --teacher; --init-from needs a student of the same teacher")

@@ -358,6 +358,12 @@ def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int,
     return ckpt
 
 
+def _recipe(ckpt: dict) -> dict | None:
+    """A student's distillation settings; those recorded before the objective was a setting were consistency's."""
+    distill = ckpt.get("distill")
+    return None if distill is None else {"objective": "consistency", **distill}
+
+
 def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev: torch.device) -> tuple[int, list[dict]]:
     """Load the resumable state of `out` into the job; (its step, the record of the runs that made it)."""
     ckpt = load_checkpoint(out, job.ckpt["kind"])
@@ -367,7 +373,7 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
         raise CheckpointError(f"{out} was trained with another config; use --fresh or another --out")
     if ckpt.get("targets") != job.ckpt.get("targets"):  # the vocoder's recipe: resuming must not switch it silently
         raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; use --fresh or another --out")
-    if ckpt.get("teacher") != job.ckpt.get("teacher") or ckpt.get("distill") != job.ckpt.get("distill"):  # a student's recipe
+    if ckpt.get("teacher") != job.ckpt.get("teacher") or _recipe(ckpt) != _recipe(job.ckpt):  # a student's recipe
         raise CheckpointError(f"{out} was distilled from another teacher or with other settings; use --fresh or another --out")
     if ckpt.get("loss_weighting", "output") != job.ckpt.get("loss_weighting", "output"):
         raise CheckpointError(

@@ -162,10 +162,27 @@ def subnet(no_gradient_taps, **options) -> None:
 @click.option("--grid", type=click.IntRange(2, 1000), default=40, show_default=True, help="Points of the teacher's log-SNR ODE grid.")
 @click.option("--skip", type=click.IntRange(1, 1000), default=4, show_default=True, help="Grid intervals one teacher step spans.")
 @click.option("--gamma-max", type=Finite(0, limits.MAX_GUIDANCE), default=5.0, show_default=True, help="Guidance scales drawn from [0, this].")
+@click.option(
+    "--objective",
+    type=click.Choice(["guided", "consistency"]),
+    default="consistency",
+    show_default=True,
+    help="guided: regress on the guided teacher's eps (stage 1, a forward-only guided denoiser any sampler runs); "
+    "consistency: consistency distillation for 1-4 step sampling (stage 2, best started from a stage-1 student with --init-from).",
+)
+@click.option(
+    "--init-from",
+    "init_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Start from this student checkpoint (an earlier stage, same teacher; recorded in the output; ignored when the "
+    "output is resumed) [default: the teacher's decoder weights].",
+)
 @outputs_apart(OUTPUTS, INPUTS)
 def student(out, steps, batch_size, lr, seed, fp32, ckpt_every, time_limit, release_path, **rest) -> None:
     """A few-step student distilled from a guided teacher: no gradient taps, no guidance gradient, so its graph has no
-    backward pass; the digit and the guidance scale are its inputs (consistency distillation, models/student.py)."""
+    backward pass; the digit and the guidance scale are its inputs (models/student.py). Two stages: --objective guided,
+    then --objective consistency --init-from STAGE1.pt."""
     from c2d.models.jobs import train_student
 
     cfg = train_config(steps, batch_size, lr, seed, fp32, ckpt_every, False, time_limit)

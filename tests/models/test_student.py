@@ -104,13 +104,14 @@ def test_the_stable_data_prediction_equals_the_direct_formula():
     assert torch.allclose(edm_data_prediction(raw, x, alpha, sigma, -0.6, 0.2), direct, atol=1e-9)
 
 
-def test_distillation_loss_trains_the_student_and_never_the_teacher_or_classifier():
+@pytest.mark.parametrize("objective", ["guided", "consistency"])
+def test_distillation_loss_trains_the_student_and_never_the_teacher_or_classifier(objective):
     from c2d.models.student import DistillConfig, distillation_loss
 
     teacher, student = teacher_and_student()
     init_from_teacher(student, teacher)
     frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
-    loss_fn = distillation_loss(teacher, SDE, 10, DistillConfig(grid=8, skip=2))
+    loss_fn = distillation_loss(teacher, SDE, 10, DistillConfig(objective=objective, grid=8, skip=2))
     x0, y = torch.rand(4, 1, 80, 88) * 2 - 1, torch.tensor([0, 3, 5, 9])
     params = list(student.trainable().parameters())
     assert all(p.requires_grad for p in params) and not any(p.requires_grad for p in student.classifier.parameters())
@@ -124,6 +125,29 @@ def test_distillation_loss_trains_the_student_and_never_the_teacher_or_classifie
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in frozen.items())
+
+
+def test_the_guided_objective_is_the_weighted_eps_error_against_the_guided_teacher():
+    """Stage 1's loss, recomputed by hand from the same draws: sum over examples of (1 / c_out^2) mean (eps_S - eps_T)^2."""
+    from c2d.models.precond import c_out
+    from c2d.models.sde import perturb, sample_t
+    from c2d.models.student import DistillConfig, distillation_loss
+
+    teacher, student = teacher_and_student(1)
+    cfg = DistillConfig(objective="guided", gamma_max=4.0)
+    x0, y = torch.rand(3, 1, 80, 88) * 2 - 1, torch.tensor([1, 4, 7])
+    loss = distillation_loss(teacher, SDE, 10, cfg)(student, x0, y, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    t = sample_t(3, SDE, gen)
+    gamma = 4.0 * torch.rand(3, generator=gen)
+    x_t = perturb(x0, t, SDE, torch.randn(x0.shape, generator=gen))
+    eps_t, _ = teacher.guided(x_t, t, onehot([1, 4, 7]), gamma)
+    with torch.no_grad():
+        eps_s = student(x_t, t, onehot([1, 4, 7]), gamma)
+    per = (eps_s - eps_t.detach()).pow(2).mean(dim=(1, 2, 3)) / c_out(*alpha_sigma(t, SDE), 0.2).pow(2)
+    assert torch.allclose(loss.detach(), per.mean(), rtol=1e-4)
+    with pytest.raises(ValueError, match="objective"):
+        distillation_loss(teacher, SDE, 10, DistillConfig(objective="progressive"))
 
 
 def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_path, features_file):
@@ -146,7 +170,7 @@ def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_pa
     student = ["train", "student", "--teacher", str(tmp_path / "edm.pt"), "--grid", "6", "--skip", "2", "-o", str(tmp_path / "s.pt")]
     res = runner.invoke(main, [*student, "--release", str(tmp_path / "s.rel.pt"), *common])
     assert res.exit_code == 0, res.output
-    assert "step 2" in res.output and "distilling from" in res.output
+    assert "step 2" in res.output and "consistency-distilling" in res.output
     ckpt = load_checkpoint(tmp_path / "s.rel.pt", "student")
     assert ckpt["teacher"]["file"] == "edm.pt" and ckpt["distill"]["skip"] == 2
     model = build_student(ckpt)
@@ -157,3 +181,20 @@ def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_pa
     assert res.exit_code != 0 and "other settings" in res.output
     res = runner.invoke(main, ["train", "student", "--teacher", str(tmp_path / "eps.pt"), "-o", str(tmp_path / "e.pt"), *common])
     assert res.exit_code != 0 and "--precond edm" in res.output and not (tmp_path / "e.pt").exists()
+    # two stages: guided distillation, then consistency distillation started from it
+    stage1 = ["train", "student", "--teacher", str(tmp_path / "edm.pt"), "--objective", "guided", "-o", str(tmp_path / "g.pt"), *common]
+    res = runner.invoke(main, stage1)
+    assert res.exit_code == 0 and "guided eps" in res.output, res.output
+    assert load_checkpoint(tmp_path / "g.pt", "student")["distill"]["objective"] == "guided"
+    res = runner.invoke(main, [*student[:-2], "--init-from", str(tmp_path / "g.pt"), "-o", str(tmp_path / "c2.pt"), *common])
+    assert res.exit_code == 0 and "g.pt (step 2)" in res.output, res.output
+    assert load_checkpoint(tmp_path / "c2.pt", "student")["init_from"]["file"] == "g.pt"
+    res = runner.invoke(main, [*stage1[: -2 - len(common)], "-o", str(tmp_path / "s.pt"), *common])  # resuming a consistency run as guided
+    assert res.exit_code != 0 and "other settings" in res.output
+    other = ["train", "subnet", "--classifier", str(tmp_path / "c.pt"), "--precond", "edm", "--seed", "7", "-o", str(tmp_path / "edm2.pt"), *tiny]
+    assert runner.invoke(main, other).exit_code == 0
+    res = runner.invoke(
+        main,
+        ["train", "student", "--teacher", str(tmp_path / "edm2.pt"), "--init-from", str(tmp_path / "g.pt"), "-o", str(tmp_path / "x.pt"), *common],
+    )
+    assert res.exit_code != 0 and "another teacher" in res.output and not (tmp_path / "x.pt").exists()
