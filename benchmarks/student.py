@@ -2,11 +2,12 @@
 batch 1 and batch 8, and quality of the audio as `c2d generate` writes it.
 
 python -m c2d.benchmarks.student --student DIR --teacher DIR [--shipped DIR] [--student-steps 1 2 4]
-                                 [--student-guidance G ...] [--count 30] [--rounds 5] [--threads 1] [--speed-only]
+                                 [--student-sampler consistency] [--student-guidance G ...] [--count 30] [--rounds 5] [--threads 1] [--speed-only]
                                  [--out-dir runs/student] [--results benchmarks/results/student.json]
 
-Rows: the student at each of --student-steps (multistep consistency sampling) and --student-guidance (the guidance
-scale is the student's input; default: its bundle's), its teacher at the paper's EM-100 and
+Rows: the student at each of --student-steps (with --student-sampler: multistep consistency sampling, or any sampler
+for a stage-1 student, which is a guided denoiser) and --student-guidance (the guidance scale is the student's input;
+default: its bundle's), its teacher at the paper's EM-100 and
 at the teacher bundle's default, and the shipped bundle at its default (what `c2d generate` runs today).
 Speed: ONNX Runtime fp32 on the CPU with --threads threads. Every round makes one generate call (sampling and vocoder)
 of every row at batch 1, then at batch 8, interleaved so that a noisy machine slows every row alike; figures are
@@ -28,6 +29,7 @@ from c2d.benchmarks import harness
 from c2d.benchmarks.harness import AUDIO_SEED, cpu_model, difference_to, point_audio, write_results
 from c2d.runtime.backends import BackendOptions
 from c2d.runtime.generate import Generator, default_bundle, load
+from c2d.runtime.samplers import SAMPLERS
 
 EM_100 = ("em", 100)
 BATCHES = (1, 8)
@@ -48,10 +50,21 @@ def bundle_default(bundle: Path) -> tuple[str, int]:
     return meta.default_sampler, meta.default_steps
 
 
-def rows_for(student: Path, teacher: Path, shipped: Path | None, student_steps: list[int], student_guidance: list[float] | None = None) -> list[Row]:
+def rows_for(
+    student: Path,
+    teacher: Path,
+    shipped: Path | None,
+    student_steps: list[int],
+    student_guidance: list[float] | None = None,
+    student_sampler: str = "consistency",
+) -> list[Row]:
     """The benchmark's rows in table order; the teacher's default is left out where it is EM-100 itself."""
     scales: list[float | None] = list(student_guidance) if student_guidance else [None]
-    rows = [Row(f"student consistency-{n}" + ("" if g is None else f" g{g:g}"), student, "consistency", n, g) for g in scales for n in student_steps]
+    rows = [
+        Row(f"student {student_sampler}-{n}" + ("" if g is None else f" g{g:g}"), student, student_sampler, n, g)
+        for g in scales
+        for n in student_steps
+    ]
     rows.append(Row("teacher em-100", teacher, *EM_100))
     default = bundle_default(teacher)
     if default != EM_100:
@@ -195,11 +208,12 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, required=True, help="The bundle of the teacher it was distilled from.")
     ap.add_argument("--shipped", type=Path, default=None, help="[default: the bundle shipped in the package]")
     ap.add_argument("--student-steps", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--student-sampler", default="consistency", choices=sorted(SAMPLERS), help="the student rows' sampler")
     ap.add_argument("--student-guidance", type=float, nargs="+", default=None, help="[default: the student bundle's]")
     ap.add_argument("--count", type=int, default=30, help="clips per digit of every row (quality)")
     ap.add_argument("--speed-only", action="store_true", help="Skip the quality measures.")
     args = ap.parse_args()
-    rows = rows_for(args.student, args.teacher, args.shipped or default_bundle(), args.student_steps, args.student_guidance)
+    rows = rows_for(args.student, args.teacher, args.shipped or default_bundle(), args.student_steps, args.student_guidance, args.student_sampler)
     result = {
         "rows": [{"label": r.label, "bundle": str(r.bundle), "sampler": r.sampler, "steps": r.steps, "guidance": r.guidance} for r in rows],
         "threads": args.threads,

@@ -47,6 +47,9 @@ def test_rows_and_speed_on_tiny_bundles(bundles):
         ("student consistency-1 g4.5", 4.5),
         ("student consistency-2 g4.5", 4.5),
     ]
+    assert [(r.label, r.sampler) for r in sb.rows_for(bundles["student"], bundles["teacher"], None, [25], None, "ancestral")[:1]] == [
+        ("student ancestral-25", "ancestral")
+    ]
 
 
 def scored(shift: float, seed: int = 4) -> ScoredSet:
