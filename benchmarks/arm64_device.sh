@@ -4,7 +4,8 @@
 # OpenSSH server on 127.0.0.1 whose logins are chrooted into it. Needs root (apt-get, mount, chroot).
 #
 #   bash benchmarks/arm64_device.sh start [ROOT]   # prints the --target and --ssh-option flags to use
-#   bash benchmarks/arm64_device.sh stop  [ROOT]
+#   bash benchmarks/arm64_device.sh stop  [ROOT]   # the SSH server, and every mount under ROOT
+#   bash benchmarks/arm64_device.sh remove [ROOT]  # stop, then delete ROOT's folder (never rm -rf it by hand while mounted)
 #
 # Two settings make ONNX Runtime usable under emulation (found by timing one generator call, docs/profiling.md):
 # - QEMU_CPU=neoverse-n1: qemu's default "max" CPU offers SVE, which ONNX Runtime's kernels then use and qemu-user
@@ -19,12 +20,23 @@ state="$(dirname "$root")"
 port="${C2D_ARM64_PORT:-2223}"
 cpu="${C2D_ARM64_CPU:-neoverse-n1}"
 
+mounts_under_root() {  # deepest first; debootstrap may leave the host's /dev bound in the root when it stops early
+    awk -v r="$root" '$2 == r || index($2, r "/") == 1 {print $2}' /proc/mounts | sort -r
+}
+
 stop() {
     [ -f "$state/sshd.pid" ] && kill "$(cat "$state/sshd.pid")" 2>/dev/null || true
-    mountpoint -q "$root/proc" && umount -l "$root/proc" || true
+    for m in $(mounts_under_root); do umount -l "$m" || true; done
+}
+
+remove() {  # never `rm -rf` a root with the host's /dev mounted inside: it deletes the host's device nodes
+    stop
+    if [ -n "$(mounts_under_root)" ]; then echo "still mounted under $root: $(mounts_under_root | tr '\n' ' ')" >&2; exit 1; fi
+    rm -rf --one-file-system "$state"
 }
 
 if [ "$action" = stop ]; then stop; exit 0; fi
+if [ "$action" = remove ]; then remove; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "arm64_device.sh needs root (apt-get, mount, chroot)" >&2; exit 1; }
 need=()
 for tool in qemu-aarch64-static debootstrap sshd ssh-keygen update-binfmts; do
