@@ -95,6 +95,7 @@ def train_student(
     gamma_max: float = 5.0,
     objective: str = "consistency",
     init_path=None,
+    teacher_bf16: bool = False,
     data=None,
     features=None,
     device: str = "cpu",
@@ -110,7 +111,9 @@ def train_student(
     if not 1 <= skip <= grid:
         raise ValueError(f"--skip {skip} must be between 1 and --grid {grid}")
     device = device_for(device)
-    job = make_student_job(teacher_path, cfg.seed, DistillConfig(objective=objective, grid=grid, skip=skip, gamma_max=gamma_max))
+    job = make_student_job(
+        teacher_path, cfg.seed, DistillConfig(objective=objective, grid=grid, skip=skip, gamma_max=gamma_max, teacher_fp32=not teacher_bf16)
+    )
     start = f"{out} (resumed)" if Path(out).exists() and not fresh else "the teacher's decoder"
     if init_path and (fresh or not Path(out).exists()):
         check_same_teacher(init_path, job.ckpt)

@@ -171,6 +171,12 @@ def subnet(no_gradient_taps, **options) -> None:
     "consistency: consistency distillation for 1-4 step sampling (stage 2, best started from a stage-1 student with --init-from).",
 )
 @click.option(
+    "--teacher-bf16",
+    is_flag=True,
+    help="Run the teacher under the same bf16 autocast as the student (about 1.8x faster teacher calls on AMX; its eps "
+    "moves by about 0.003 rms). For --objective guided; consistency's ODE step amplifies that error.",
+)
+@click.option(
     "--init-from",
     "init_path",
     type=click.Path(dir_okay=False, exists=True),

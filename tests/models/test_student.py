@@ -186,6 +186,8 @@ def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_pa
     res = runner.invoke(main, stage1)
     assert res.exit_code == 0 and "guided eps" in res.output, res.output
     assert load_checkpoint(tmp_path / "g.pt", "student")["distill"]["objective"] == "guided"
+    res = runner.invoke(main, [*stage1[: -2 - len(common)], "--teacher-bf16", "-o", str(tmp_path / "g16.pt"), *common])
+    assert res.exit_code == 0 and load_checkpoint(tmp_path / "g16.pt", "student")["distill"]["teacher_fp32"] is False, res.output
     res = runner.invoke(main, [*student[:-2], "--init-from", str(tmp_path / "g.pt"), "-o", str(tmp_path / "c2.pt"), *common])
     assert res.exit_code == 0 and "g.pt (step 2)" in res.output, res.output
     assert load_checkpoint(tmp_path / "c2.pt", "student")["init_from"]["file"] == "g.pt"
