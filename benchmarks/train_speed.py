@@ -3,7 +3,11 @@ the default (NCHW) and the channels-last (NHWC, `c2d train --channels-last`) mem
 
 All four variants of a model are measured interleaved (one step of each per round) in one run, so that machine noise
 hits them alike; the ratios are the figures to read.
-python -m c2d.benchmarks.train_speed [--size small] [--batch-size 32] [--steps 6000] [--repeats 8]
+python -m c2d.benchmarks.train_speed [--size small] [--batch-size 32] [--steps 6000] [--repeats 8] [--models ...]
+
+The student's steps (`c2d train student`: a guided teacher call and the student's training step) are measured when
+--models names them: "student guided (teacher fp32)", "student guided (teacher bf16)" (`--teacher-bf16`; the two differ
+only under bf16 autocast) and "student consistency", on the teacher --teacher.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from c2d.models.train import make_job
 from c2d.runtime.sde import SDEConfig
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "classifier-small.pt"
+TEACHER = CLASSIFIER.parent / "subnet-small-edm-18k.pt"
 MODELS = [("classifier", "classifier", True), ("subnet", "subnet", True), ("subnet (no taps)", "subnet", False), ("unet", "unet", True)]
+STUDENT_MODELS = {  # name -> (objective, teacher in float32)
+    "student guided (teacher fp32)": ("guided", True),
+    "student guided (teacher bf16)": ("guided", False),
+    "student consistency": ("consistency", True),
+}
 VARIANTS = {"fp32": (False, False), "fp32 channels-last": (False, True), "bf16": (True, False), "bf16 channels-last": (True, True)}
 
 
@@ -41,8 +51,18 @@ def one_step(job, optimizer, x, y, gen, bf16: bool, channels_last: bool) -> floa
 
 
 def measure(kind: str, taps: bool, size: str, classifier: str, x, y, repeats: int) -> dict[str, float]:
+    return measure_job(make_job(kind, size, SDEConfig(), classifier, gradient_taps=taps), x, y, repeats)
+
+
+def student_job(name: str, teacher: str):
+    from c2d.models.student import DistillConfig, make_student_job
+
+    objective, teacher_fp32 = STUDENT_MODELS[name]
+    return make_student_job(teacher, distill=DistillConfig(objective=objective, teacher_fp32=teacher_fp32))
+
+
+def measure_job(job, x, y, repeats: int) -> dict[str, float]:
     """Median seconds per step of every variant, interleaved over `repeats` rounds after one warm-up round."""
-    job = make_job(kind, size, SDEConfig(), classifier, gradient_taps=taps)
     job.forward_module.train()
     optimizer = torch.optim.Adam([p for p in job.trainable.parameters() if p.requires_grad], lr=1e-4)
     gen = torch.Generator().manual_seed(0)
@@ -81,13 +101,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=6000, help="steps of a full training, for the hours column")
     ap.add_argument("--repeats", type=int, default=8)
-    ap.add_argument("--models", default=",".join(m for m, _, _ in MODELS), help="comma-separated subset of: " + ", ".join(m for m, _, _ in MODELS))
+    ap.add_argument(
+        "--models",
+        default=",".join(m for m, _, _ in MODELS),
+        help="comma-separated subset of: " + ", ".join([m for m, _, _ in MODELS] + list(STUDENT_MODELS)),
+    )
+    ap.add_argument("--teacher", default=str(TEACHER), help="the students' teacher (a subnet trained with --precond edm)")
     ap.add_argument("--classifier", default=str(CLASSIFIER), help="frozen classifier for the subnet")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/train_speed.json"))
     args = ap.parse_args()
     data = load_features("train")
     x, y = torch.from_numpy(data.x[: args.batch_size]), torch.from_numpy(data.y[: args.batch_size])
     wanted = set(args.models.split(","))
+    if unknown := wanted - {m for m, _, _ in MODELS} - set(STUDENT_MODELS):
+        ap.error(f"--models: unknown {', '.join(sorted(unknown))}")
     result = {
         "cpu": cpu_model(),
         "size": args.size,
@@ -101,6 +128,9 @@ def main() -> None:
     for name, kind, taps in MODELS:
         if name in wanted:
             result["rows"][name] = measure(kind, taps, args.size, args.classifier, x, y, args.repeats)
+    for name in STUDENT_MODELS:
+        if name in wanted:
+            result["rows"][name] = measure_job(student_job(name, args.teacher), x, y, args.repeats)
     write_results(args.out, result, markdown(result))
 
 

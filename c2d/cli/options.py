@@ -146,7 +146,7 @@ class BundleFolder(click.ParamType):
         self.fail(f"no bundle folder {value!r}, and no shipped bundle of that name (shipped: {', '.join(shipped)})", param, ctx)
 
 
-def bundle_option(help: str = "Bundle folder from `c2d export`, or a shipped bundle's name (small, student) [default: small]."):
+def bundle_option(help: str = "Bundle folder from `c2d export`, or the name of a bundle shipped in the package [default: small, the shipped one]."):
     return click.option("--bundle", type=BundleFolder(), default=None, help=help)
 
 
