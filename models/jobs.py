@@ -86,6 +86,9 @@ def train_network(
     return train(job, features_train, cfg, out, device=device, fresh=fresh)
 
 
+MONITOR_CLIPS = 4  # test recordings the student's monitor noises at 4 times and gives all 10 digits
+
+
 def train_student(
     out: str | os.PathLike,
     cfg: TrainConfig,
@@ -104,6 +107,8 @@ def train_student(
 ) -> dict:
     """Distil the student from a preconditioned teacher subnet (models/student.py): objective "guided" (stage 1) or
     "consistency" (stage 2, from init_path: a stage-1 student of the same teacher)."""
+    import torch
+
     from c2d.models.data import load_features
     from c2d.models.student import DistillConfig, check_same_teacher, make_student_job
     from c2d.models.train import init_from, train
@@ -111,9 +116,10 @@ def train_student(
     if not 1 <= skip <= grid:
         raise ValueError(f"--skip {skip} must be between 1 and --grid {grid}")
     device = device_for(device)
-    job = make_student_job(
-        teacher_path, cfg.seed, DistillConfig(objective=objective, grid=grid, skip=skip, gamma_max=gamma_max, teacher_fp32=not teacher_bf16)
-    )
+    test = load_features("test", data, features_file=features)
+    held_out = torch.from_numpy(test.x[:MONITOR_CLIPS]) if len(test) else None
+    distill = DistillConfig(objective=objective, grid=grid, skip=skip, gamma_max=gamma_max, teacher_fp32=not teacher_bf16)
+    job = make_student_job(teacher_path, cfg.seed, distill, monitor_clips=held_out)
     start = f"{out} (resumed)" if Path(out).exists() and not fresh else "the teacher's decoder"
     if init_path and (fresh or not Path(out).exists()):
         check_same_teacher(init_path, job.ckpt)

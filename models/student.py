@@ -198,9 +198,10 @@ def distillation_loss(teacher: SingleBackbone, sde: SDEConfig, n_classes: int, c
     return loss
 
 
-def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = DistillConfig()):
+def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = DistillConfig(), monitor_clips: torch.Tensor | None = None):
     """models.train's Job for `c2d train student`: the student initialised from the teacher's shared weights, the
-    loss of distill.objective, and a checkpoint header naming the teacher and embedding its classifier."""
+    loss of distill.objective, a checkpoint header naming the teacher and embedding its classifier, and with
+    monitor_clips (held-out x_0 [N, 1, H, W]) the distillation monitor."""
     from c2d.models.checkpoint import build_single_backbone, inference_weights, load_checkpoint, new_checkpoint, state_sha256
     from c2d.models.config import config_to_dict
     from c2d.models.train import Job
@@ -221,7 +222,8 @@ def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = Disti
         teacher={"file": Path(teacher_path).name, "sha256": state_sha256(inference_weights(teacher_ckpt))},
         distill=config_to_dict(distill),
     )
-    return Job(student, student.trainable(), distillation_loss(teacher, teacher.sde, n_classes, distill), header)
+    monitor = None if monitor_clips is None else distillation_monitor(teacher, student, monitor_clips)
+    return Job(student, student.trainable(), distillation_loss(teacher, teacher.sde, n_classes, distill), header, monitor)
 
 
 def check_same_teacher(path, job_header: dict) -> None:
@@ -231,3 +233,44 @@ def check_same_teacher(path, job_header: dict) -> None:
     theirs = (load_checkpoint(path, "student").get("teacher") or {}).get("sha256")
     if theirs != job_header["teacher"]["sha256"]:
         raise CheckpointError(f"{path} was distilled from another teacher than --teacher; --init-from needs a student of the same teacher")
+
+
+MONITOR_TIMES = (0.9, 0.6, 0.3, 0.1)
+
+
+def distillation_monitor(teacher: SingleBackbone, student: Student, x0: torch.Tensor, gamma: float = 4.5, seed: int = 0):
+    """models.train's monitor for a student: on held-out clips x0 [N, 1, H, W], each noised once per time in
+    MONITOR_TIMES and given every digit, how close the student's eps is to the guided teacher's. Per time:
+    eps_error, the rms of eps_S - eps_T over the teacher's rms; digit_corr, the correlation of the digit-dependent parts
+    (each eps minus its mean over the digits at the same x_t): 1 when the student moves with the digit as the teacher
+    does, 0 when it ignores the digit. The teacher's side is computed once, here."""
+    n_classes = student.condition.digit.in_features
+    gen = torch.Generator().manual_seed(seed)
+    cases = []
+    for t_value in MONITOR_TIMES:
+        t = torch.full((len(x0) * n_classes,), t_value)
+        noise = torch.randn(x0.shape, generator=gen).repeat_interleave(n_classes, 0)
+        x_t = perturb(x0.float().repeat_interleave(n_classes, 0), t, student.sde, noise)  # [N * K, 1, H, W], digits vary fastest
+        y1 = torch.eye(n_classes).repeat(len(x0), 1)
+        g = torch.full_like(t, gamma)
+        eps_teacher, _ = teacher.guided(x_t, t, y1, g)
+        cases.append((t_value, x_t, t, y1, g, eps_teacher.detach().float()))
+
+    def digit_part(eps: torch.Tensor) -> torch.Tensor:
+        per_clip = eps.view(-1, n_classes, *eps.shape[1:])
+        return per_clip - per_clip.mean(dim=1, keepdim=True)
+
+    def monitor(trainable: nn.Module) -> dict:
+        probe = Student(student.classifier, student.subnet.cfg, student.sde, n_classes)
+        probe.subnet, probe.condition = trainable["subnet"], trainable["condition"]
+        probe.eval()
+        error, corr = {}, {}
+        with torch.no_grad():
+            for t_value, x_t, t, y1, g, eps_teacher in cases:
+                eps = probe(x_t, t, y1, g).float()
+                error[f"{t_value:g}"] = round(float((eps - eps_teacher).norm() / eps_teacher.norm()), 4)
+                a, b = digit_part(eps), digit_part(eps_teacher)
+                corr[f"{t_value:g}"] = round(float((a * b).sum() / (a.norm() * b.norm() + 1e-12)), 4)
+        return {"eps_error": error, "digit_corr": corr}
+
+    return monitor

@@ -200,3 +200,24 @@ def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_pa
         ["train", "student", "--teacher", str(tmp_path / "edm2.pt"), "--init-from", str(tmp_path / "g.pt"), "-o", str(tmp_path / "x.pt"), *common],
     )
     assert res.exit_code != 0 and "another teacher" in res.output and not (tmp_path / "x.pt").exists()
+
+
+def test_the_distillation_monitor_sees_a_student_that_ignores_the_digit_and_one_that_copies_the_teacher():
+    from c2d.models.student import MONITOR_TIMES, distillation_monitor
+
+    teacher, student = teacher_and_student(2)
+    init_from_teacher(student, teacher)  # a non-zero output head
+    torch.nn.init.normal_(student.condition.digit.weight, std=0.5)  # a student that hears the digit
+    x0 = torch.rand(2, 1, 80, 88) * 2 - 1
+
+    class Copy:  # a "teacher" whose guided eps is this student's own
+        def guided(self, x, t, y, g):
+            with torch.no_grad():
+                return student(x, t, y, g), None
+
+    same = distillation_monitor(Copy(), student, x0)(student.trainable())
+    assert set(same["eps_error"]) == {f"{t:g}" for t in MONITOR_TIMES}
+    assert all(e < 1e-5 for e in same["eps_error"].values()) and all(c > 0.999 for c in same["digit_corr"].values())
+    torch.nn.init.zeros_(student.condition.digit.weight)  # now deaf to the digit: its digit part is zero
+    ignored = distillation_monitor(teacher, student, x0)(student.trainable())
+    assert all(abs(c) < 1e-3 for c in ignored["digit_corr"].values())
