@@ -152,22 +152,32 @@ class DistillConfig:
     teacher_fp32: bool = True  # the teacher's step outside bf16 autocast: its ODE step amplifies eps errors
 
 
+def draw_condition(y: torch.Tensor, n_classes: int, cfg: DistillConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(one-hot digits [B, K], guidance scales [B] ~ U[0, gamma_max]) for a batch's labels y [B]."""
+    gamma = cfg.gamma_max * torch.rand(len(y), generator=gen, device=y.device)
+    return torch.nn.functional.one_hot(y, n_classes).float(), gamma
+
+
+@torch.no_grad()
+def teacher_eps(teacher: SingleBackbone, x: torch.Tensor, t: torch.Tensor, y1: torch.Tensor, gamma: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """The guided teacher's eps [B, 1, H, W] in float32; computed outside bf16 autocast unless cfg says otherwise."""
+    fp32 = torch.autocast(x.device.type, enabled=False) if cfg.teacher_fp32 else contextlib.nullcontext()
+    with fp32:
+        eps, _ = teacher.guided(x, t, y1, gamma)
+    return eps.float()
+
+
 def guided_distillation_loss(teacher: SingleBackbone, sde: SDEConfig, n_classes: int, cfg: DistillConfig = DistillConfig()):
     """Stage 1, as models.train's LossFn: the student's eps against the guided teacher's at x_t, t ~ U[t_min, 1],
     gamma ~ U[0, gamma_max], each example weighted by 1 / c_out^2 (unit weight on the raw output)."""
 
     def loss(student: Student, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b = len(x0)
-        t = sample_t(b, sde, gen, x0.device)
-        gamma = cfg.gamma_max * torch.rand(b, generator=gen, device=x0.device)
-        y1 = torch.nn.functional.one_hot(y, n_classes).float()
+        t = sample_t(len(x0), sde, gen, x0.device)
+        y1, gamma = draw_condition(y, n_classes, cfg, gen)
         x_t = perturb(x0.float(), t, sde, torch.randn(x0.shape, generator=gen, device=x0.device))
-        with torch.no_grad():
-            fp32 = torch.autocast(x0.device.type, enabled=False) if cfg.teacher_fp32 else contextlib.nullcontext()
-            with fp32:
-                eps_teacher, _ = teacher.guided(x_t, t, y1, gamma)
+        eps_teacher = teacher_eps(teacher, x_t, t, y1, gamma, cfg)
         weight = loss_weight("edm", *alpha_sigma(t, sde), student.subnet.cfg.data_var)
-        return (weight * (student(x_t, t, y1, gamma).float() - eps_teacher.float()).pow(2).mean(dim=(1, 2, 3))).mean()
+        return (weight * (student(x_t, t, y1, gamma).float() - eps_teacher).pow(2).mean(dim=(1, 2, 3))).mean()
 
     return loss
 
@@ -181,17 +191,12 @@ def distillation_loss(teacher: SingleBackbone, sde: SDEConfig, n_classes: int, c
     ts = torch.as_tensor(logsnr_schedule(cfg.grid, sde), dtype=torch.float32)  # [grid + 1], from 1 down to t_min
 
     def loss(student: Student, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b = len(x0)
-        n = torch.randint(0, cfg.grid - cfg.skip + 1, (b,), generator=gen, device=x0.device)
+        n = torch.randint(0, cfg.grid - cfg.skip + 1, (len(x0),), generator=gen, device=x0.device)
         t_hi, t_lo = ts.to(x0.device)[n], ts.to(x0.device)[n + cfg.skip]
-        gamma = cfg.gamma_max * torch.rand(b, generator=gen, device=x0.device)
-        y1 = torch.nn.functional.one_hot(y, n_classes).float()
+        y1, gamma = draw_condition(y, n_classes, cfg, gen)
         x_hi = perturb(x0.float(), t_hi, sde, torch.randn(x0.shape, generator=gen, device=x0.device))
+        x_lo = ddim_step(teacher_eps(teacher, x_hi, t_hi, y1, gamma, cfg), x_hi, t_hi, t_lo, sde)
         with torch.no_grad():
-            fp32 = torch.autocast(x0.device.type, enabled=False) if cfg.teacher_fp32 else contextlib.nullcontext()
-            with fp32:
-                eps_teacher, _ = teacher.guided(x_hi, t_hi, y1, gamma)
-                x_lo = ddim_step(eps_teacher.float(), x_hi, t_hi, t_lo, sde)
             target = student.data_prediction(x_lo, t_lo, y1, gamma)
         return pseudo_huber(student.data_prediction(x_hi, t_hi, y1, gamma), target, cfg.huber_c)
 

@@ -71,18 +71,22 @@ def loop_options(fn):
     return fn
 
 
+def choice_option(flag: str, choices: list[str], default: str, help: str):
+    return click.option(flag, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
+def init_from_option(help: str):
+    return click.option("--init-from", "init_path", type=click.Path(dir_okay=False, exists=True), default=None, help=help)
+
+
 def network_options(fn):
     """The 2-D networks: classifier, subnet, U-Net."""
     options = [
         click.option("--size", type=click.Choice(SIZE_NAMES), default="small", show_default=True, help="Named model size."),
         click.option("--channels-last", is_flag=True, help="NHWC memory format: the same training, often faster convolutions on a CPU."),
-        click.option(
-            "--init-from",
-            "init_path",
-            type=click.Path(dir_okay=False, exists=True),
-            default=None,
-            help="Start from this checkpoint's weights (same size and config; fresh optimizer and schedule; recorded in the "
-            "output). Ignored when the output is resumed.",
+        init_from_option(
+            "Start from this checkpoint's weights (same size and config; fresh optimizer and schedule; recorded in the "
+            "output). Ignored when the output is resumed."
         ),
     ]
     for option in reversed(options):
@@ -91,20 +95,18 @@ def network_options(fn):
 
 
 def precond_option(fn):
-    fn = click.option(
+    fn = choice_option(
         "--loss-weighting",
-        type=click.Choice(["output", "eps"]),
-        default="output",
-        show_default=True,
-        help="What the score loss is uniform on: the network's raw output (EDM's weighting) or eps (the eps network's, "
+        ["output", "eps"],
+        "output",
+        "What the score loss is uniform on: the network's raw output (EDM's weighting) or eps (the eps network's, "
         "which counts low noise, the fine detail, more). The same loss for --precond eps.",
     )(fn)
-    return click.option(
+    return choice_option(
         "--precond",
-        type=click.Choice(["eps", "gaussian-skip", "edm"]),
-        default="eps",
-        show_default=True,
-        help="How the network's output becomes eps. eps: directly; gaussian-skip: the data's Gaussian denoiser plus a "
+        ["eps", "gaussian-skip", "edm"],
+        "eps",
+        "How the network's output becomes eps. eps: directly; gaussian-skip: the data's Gaussian denoiser plus a "
         "residual; edm: EDM's c_skip / c_out for the VP SDE, whose error is not amplified at high noise (docs/samplers.md).",
     )(fn)
 
@@ -162,12 +164,11 @@ def subnet(no_gradient_taps, **options) -> None:
 @click.option("--grid", type=click.IntRange(2, 1000), default=40, show_default=True, help="Points of the teacher's log-SNR ODE grid.")
 @click.option("--skip", type=click.IntRange(1, 1000), default=4, show_default=True, help="Grid intervals one teacher step spans.")
 @click.option("--gamma-max", type=Finite(0, limits.MAX_GUIDANCE), default=5.0, show_default=True, help="Guidance scales drawn from [0, this].")
-@click.option(
+@choice_option(
     "--objective",
-    type=click.Choice(["guided", "consistency"]),
-    default="consistency",
-    show_default=True,
-    help="guided: regress on the guided teacher's eps (stage 1, a forward-only guided denoiser any sampler runs); "
+    ["guided", "consistency"],
+    "consistency",
+    "guided: regress on the guided teacher's eps (stage 1, a forward-only guided denoiser any sampler runs); "
     "consistency: consistency distillation for 1-4 step sampling (stage 2, best started from a stage-1 student with --init-from).",
 )
 @click.option(
@@ -176,13 +177,9 @@ def subnet(no_gradient_taps, **options) -> None:
     help="Run the teacher under the same bf16 autocast as the student (about 1.8x faster teacher calls on AMX; its eps "
     "moves by about 0.003 rms). For --objective guided; consistency's ODE step amplifies that error.",
 )
-@click.option(
-    "--init-from",
-    "init_path",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Start from this student checkpoint (an earlier stage, same teacher; recorded in the output; ignored when the "
-    "output is resumed) [default: the teacher's decoder weights].",
+@init_from_option(
+    "Start from this student checkpoint (an earlier stage, same teacher; recorded in the output; ignored when the "
+    "output is resumed) [default: the teacher's decoder weights]."
 )
 @outputs_apart(OUTPUTS, INPUTS)
 def student(out, steps, batch_size, lr, seed, fp32, ckpt_every, time_limit, release_path, **rest) -> None:
@@ -225,13 +222,11 @@ def unet(**options) -> None:
     default=None,
     help="The generator bundle whose samples it also learns from [default: the shipped one].",
 )
-@click.option(
+@choice_option(
     "--targets",
-    type=click.Choice(["recordings", "teacher"]),
-    default="recordings",
-    show_default=True,
-    help="recordings: magnitudes from FSDD's recordings where a mel has one, phase from HiFi-GAN; teacher: everything "
-    "from HiFi-GAN (plain distillation).",
+    ["recordings", "teacher"],
+    "recordings",
+    "recordings: magnitudes from FSDD's recordings where a mel has one, phase from HiFi-GAN; teacher: everything from HiFi-GAN (plain distillation).",
 )
 @outputs_apart(OUTPUTS, INPUTS)
 def vocoder(out, steps, batch_size, lr, seed, data, device, fp32, time_limit, fresh, ckpt_every, features, release_path, **rest) -> None:
