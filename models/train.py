@@ -385,6 +385,8 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
             f"{out} was trained on another subset of the data ({describe_subset(ckpt.get('train_subset'))}, now "
             f"{describe_subset(job.ckpt.get('train_subset'))}); use --fresh or another --out"
         )
+    if "init_from" in ckpt:  # where the first run's weights came from stays recorded, with or without --init-from now
+        job.ckpt.setdefault("init_from", ckpt["init_from"])
     job.trainable.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     for k, v in ckpt["ema"].items():

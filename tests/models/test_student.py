@@ -191,6 +191,9 @@ def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_pa
     res = runner.invoke(main, [*student[:-2], "--init-from", str(tmp_path / "g.pt"), "-o", str(tmp_path / "c2.pt"), *common])
     assert res.exit_code == 0 and "g.pt (step 2)" in res.output, res.output
     assert load_checkpoint(tmp_path / "c2.pt", "student")["init_from"]["file"] == "g.pt"
+    res = runner.invoke(main, [*student[:-2], "-o", str(tmp_path / "c2.pt"), "--steps", "3", *common[2:]])  # resumed, no --init-from
+    assert res.exit_code == 0 and "step 3" in res.output, res.output
+    assert load_checkpoint(tmp_path / "c2.pt", "student")["init_from"]["file"] == "g.pt"
     res = runner.invoke(main, [*stage1[: -2 - len(common)], "-o", str(tmp_path / "s.pt"), *common])  # resuming a consistency run as guided
     assert res.exit_code != 0 and "other settings" in res.output
     other = ["train", "subnet", "--classifier", str(tmp_path / "c.pt"), "--precond", "edm", "--seed", "7", "-o", str(tmp_path / "edm2.pt"), *tiny]
