@@ -5,6 +5,7 @@ never takes the host's files with it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def mounted(path: Path) -> bool:
 def root_with_mounts(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
+    if missing := [tool for tool in ("mount", "umount", "mountpoint", "awk") if shutil.which(tool) is None]:
+        pytest.skip(f"no {', '.join(missing)} on this machine")
     root = tmp_path / "device" / "root"
     (root / "dev").mkdir(parents=True)
     if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root / "dev")], capture_output=True).returncode != 0:
