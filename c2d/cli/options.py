@@ -131,19 +131,16 @@ class BundleFolder(click.ParamType):
     def convert(self, value, param, ctx):
         from pathlib import Path
 
+        from c2d.runtime.generate import resolve_bundle, shipped_bundles
+
         if isinstance(value, Path):
             return value
-        path = Path(value)
+        path = resolve_bundle(str(value))  # the one rule for names, shared with c2d.runtime.load
         if path.is_dir():
             return path
         if path.exists():
             self.fail(f"{value!r} is a file; a bundle is a folder (from `c2d export`)", param, ctx)
-        from c2d.runtime.generate import shipped_bundles
-
-        shipped = shipped_bundles()
-        if value in shipped:
-            return shipped[value]
-        self.fail(f"no bundle folder {value!r}, and no shipped bundle of that name (shipped: {', '.join(shipped)})", param, ctx)
+        self.fail(f"no bundle folder {value!r}, and no shipped bundle of that name (shipped: {', '.join(shipped_bundles())})", param, ctx)
 
 
 def bundle_option(help: str = "Bundle folder from `c2d export`, or the name of a bundle shipped in the package [default: small, the shipped one]."):
