@@ -200,7 +200,7 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
         variant = name if model.subnet.cfg.use_gradient_taps else "single-backbone-notaps"
         output_kind = model.subnet.cfg.output_kind
     elif name == "student":
-        parts = {"classifier": n_params(model.classifier), "student": n_params(model.subnet, model.condition)}
+        parts = {"classifier": n_params(model.classifier), "student": n_params(*model.trainable().values())}
         variant, output_kind = name, "edm"
         sampler, steps = STUDENT_SAMPLER, STUDENT_STEPS
     else:

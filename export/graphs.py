@@ -96,11 +96,10 @@ class StudentGraph(nn.Module):
 
     def __init__(self, model: Student):
         super().__init__()
-        self.classifier, self.subnet, self.condition, self.sde = model.classifier, model.subnet, model.condition, model.sde
+        self.model, self.sde = model, model.sde
 
     def forward(self, x, t, y, gamma):
-        logits, taps = self.classifier.forward_with_taps(x, t)
-        raw = self.subnet(taps, None, t, self.condition(y, gamma))
-        cfg = self.subnet.cfg
+        raw, logits = self.model.raw_and_logits(x, t, y, gamma)
+        cfg = self.model.subnet.cfg
         eps = eps_from_output("edm", raw, x, torch.exp(log_alpha(t, self.sde)), sigma_t(t, self.sde), cfg.data_mean, cfg.data_var)
         return eps, logits, torch.zeros_like(x)

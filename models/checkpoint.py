@@ -131,7 +131,8 @@ def build_student(ckpt: dict, source: str = "checkpoint"):
     from c2d.models.student import Student
 
     classifier = build_classifier(ckpt["classifier"], source + " (embedded classifier)")
-    student = Student(classifier, config_from_dict(SubnetConfig, ckpt["config"]), sde_from(ckpt), int(ckpt["n_classes"]))
+    conditioning = ckpt.get("distill", {}).get("conditioning", "digit")  # recorded since the guidance seed existed
+    student = Student(classifier, config_from_dict(SubnetConfig, ckpt["config"]), sde_from(ckpt), int(ckpt["n_classes"]), conditioning)
     _load_state(student.trainable(), inference_weights(ckpt), source)
     return student
 

@@ -144,8 +144,10 @@ def guided_step_macs(model) -> int:
     from c2d.models.student import Student
 
     c = classifier_macs(model.classifier)
-    if isinstance(model, Student):  # forward taps only, no backward pass; the condition embedding is a few k MACs
-        return c.forward + subnet_forward_macs(model.classifier, model.subnet)
+    if isinstance(model, Student):  # forward taps only, no backward pass; what learns: subnet, condition, seed
+        x, t, y1 = torch.zeros(INPUT_SHAPE), torch.full((1,), 0.5), torch.eye(model.condition.digit.in_features)[:1]
+        with torch.no_grad():
+            return c.forward + sum(trace_macs(model.trainable(), lambda: model.raw(x, t, y1, torch.ones(1))).values())
     if isinstance(model, SingleBackbone):
         taps = c.backward_to_taps if model.subnet.cfg.use_gradient_taps else 0
         return c.forward + taps + c.backward_to_x + subnet_forward_macs(model.classifier, model.subnet)

@@ -99,6 +99,7 @@ def train_student(
     objective: str = "consistency",
     init_path=None,
     teacher_bf16: bool = False,
+    conditioning: str = "digit",
     data=None,
     features=None,
     device: str = "cpu",
@@ -118,7 +119,7 @@ def train_student(
     device = device_for(device)
     test = load_features("test", data, features_file=features)
     held_out = torch.from_numpy(test.x[:MONITOR_CLIPS]) if len(test) else None
-    distill = DistillConfig(objective=objective, grid=grid, skip=skip, gamma_max=gamma_max, teacher_fp32=not teacher_bf16)
+    distill = DistillConfig(objective=objective, grid=grid, skip=skip, gamma_max=gamma_max, teacher_fp32=not teacher_bf16, conditioning=conditioning)
     job = make_student_job(teacher_path, cfg.seed, distill, monitor_clips=held_out)
     start = f"{out} (resumed)" if Path(out).exists() and not fresh else "the teacher's decoder"
     if init_path and (fresh or not Path(out).exists()):

@@ -40,6 +40,7 @@ from c2d.runtime.samplers import logsnr_schedule
 from c2d.runtime.sde import SDEConfig
 
 GAMMA_SCALE = 1 / 10  # gamma enters the embedding as gamma / 10: the sinusoid's 1000 t covers gamma in [0, 10]
+CONDITIONINGS = ("digit", "seed")  # how the digit reaches the student: an embedding only, or also the guidance seed
 
 
 def student_config(teacher: SubnetConfig) -> SubnetConfig:
@@ -63,16 +64,63 @@ class Condition(nn.Module):
         return self.digit(y_onehot.to(self.digit.weight.dtype)) + self.gamma(gamma * GAMMA_SCALE)
 
 
-class Student(nn.Module):
-    """Frozen classifier (forward taps only) + student subnet: eps(x_t, t, y, gamma) [B, 1, H, W]."""
+class GuidanceSeed(nn.Module):
+    """Where the teacher's guidance gradient starts, computed from the classifier's forward pass alone.
 
-    def __init__(self, classifier: NoiseConditionedClassifier, cfg: SubnetConfig, sde: SDEConfig, n_classes: int):
+    The classifier's head is GroupNorm, SiLU, mean pool, linear (W [K, C]). So, in closed form,
+      d log p(y | x) / d pooled = (onehot(y) - softmax(logits)) W                    [B, C]
+      d log p(y | x) / d GN-output at (h, w) = that * silu'(a(h, w)) / (h w)         [B, C, h, w]
+    with a = GN(last tap). The teacher's guidance is gamma times the backward pass of the second through the encoder;
+    the student gets gamma times both (the 1 / (h w) left out): the vector in its condition embedding, the map added at
+    its decoder's bottleneck. The digit then reaches the student as the direction the teacher pushes in, and as how
+    hard (the push vanishes where the classifier is already sure). Zero-initialised: a new seed changes nothing until
+    it learns.
+    """
+
+    def __init__(self, classifier: NoiseConditionedClassifier, time_dim: int, width: int):
+        super().__init__()
+        channels = classifier.head.in_features
+        self.vector = nn.Linear(channels, time_dim)
+        self.map = nn.Conv2d(channels, width, 1)
+        for layer in (self.vector, self.map):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, classifier: NoiseConditionedClassifier, logits, last_tap, y_onehot, gamma) -> tuple[torch.Tensor, torch.Tensor]:
+        """(condition term [B, time_dim], bottleneck term [B, width, h, w]); the classifier is passed, not owned."""
+        vector, spatial = guidance_seed(classifier, logits, last_tap, y_onehot)
+        g = gamma.float()
+        dtype = self.vector.weight.dtype
+        return self.vector((vector * g[:, None]).to(dtype)), self.map((spatial * g[:, None, None, None]).to(dtype))
+
+
+def guidance_seed(classifier: NoiseConditionedClassifier, logits: torch.Tensor, last_tap: torch.Tensor, y_onehot: torch.Tensor):
+    """(d log p(y | x) / d pooled [B, C], h w times d log p(y | x) / d GN-output [B, C, h, w]), float32, from the
+    forward pass: logits [B, K] and the classifier's last tap [B, C, h, w]."""
+    probs = logits.float().softmax(dim=1)
+    vector = (y_onehot.float() - probs) @ classifier.head.weight.float()  # [B, K] x [K, C] -> [B, C]
+    a = classifier.head_norm(last_tap).float()
+    s = torch.sigmoid(a)
+    return vector, vector[:, :, None, None] * (s * (1 + a * (1 - s)))  # silu'(a) = s (1 + a (1 - s))
+
+
+class Student(nn.Module):
+    """Frozen classifier (forward taps only) + student subnet: eps(x_t, t, y, gamma) [B, 1, H, W].
+
+    conditioning "digit": the digit and gamma reach the subnet through the condition embedding only; "seed": also
+    through the guidance seed (GuidanceSeed)."""
+
+    def __init__(self, classifier: NoiseConditionedClassifier, cfg: SubnetConfig, sde: SDEConfig, n_classes: int, conditioning: str = "digit"):
         super().__init__()
         if cfg.use_gradient_taps or cfg.output != "edm":
             raise ValueError("the student reads forward taps only and predicts eps with EDM output scaling")
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown student conditioning {conditioning!r}; choose one of {', '.join(CONDITIONINGS)}")
         self.classifier = freeze(classifier)
         self.subnet = ScoreSubnet(cfg, classifier.tap_channels)
         self.condition = Condition(n_classes, cfg.time_dim)
+        self.conditioning = conditioning
+        self.seed = GuidanceSeed(classifier, cfg.time_dim, cfg.base_width * cfg.width_mults[-1]) if conditioning == "seed" else None
         self.sde = sde
 
     def train(self, mode: bool = True):
@@ -81,14 +129,19 @@ class Student(nn.Module):
         return self
 
     def trainable(self) -> nn.Module:
-        """What learns and what the checkpoint stores: the subnet and the condition embedding (keys subnet.*,
-        condition.*), not the frozen classifier."""
-        return nn.ModuleDict({"subnet": self.subnet, "condition": self.condition})
+        """What learns and what the checkpoint stores: the subnet, the condition embedding and the guidance seed's
+        projections if any (keys subnet.*, condition.*, seed.*), not the frozen classifier."""
+        parts = {"subnet": self.subnet, "condition": self.condition}
+        return nn.ModuleDict(parts if self.seed is None else {**parts, "seed": self.seed})
 
     def raw_and_logits(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():  # the classifier is frozen and no gradient is taken through it: no backward pass
             logits, taps = self.classifier.forward_with_taps(x, t)
-        return self.subnet(taps, None, t, self.condition(y_onehot, gamma)), logits
+        cond, bottleneck = self.condition(y_onehot, gamma), None
+        if self.seed is not None:
+            seed_cond, bottleneck = self.seed(self.classifier, logits, taps[-1], y_onehot, gamma)
+            cond = cond + seed_cond
+        return self.subnet(taps, None, t, cond, bottleneck), logits
 
     def raw(self, x: torch.Tensor, t: torch.Tensor, y_onehot: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         return self.raw_and_logits(x, t, y_onehot, gamma)[0]
@@ -149,6 +202,7 @@ class DistillConfig:
     skip: int = 4  # grid intervals one teacher step spans (LCM's skipping step)
     gamma_max: float = 5.0  # guidance scales drawn uniformly from [0, gamma_max]
     huber_c: float = 0.03  # pseudo-Huber constant on the normalised log-Mel
+    conditioning: str = "digit"  # the student's CONDITIONINGS (an architecture choice, kept with the recipe)
     teacher_fp32: bool = True  # the teacher's step outside bf16 autocast: its ODE step amplifies eps errors
 
 
@@ -218,7 +272,7 @@ def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = Disti
     freeze(teacher)
     torch.manual_seed(seed)
     n_classes = int(teacher.classifier.cfg.n_classes)
-    student = Student(teacher.classifier, student_config(teacher.subnet.cfg), teacher.sde, n_classes)
+    student = Student(teacher.classifier, student_config(teacher.subnet.cfg), teacher.sde, n_classes, distill.conditioning)
     init_from_teacher(student, teacher)
     header = new_checkpoint("student", teacher_ckpt["size"], student.subnet.cfg, teacher.sde)
     header.update(
@@ -232,12 +286,16 @@ def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = Disti
 
 
 def check_same_teacher(path, job_header: dict) -> None:
-    """--init-from for a student: the earlier stage must have been distilled from the same teacher."""
+    """--init-from for a student: the earlier stage must have been distilled from the same teacher, and have the same
+    conditioning (its weights then fit)."""
     from c2d.models.checkpoint import CheckpointError, load_checkpoint
 
-    theirs = (load_checkpoint(path, "student").get("teacher") or {}).get("sha256")
-    if theirs != job_header["teacher"]["sha256"]:
+    src = load_checkpoint(path, "student")
+    if (src.get("teacher") or {}).get("sha256") != job_header["teacher"]["sha256"]:
         raise CheckpointError(f"{path} was distilled from another teacher than --teacher; --init-from needs a student of the same teacher")
+    theirs, ours = (header.get("distill", {}).get("conditioning", "digit") for header in (src, job_header))
+    if theirs != ours:
+        raise CheckpointError(f"{path} is a student with --conditioning {theirs}, not {ours}; pass --conditioning {theirs}")
 
 
 MONITOR_TIMES = (0.9, 0.6, 0.3, 0.1)
@@ -266,8 +324,9 @@ def distillation_monitor(teacher: SingleBackbone, student: Student, x0: torch.Te
         return per_clip - per_clip.mean(dim=1, keepdim=True)
 
     def monitor(trainable: nn.Module) -> dict:
-        probe = Student(student.classifier, student.subnet.cfg, student.sde, n_classes)
-        probe.subnet, probe.condition = trainable["subnet"], trainable["condition"]
+        probe = Student(student.classifier, student.subnet.cfg, student.sde, n_classes, student.conditioning)
+        for name, module in trainable.items():  # the weights being trained (or their EMA), not copies
+            setattr(probe, name, module)
         probe.eval()
         error, corr = {}, {}
         with torch.no_grad():

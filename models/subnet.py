@@ -107,13 +107,21 @@ class ScoreSubnet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(
-        self, taps: list[torch.Tensor], tap_grads: list[torch.Tensor] | None, t: torch.Tensor, cond: torch.Tensor | None = None
+        self,
+        taps: list[torch.Tensor],
+        tap_grads: list[torch.Tensor] | None,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        bottleneck: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """cond [B, time_dim]: an extra embedding added to the time embedding (the student's digit and guidance)."""
+        """cond [B, time_dim]: an extra embedding added to the time embedding (the student's digit and guidance);
+        bottleneck [B, w_coarsest, h, w]: an extra input added where the decoder starts (the student's guidance seed)."""
         temb = self.time_embed(t) if cond is None else self.time_embed(t) + cond
         grads = tap_grads if tap_grads is not None else [None] * len(taps)
         fused = [fusion(h, g) for fusion, h, g in zip(self.fusions, taps, grads)]
         z = fused[-1] + fused[-2]  # bottleneck and coarsest level share a resolution
+        if bottleneck is not None:
+            z = z + bottleneck
         for level in reversed(range(len(self.stages))):
             if level < len(self.stages) - 1:
                 z = self.ups[level](z) + fused[level]  # [B, w_level, H_level, W_level]

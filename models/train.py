@@ -359,9 +359,10 @@ def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int,
 
 
 def _recipe(ckpt: dict) -> dict | None:
-    """A student's distillation settings; those recorded before the objective was a setting were consistency's."""
+    """A student's distillation settings; those recorded before the objective (the conditioning) was a setting were
+    consistency's (the digit embedding's)."""
     distill = ckpt.get("distill")
-    return None if distill is None else {"objective": "consistency", **distill}
+    return None if distill is None else {"objective": "consistency", "conditioning": "digit", **distill}
 
 
 def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev: torch.device) -> tuple[int, list[dict]]:

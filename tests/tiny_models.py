@@ -58,13 +58,14 @@ def tiny_two_model(tmp_path, **config) -> list[str]:
     return [_save(tmp_path, "unet", cfg, unet), cls_path]
 
 
-def tiny_student(tmp_path, **config) -> list[str]:
-    """A student (models/student.py) with random weights, its condition embedding included."""
+def tiny_student(tmp_path, conditioning: str = "digit", **config) -> list[str]:
+    """A student (models/student.py) with random weights, its condition embedding (and guidance seed) included."""
     from c2d.models.student import Student, student_config
 
     _, cls_ckpt = tiny_classifier_ckpt(tmp_path)
     cfg = student_config(dataclasses.replace(SIZES["tiny"].subnet, data_mean=-0.68, data_var=0.2, **config))
-    student = Student(NoiseConditionedClassifier(SIZES["tiny"].classifier), cfg, SDE, n_classes=10)
+    student = Student(NoiseConditionedClassifier(SIZES["tiny"].classifier), cfg, SDE, n_classes=10, conditioning=conditioning)
     trainable = student.trainable()
     randomize(trainable, 4, 0.05)
-    return [_save(tmp_path, "student", cfg, trainable, classifier=embedded_classifier(cls_ckpt), n_classes=10)]
+    extra = {"distill": {"conditioning": conditioning}} if conditioning != "digit" else {}
+    return [_save(tmp_path, "student", cfg, trainable, classifier=embedded_classifier(cls_ckpt), n_classes=10, **extra)]

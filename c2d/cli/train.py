@@ -171,6 +171,14 @@ def subnet(no_gradient_taps, **options) -> None:
     "guided: regress on the guided teacher's eps (stage 1, a forward-only guided denoiser any sampler runs); "
     "consistency: consistency distillation for 1-4 step sampling (stage 2, best started from a stage-1 student with --init-from).",
 )
+@choice_option(
+    "--conditioning",
+    ["digit", "seed"],
+    "digit",
+    "How the digit reaches the student. digit: an embedding added to the time embedding; seed: also the guidance seed, "
+    "the closed-form start of the teacher's guidance gradient at the classifier's head (forward-only; models/student.py). "
+    "--init-from needs a student of the same conditioning.",
+)
 @click.option(
     "--teacher-bf16",
     is_flag=True,

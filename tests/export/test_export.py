@@ -125,16 +125,19 @@ def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
 
 
 @pytest.mark.slow
-def test_a_student_graph_has_no_backward_pass_and_names_its_sampler(tmp_path):
+@pytest.mark.parametrize("conditioning", ["digit", "seed"])
+def test_a_student_graph_has_no_backward_pass_and_names_its_sampler(tmp_path, conditioning):
     """Every Conv / ConvTranspose of a student's graph is one of its modules' forward convolutions, each run once:
-    no adjoint twins of the classifier's convolutions. The bundle's default is multistep consistency sampling."""
+    no adjoint twins of the classifier's convolutions (the guidance seed is closed-form, forward-only). The bundle's
+    default is multistep consistency sampling."""
     from c2d.models.checkpoint import build_student, load_checkpoint
 
-    (path,) = tiny_student(tmp_path)
+    (path,) = tiny_student(tmp_path, conditioning)
     manifest = export_bundle([path], tmp_path / "bundle", vocoder="griffin-lim")
     assert manifest.variant == "student"
     model = onnx.load(str(tmp_path / "bundle" / "generator.onnx"))
     student = build_student(load_checkpoint(path))
+    assert (student.seed is not None) == (conditioning == "seed")
     convs = [m for m in student.modules() if isinstance(m, torch.nn.Conv2d)]
     assert sum(n.op_type == "Conv" for n in model.graph.node) == len(convs)
     assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)

@@ -57,6 +57,59 @@ def test_student_refuses_gradient_taps_or_another_output():
             Student(teacher.classifier, cfg, SDE, 10)
 
 
+def test_the_guidance_seed_is_the_gradient_of_log_p_at_the_classifier_head():
+    """Closed form from the forward pass = autograd: d log p(y | x) / d pooled, and h w times d / d GN-output."""
+    from c2d.models.student import guidance_seed
+
+    classifier = NoiseConditionedClassifier(TINY.classifier).double()
+    torch.nn.init.normal_(classifier.head.weight, std=0.3)
+    x, t, y1 = torch.randn(3, 1, 80, 88).double(), torch.tensor([0.2, 0.5, 0.9]).double(), onehot([0, 4, 9]).double()
+    with torch.no_grad():
+        logits, taps = classifier.forward_with_taps(x, t)
+    a = classifier.head_norm(taps[-1]).detach().requires_grad_(True)
+    pooled = torch.nn.functional.silu(a).mean(dim=(2, 3))
+    pooled.retain_grad()
+    (classifier.head(pooled).log_softmax(1) * y1).sum().backward()
+    vector, spatial = guidance_seed(classifier, logits, taps[-1], y1)
+    assert torch.allclose(vector.double(), pooled.grad, atol=1e-5)
+    assert torch.allclose(spatial.double(), a.grad * a.shape[2] * a.shape[3], atol=1e-5)
+    assert vector.abs().max() > 1e-3  # not trivially zero
+
+
+def test_a_seed_student_starts_as_the_digit_student_and_its_seed_carries_digit_and_gamma():
+    teacher, digit_student = teacher_and_student()
+    seeded = Student(teacher.classifier, digit_student.subnet.cfg, SDE, 10, conditioning="seed")
+    for student in (digit_student, seeded):
+        init_from_teacher(student, teacher)
+    x, t = torch.randn(2, 1, 80, 88), torch.tensor([0.4, 0.4])
+    with torch.no_grad():
+        same = [m(x, t, onehot([3, 7]), torch.tensor([2.0, 2.0])) for m in (digit_student, seeded)]
+    assert torch.equal(*same)  # the seed's projections start at zero
+    assert set(seeded.trainable()) == {"subnet", "condition", "seed"} and set(digit_student.trainable()) == {"subnet", "condition"}
+    for p in seeded.seed.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    torch.nn.init.normal_(seeded.subnet.head.weight, std=0.1)
+    xx = x[:1].repeat(2, 1, 1, 1)  # the same x_t, two digits; the digit embedding is still zero
+    with torch.no_grad():
+        guided = seeded(xx, t, onehot([3, 7]), torch.tensor([2.0, 2.0]))
+        unguided = seeded(xx, t, onehot([3, 7]), torch.tensor([0.0, 0.0]))
+    assert not torch.allclose(guided[0], guided[1])  # the seed carries the digit
+    assert torch.allclose(unguided[0], unguided[1], atol=1e-6)  # and scales with gamma: none at gamma 0
+    with pytest.raises(ValueError, match="conditioning"):
+        Student(teacher.classifier, digit_student.subnet.cfg, SDE, 10, conditioning="attention")
+
+
+def test_checkpoints_from_before_a_setting_existed_keep_their_recipe():
+    """Resuming compares recipes: a header without objective (conditioning) means consistency (digit)."""
+    from c2d.models.student import DistillConfig
+    from c2d.models.train import _recipe
+
+    old = {"grid": 40, "skip": 4, "gamma_max": 5.0, "huber_c": 0.03, "teacher_fp32": True}
+    assert _recipe({"distill": old}) == _recipe({"distill": dataclasses.asdict(DistillConfig())})
+    assert _recipe({"distill": {**old, "objective": "guided"}}) == _recipe({"distill": dataclasses.asdict(DistillConfig(objective="guided"))})
+    assert _recipe({"distill": old}) != _recipe({"distill": dataclasses.asdict(DistillConfig(conditioning="seed"))})
+
+
 def test_init_from_teacher_copies_the_shared_decoder_and_starts_unconditioned():
     teacher, student = teacher_and_student()
     copied = init_from_teacher(student, teacher)
@@ -188,6 +241,11 @@ def test_train_student_through_the_cli_resumes_and_refuses_an_eps_teacher(tmp_pa
     assert load_checkpoint(tmp_path / "g.pt", "student")["distill"]["objective"] == "guided"
     res = runner.invoke(main, [*stage1[: -2 - len(common)], "--teacher-bf16", "-o", str(tmp_path / "g16.pt"), *common])
     assert res.exit_code == 0 and load_checkpoint(tmp_path / "g16.pt", "student")["distill"]["teacher_fp32"] is False, res.output
+    seeded = [*stage1[: -2 - len(common)], "--conditioning", "seed", "-o", str(tmp_path / "gs.pt"), *common]
+    res = runner.invoke(main, seeded)
+    assert res.exit_code == 0 and build_student(load_checkpoint(tmp_path / "gs.pt", "student")).seed is not None, res.output
+    res = runner.invoke(main, [*student[:-2], "--init-from", str(tmp_path / "gs.pt"), "-o", str(tmp_path / "cs.pt"), *common])
+    assert res.exit_code != 0 and "pass --conditioning seed" in res.output and not (tmp_path / "cs.pt").exists()
     res = runner.invoke(main, [*student[:-2], "--init-from", str(tmp_path / "g.pt"), "-o", str(tmp_path / "c2.pt"), *common])
     assert res.exit_code == 0 and "g.pt (step 2)" in res.output, res.output
     assert load_checkpoint(tmp_path / "c2.pt", "student")["init_from"]["file"] == "g.pt"
