@@ -37,7 +37,7 @@ from c2d.models.precond import edm_data_prediction, eps_from_output, loss_weight
 from c2d.models.sde import alpha_sigma, perturb, sample_t
 from c2d.models.subnet import ScoreSubnet, SingleBackbone
 from c2d.runtime.samplers import logsnr_schedule
-from c2d.runtime.sde import SDEConfig
+from c2d.runtime.sde import SDEConfig, log_alpha
 
 GAMMA_SCALE = 1 / 10  # gamma enters the embedding as gamma / 10: the sinusoid's 1000 t covers gamma in [0, 10]
 CONDITIONINGS = ("digit", "seed")  # how the digit reaches the student: an embedding only, or also the guidance seed
@@ -70,11 +70,12 @@ class GuidanceSeed(nn.Module):
     The classifier's head is GroupNorm, SiLU, mean pool, linear (W [K, C]). So, in closed form,
       d log p(y | x) / d pooled = (onehot(y) - softmax(logits)) W                    [B, C]
       d log p(y | x) / d GN-output at (h, w) = that * silu'(a(h, w)) / (h w)         [B, C, h, w]
-    with a = GN(last tap). The teacher's guidance is gamma times the backward pass of the second through the encoder;
-    the student gets gamma times both (the 1 / (h w) left out): the vector in its condition embedding, the map added at
-    its decoder's bottleneck. The digit then reaches the student as the direction the teacher pushes in, and as how
-    hard (the push vanishes where the classifier is already sure). Zero-initialised: a new seed changes nothing until
-    it learns.
+    with a = GN(last tap). The teacher's guided eps moves by gamma sigma_t times the backward pass of the second through
+    the encoder; the student gets gamma sigma_t times both (the 1 / (h w) left out): the vector in its condition
+    embedding, the map added at its decoder's bottleneck. The digit then reaches the student as the direction the
+    teacher pushes in, and as how hard (the push vanishes where the classifier is already sure). Without sigma_t the
+    seed was as loud at low noise as at high, and the student's eps at t = 0.1 strayed from the teacher's
+    (docs/student.md). Zero-initialised: a new seed changes nothing until it learns.
     """
 
     def __init__(self, classifier: NoiseConditionedClassifier, time_dim: int, width: int):
@@ -86,12 +87,19 @@ class GuidanceSeed(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, classifier: NoiseConditionedClassifier, logits, last_tap, y_onehot, gamma) -> tuple[torch.Tensor, torch.Tensor]:
-        """(condition term [B, time_dim], bottleneck term [B, width, h, w]); the classifier is passed, not owned."""
+    def forward(self, classifier: NoiseConditionedClassifier, logits, last_tap, y_onehot, gamma, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+        """(condition term [B, time_dim], bottleneck term [B, width, h, w]); gamma, sigma_t [B]; the classifier is
+        passed, not owned."""
         vector, spatial = guidance_seed(classifier, logits, last_tap, y_onehot)
-        g = gamma.float()
+        scale = gamma.float() * sigma.float()  # [B]
         dtype = self.vector.weight.dtype
-        return self.vector((vector * g[:, None]).to(dtype)), self.map((spatial * g[:, None, None, None]).to(dtype))
+        return self.vector((vector * scale[:, None]).to(dtype)), self.map((spatial * scale[:, None, None, None]).to(dtype))
+
+
+def seed_sigma(t: torch.Tensor, sde: SDEConfig) -> torch.Tensor:
+    """sigma_t [B] as sqrt(1 - alpha_t^2): ONNX has no Expm1, and training and the exported graph must compute the
+    seed's scale alike (its float32 error near t_min, about 1e-4, does not matter for a conditioning input)."""
+    return torch.sqrt(torch.clamp(1.0 - torch.exp(2.0 * log_alpha(t.float(), sde)), min=0.0))
 
 
 def guidance_seed(classifier: NoiseConditionedClassifier, logits: torch.Tensor, last_tap: torch.Tensor, y_onehot: torch.Tensor):
@@ -139,7 +147,7 @@ class Student(nn.Module):
             logits, taps = self.classifier.forward_with_taps(x, t)
         cond, bottleneck = self.condition(y_onehot, gamma), None
         if self.seed is not None:
-            seed_cond, bottleneck = self.seed(self.classifier, logits, taps[-1], y_onehot, gamma)
+            seed_cond, bottleneck = self.seed(self.classifier, logits, taps[-1], y_onehot, gamma, seed_sigma(t, self.sde))
             cond = cond + seed_cond
         return self.subnet(taps, None, t, cond, bottleneck), logits
 

@@ -76,6 +76,14 @@ def test_the_guidance_seed_is_the_gradient_of_log_p_at_the_classifier_head():
     assert vector.abs().max() > 1e-3  # not trivially zero
 
 
+def test_the_seed_scale_is_sigma_t():
+    from c2d.models.sde import alpha_sigma
+    from c2d.models.student import seed_sigma
+
+    t = torch.tensor([SDE.t_min, 0.1, 0.5, 1.0])
+    assert torch.allclose(seed_sigma(t, SDE), alpha_sigma(t, SDE)[1], rtol=1e-3)
+
+
 def test_a_seed_student_starts_as_the_digit_student_and_its_seed_carries_digit_and_gamma():
     teacher, digit_student = teacher_and_student()
     seeded = Student(teacher.classifier, digit_student.subnet.cfg, SDE, 10, conditioning="seed")
