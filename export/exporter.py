@@ -22,7 +22,16 @@ from torch import nn
 from c2d.export.graphs import SingleBackboneGraph, StudentGraph, TwoModelGraph
 from c2d.export.istft_basis import inline_istft_basis
 from c2d.export.validate import summarize, validate_generator, validate_sampling, validate_vocoder, write_reference, write_vocoder_reference
-from c2d.models.checkpoint import build_classifier, build_single_backbone, build_student, build_unet, load_checkpoint, mel_from, sde_from
+from c2d.models.checkpoint import (
+    build_classifier,
+    build_single_backbone,
+    build_student,
+    build_unet,
+    load_checkpoint,
+    mel_from,
+    sde_from,
+    student_recipe,
+)
 from c2d.models.costs import guided_step_macs, n_params
 from c2d.models.unet import TwoModel
 from c2d.runtime.bundle import (
@@ -95,7 +104,10 @@ GENERATOR_TARGETS = {
         ("student",), _build_student, StudentGraph, "few-step student on the frozen classifier, no backward pass (one student checkpoint)"
     ),
 }
-STUDENT_SAMPLER, STUDENT_STEPS = "consistency", 4  # a student bundle's default: multistep consistency sampling
+# A student bundle's default sampler and steps, by its training objective: a consistency student (stage 2) jumps with
+# multistep consistency sampling; a guided-distilled one (stage 1) is a guided denoiser whose probability-flow ODE a
+# second-order solver integrates (docs/student.md measures both at 4 calls).
+STUDENT_DEFAULTS = {"consistency": ("consistency", 4), "guided": ("dpm2m", 4)}
 VOCODER_TARGETS = ("fourier", "hifigan", "griffin-lim")  # the first is the default
 
 
@@ -195,6 +207,7 @@ def _session(path: Path) -> ort.InferenceSession:
 def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> GeneratorMeta:
     mel = mel_from(ckpt)
     sampler, steps = DEFAULT_SAMPLER, DEFAULT_STEPS
+    distillation: dict = {}
     if name == "single-backbone":
         parts = {"classifier": n_params(model.classifier), "subnet": n_params(model.subnet)}
         variant = name if model.subnet.cfg.use_gradient_taps else "single-backbone-notaps"
@@ -202,7 +215,8 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
     elif name == "student":
         parts = {"classifier": n_params(model.classifier), "student": n_params(*model.trainable().values())}
         variant, output_kind = name, "edm"
-        sampler, steps = STUDENT_SAMPLER, STUDENT_STEPS
+        distillation = student_distillation(ckpt)
+        sampler, steps = STUDENT_DEFAULTS[distillation["objective"]]
     else:
         parts = {"classifier": n_params(model.classifier), "unet": n_params(model.unet)}
         variant = name
@@ -224,7 +238,16 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
         gaussian_skip=output_kind != "eps",
         parameterisation=output_kind,
         train_subset=dict(ckpt.get("train_subset") or {}),
+        distillation=distillation,
     )
+
+
+def student_distillation(ckpt: dict) -> dict:
+    """What a student bundle says of its training: objective (its kind), how the digit reaches it, steps trained."""
+    recipe = student_recipe({**ckpt, "kind": "student"})
+    if recipe["objective"] not in STUDENT_DEFAULTS:
+        raise ExportError(f"student checkpoint has distill.objective = {recipe['objective']!r}; expected one of {', '.join(STUDENT_DEFAULTS)}")
+    return {"objective": recipe["objective"], "conditioning": recipe["conditioning"], "steps": int(ckpt.get("step", 0))}
 
 
 def export_generator(name: str, model: nn.Module, meta: GeneratorMeta, path: Path, log: Callable[[str], None] = lambda _: None) -> dict:

@@ -125,13 +125,22 @@ def build_single_backbone(ckpt: dict, source: str = "checkpoint") -> SingleBackb
     return SingleBackbone(classifier, subnet, sde_from(ckpt))
 
 
+def student_recipe(ckpt: dict) -> dict | None:
+    """A student checkpoint's distillation settings (None for other kinds); those written before the objective (the
+    conditioning) was a setting were consistency's (the digit embedding's)."""
+    distill = ckpt.get("distill")
+    if distill is None and ckpt.get("kind") != "student":
+        return None
+    return {"objective": "consistency", "conditioning": "digit", **(distill or {})}
+
+
 @_rebuilds
 def build_student(ckpt: dict, source: str = "checkpoint"):
     """Student checkpoint -> frozen classifier + student subnet and condition embedding, from the file alone."""
     from c2d.models.student import Student
 
     classifier = build_classifier(ckpt["classifier"], source + " (embedded classifier)")
-    conditioning = ckpt.get("distill", {}).get("conditioning", "digit")  # recorded since the guidance seed existed
+    conditioning = (student_recipe(ckpt) or {"conditioning": "digit"})["conditioning"]
     student = Student(classifier, config_from_dict(SubnetConfig, ckpt["config"]), sde_from(ckpt), int(ckpt["n_classes"]), conditioning)
     _load_state(student.trainable(), inference_weights(ckpt), source)
     return student

@@ -296,12 +296,12 @@ def make_student_job(teacher_path, seed: int = 0, distill: DistillConfig = Disti
 def check_same_teacher(path, job_header: dict) -> None:
     """--init-from for a student: the earlier stage must have been distilled from the same teacher, and have the same
     conditioning (its weights then fit)."""
-    from c2d.models.checkpoint import CheckpointError, load_checkpoint
+    from c2d.models.checkpoint import CheckpointError, load_checkpoint, student_recipe
 
     src = load_checkpoint(path, "student")
     if (src.get("teacher") or {}).get("sha256") != job_header["teacher"]["sha256"]:
         raise CheckpointError(f"{path} was distilled from another teacher than --teacher; --init-from needs a student of the same teacher")
-    theirs, ours = (header.get("distill", {}).get("conditioning", "digit") for header in (src, job_header))
+    theirs, ours = ((student_recipe(header) or {}).get("conditioning", "digit") for header in (src, job_header))
     if theirs != ours:
         raise CheckpointError(f"{path} is a student with --conditioning {theirs}, not {ours}; pass --conditioning {theirs}")
 

@@ -36,6 +36,7 @@ from c2d.models.checkpoint import (
     load_checkpoint,
     new_checkpoint,
     state_sha256,
+    student_recipe,
 )
 from c2d.models.classifier import NoiseConditionedClassifier, noisy_accuracy
 from c2d.models.config import SIZES, config_to_dict
@@ -358,13 +359,6 @@ def _checkpoint(job: Job, optimizer, ema: dict, gen: torch.Generator, step: int,
     return ckpt
 
 
-def _recipe(ckpt: dict) -> dict | None:
-    """A student's distillation settings; those recorded before the objective (the conditioning) was a setting were
-    consistency's (the digit embedding's)."""
-    distill = ckpt.get("distill")
-    return None if distill is None else {"objective": "consistency", "conditioning": "digit", **distill}
-
-
 def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev: torch.device) -> tuple[int, list[dict]]:
     """Load the resumable state of `out` into the job; (its step, the record of the runs that made it)."""
     ckpt = load_checkpoint(out, job.ckpt["kind"])
@@ -374,7 +368,7 @@ def _resume(out: Path, job: Job, optimizer, ema: dict, gen: torch.Generator, dev
         raise CheckpointError(f"{out} was trained with another config; use --fresh or another --out")
     if ckpt.get("targets") != job.ckpt.get("targets"):  # the vocoder's recipe: resuming must not switch it silently
         raise CheckpointError(f"{out} was trained with --targets {ckpt.get('targets')}, not {job.ckpt.get('targets')}; use --fresh or another --out")
-    if ckpt.get("teacher") != job.ckpt.get("teacher") or _recipe(ckpt) != _recipe(job.ckpt):  # a student's recipe
+    if ckpt.get("teacher") != job.ckpt.get("teacher") or student_recipe(ckpt) != student_recipe(job.ckpt):  # a student's recipe
         raise CheckpointError(f"{out} was distilled from another teacher or with other settings; use --fresh or another --out")
     if ckpt.get("loss_weighting", "output") != job.ckpt.get("loss_weighting", "output"):
         raise CheckpointError(

@@ -63,6 +63,7 @@ class GeneratorMeta:
     gaussian_skip: bool = False  # eps = Gaussian denoiser + learned residual: the probability-flow ODE samplers work
     train_subset: dict = dataclasses.field(default_factory=dict)  # the subnet's training clips if not all (train_subset())
     parameterisation: str = "eps"  # how the network's raw output became eps: eps, gaussian-skip or edm (models/precond.py)
+    distillation: dict = dataclasses.field(default_factory=dict)  # a student's: objective, conditioning, steps trained
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ _FIELD_CHECKS = {
     "quantization": (lambda v: isinstance(v, dict), "an object"),
     "gaussian_skip": (lambda v: isinstance(v, bool), "true or false"),
     "train_subset": (lambda v: isinstance(v, dict), "an object"),
+    "distillation": (lambda v: isinstance(v, dict), "an object"),
     "parameterisation": (lambda v: v in ("eps", "gaussian-skip", "edm"), "eps, gaussian-skip or edm"),
     "name": (lambda v: isinstance(v, str) and v, "a vocoder name"),
     "hop_length": (lambda v: _is_int(v, 1, 65_536), "an integer >= 1"),

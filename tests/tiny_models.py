@@ -58,8 +58,9 @@ def tiny_two_model(tmp_path, **config) -> list[str]:
     return [_save(tmp_path, "unet", cfg, unet), cls_path]
 
 
-def tiny_student(tmp_path, conditioning: str = "digit", **config) -> list[str]:
-    """A student (models/student.py) with random weights, its condition embedding (and guidance seed) included."""
+def tiny_student(tmp_path, conditioning: str = "digit", objective: str | None = None, **config) -> list[str]:
+    """A student (models/student.py) with random weights, its condition embedding (and guidance seed) included; with
+    no objective recorded, as written before stage 1 existed (a consistency student)."""
     from c2d.models.student import Student, student_config
 
     _, cls_ckpt = tiny_classifier_ckpt(tmp_path)
@@ -67,5 +68,7 @@ def tiny_student(tmp_path, conditioning: str = "digit", **config) -> list[str]:
     student = Student(NoiseConditionedClassifier(SIZES["tiny"].classifier), cfg, SDE, n_classes=10, conditioning=conditioning)
     trainable = student.trainable()
     randomize(trainable, 4, 0.05)
-    extra = {"distill": {"conditioning": conditioning}} if conditioning != "digit" else {}
+    distill = {"conditioning": conditioning} if conditioning != "digit" else {}
+    distill |= {"objective": objective} if objective else {}
+    extra = {"distill": distill} if distill else {}
     return [_save(tmp_path, "student", cfg, trainable, classifier=embedded_classifier(cls_ckpt), n_classes=10, **extra)]

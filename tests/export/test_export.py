@@ -125,14 +125,19 @@ def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("conditioning", ["digit", "seed"])
-def test_a_student_graph_has_no_backward_pass_and_names_its_sampler(tmp_path, conditioning):
+@pytest.mark.parametrize(
+    ("conditioning", "objective", "default"),
+    [("digit", None, ("consistency", 4)), ("seed", "guided", ("dpm2m", 4))],
+    ids=["consistency-digit", "guided-seed"],
+)
+def test_a_student_graph_has_no_backward_pass_and_names_its_sampler(tmp_path, conditioning, objective, default):
     """Every Conv / ConvTranspose of a student's graph is one of its modules' forward convolutions, each run once:
     no adjoint twins of the classifier's convolutions (the guidance seed is closed-form, forward-only). The bundle's
-    default is multistep consistency sampling."""
+    default follows the student's kind: multistep consistency sampling for a consistency student, DPM-Solver++(2M)
+    for a guided-distilled one; the metadata says which kind it is."""
     from c2d.models.checkpoint import build_student, load_checkpoint
 
-    (path,) = tiny_student(tmp_path, conditioning)
+    (path,) = tiny_student(tmp_path, conditioning, objective)
     manifest = export_bundle([path], tmp_path / "bundle", vocoder="griffin-lim")
     assert manifest.variant == "student"
     model = onnx.load(str(tmp_path / "bundle" / "generator.onnx"))
@@ -142,12 +147,13 @@ def test_a_student_graph_has_no_backward_pass_and_names_its_sampler(tmp_path, co
     assert sum(n.op_type == "Conv" for n in model.graph.node) == len(convs)
     assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)
     meta = decode_metadata({p.key: p.value for p in model.metadata_props})
-    assert (meta.default_sampler, meta.default_steps, meta.parameterisation) == ("consistency", 4, "edm")
+    assert (meta.default_sampler, meta.default_steps, meta.parameterisation) == (*default, "edm")
+    assert meta.distillation == {"objective": objective or "consistency", "conditioning": conditioning, "steps": 0}
     assert meta.macs_per_step < 0.6 * exporter.guided_step_macs(build_student_teacher_like(student))
     from c2d.runtime import load
 
     run = load(tmp_path / "bundle", "ort").sample("3", vocode=False)  # the runtime takes the bundle's default
-    assert (run.sampler, run.steps) == ("consistency", 4) and np.isfinite(run.log_mel).all()
+    assert (run.sampler, run.steps) == default and np.isfinite(run.log_mel).all()
 
 
 def build_student_teacher_like(student):

@@ -109,8 +109,8 @@ def test_a_seed_student_starts_as_the_digit_student_and_its_seed_carries_digit_a
 
 def test_checkpoints_from_before_a_setting_existed_keep_their_recipe():
     """Resuming compares recipes: a header without objective (conditioning) means consistency (digit)."""
+    from c2d.models.checkpoint import student_recipe as _recipe
     from c2d.models.student import DistillConfig
-    from c2d.models.train import _recipe
 
     old = {"grid": 40, "skip": 4, "gamma_max": 5.0, "huber_c": 0.03, "teacher_fp32": True}
     assert _recipe({"distill": old}) == _recipe({"distill": dataclasses.asdict(DistillConfig())})
