@@ -30,7 +30,8 @@ def test_edm_bounds_the_data_error_where_eps_amplifies_it():
     eps_gain, edm_gain = data_error_per_unit_output_error("eps"), data_error_per_unit_output_error("edm")
     assert eps_gain[-1] > 100  # sigma / alpha at t = 1
     assert torch.all(edm_gain <= VAR**0.5 + 1e-6)
-    assert torch.all(data_error_per_unit_output_error("gaussian-skip") == eps_gain)  # the skip alone does not bound it
+    skip_gain = data_error_per_unit_output_error("gaussian-skip")
+    torch.testing.assert_close(skip_gain, eps_gain, rtol=1e-5, atol=0)  # the skip alone does not bound it (rounding differs by CPU)
 
 
 def test_edm_is_the_gaussian_denoiser_at_high_noise_and_eps_prediction_at_low_noise():
