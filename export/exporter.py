@@ -244,7 +244,7 @@ def generator_meta(name: str, model: nn.Module, ckpt: dict, commit: str) -> Gene
 
 def student_distillation(ckpt: dict) -> dict:
     """What a student bundle says of its training: objective (its kind), how the digit reaches it, steps trained."""
-    recipe = student_recipe({**ckpt, "kind": "student"})
+    recipe = student_recipe(ckpt)
     if recipe["objective"] not in STUDENT_DEFAULTS:
         raise ExportError(f"student checkpoint has distill.objective = {recipe['objective']!r}; expected one of {', '.join(STUDENT_DEFAULTS)}")
     return {"objective": recipe["objective"], "conditioning": recipe["conditioning"], "steps": int(ckpt.get("step", 0))}

@@ -125,13 +125,10 @@ def build_single_backbone(ckpt: dict, source: str = "checkpoint") -> SingleBackb
     return SingleBackbone(classifier, subnet, sde_from(ckpt))
 
 
-def student_recipe(ckpt: dict) -> dict | None:
-    """A student checkpoint's distillation settings (None for other kinds); those written before the objective (the
-    conditioning) was a setting were consistency's (the digit embedding's)."""
-    distill = ckpt.get("distill")
-    if distill is None and ckpt.get("kind") != "student":
-        return None
-    return {"objective": "consistency", "conditioning": "digit", **(distill or {})}
+def student_recipe(ckpt: dict) -> dict:
+    """A student checkpoint's distillation settings; those written before the objective (the conditioning) was a
+    setting were consistency's (the digit embedding's). Other kinds all read as the same defaults."""
+    return {"objective": "consistency", "conditioning": "digit", **(ckpt.get("distill") or {})}
 
 
 @_rebuilds
@@ -140,7 +137,7 @@ def build_student(ckpt: dict, source: str = "checkpoint"):
     from c2d.models.student import Student
 
     classifier = build_classifier(ckpt["classifier"], source + " (embedded classifier)")
-    conditioning = (student_recipe(ckpt) or {"conditioning": "digit"})["conditioning"]
+    conditioning = student_recipe(ckpt)["conditioning"]
     student = Student(classifier, config_from_dict(SubnetConfig, ckpt["config"]), sde_from(ckpt), int(ckpt["n_classes"]), conditioning)
     _load_state(student.trainable(), inference_weights(ckpt), source)
     return student

@@ -301,7 +301,7 @@ def check_same_teacher(path, job_header: dict) -> None:
     src = load_checkpoint(path, "student")
     if (src.get("teacher") or {}).get("sha256") != job_header["teacher"]["sha256"]:
         raise CheckpointError(f"{path} was distilled from another teacher than --teacher; --init-from needs a student of the same teacher")
-    theirs, ours = ((student_recipe(header) or {}).get("conditioning", "digit") for header in (src, job_header))
+    theirs, ours = (student_recipe(header)["conditioning"] for header in (src, job_header))
     if theirs != ours:
         raise CheckpointError(f"{path} is a student with --conditioning {theirs}, not {ours}; pass --conditioning {theirs}")
 
