@@ -105,9 +105,10 @@ GENERATOR_TARGETS = {
     ),
 }
 # A student bundle's default sampler and steps, by its training objective: a consistency student (stage 2) jumps with
-# multistep consistency sampling; a guided-distilled one (stage 1) is a guided denoiser whose probability-flow ODE a
-# second-order solver integrates (docs/student.md measures both at 4 calls).
-STUDENT_DEFAULTS = {"consistency": ("consistency", 4), "guided": ("dpm2m", 4)}
+# multistep consistency sampling; a guided-distilled one (stage 1) is a guided denoiser whose probability-flow ODE DDIM
+# integrates: at 4 calls it beat DPM-Solver++(2M) by 22 and 10 points of digit accuracy on the same student, as it
+# does on the teacher (docs/student.md).
+STUDENT_DEFAULTS = {"consistency": ("consistency", 4), "guided": ("ddim", 4)}
 VOCODER_TARGETS = ("fourier", "hifigan", "griffin-lim")  # the first is the default
 
 

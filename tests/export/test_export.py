@@ -127,13 +127,13 @@ def test_edm_preconditioned_generators_export_and_validate(tmp_path, make):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("conditioning", "objective", "default"),
-    [("digit", None, ("consistency", 4)), ("seed", "guided", ("dpm2m", 4))],
+    [("digit", None, ("consistency", 4)), ("seed", "guided", ("ddim", 4))],
     ids=["consistency-digit", "guided-seed"],
 )
 def test_a_student_graph_has_no_backward_pass_and_names_its_sampler(tmp_path, conditioning, objective, default):
     """Every Conv / ConvTranspose of a student's graph is one of its modules' forward convolutions, each run once:
     no adjoint twins of the classifier's convolutions (the guidance seed is closed-form, forward-only). The bundle's
-    default follows the student's kind: multistep consistency sampling for a consistency student, DPM-Solver++(2M)
+    default follows the student's kind: multistep consistency sampling for a consistency student, DDIM
     for a guided-distilled one; the metadata says which kind it is."""
     from c2d.models.checkpoint import build_student, load_checkpoint
 
