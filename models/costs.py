@@ -13,6 +13,8 @@ depend on x and is never traversed. Per sampling step, batch 1, one 80 x 88 inpu
   subnet (unconditional)        classifier forward + backward to the finest tap + subnet forward
   subnet (guided)               ... + backward to x (a second cotangent through the same classifier)
   without gradient taps         the backward to the taps is dropped (the subnet has no g-projections/attention)
+  few-step student              classifier forward + the student (no taps, guidance seed; models/student.py):
+                                no backward pass, the guidance distilled in
 """
 
 from __future__ import annotations
@@ -122,7 +124,18 @@ def cost_table(size: str = "small") -> list[CostRow]:
         CostRow("U-Net + Classifier, guided", p_unet + p_cls, p_unet, m_unet + c.forward + c.backward_to_x),
         CostRow("Score subnet, guided", p_cls + p_sub, p_sub, c.forward + c.backward_to_taps + c.backward_to_x + m_sub),
         CostRow("... without gradient taps, guided", p_cls + p_sub0, p_sub0, c.forward + c.backward_to_x + m_sub0),
+        student_cost_row(cls, sizes.subnet),
     ]
+
+
+def student_cost_row(cls: NoiseConditionedClassifier, teacher_cfg) -> CostRow:
+    """The few-step student of a teacher subnet config on cls, as `c2d train student --conditioning seed` builds it."""
+    from c2d.models.student import Student, student_config
+    from c2d.runtime.sde import SDEConfig
+
+    student = Student(cls, student_config(teacher_cfg), SDEConfig(), int(cls.cfg.n_classes), conditioning="seed").eval()
+    trainable = n_params(student.trainable())
+    return CostRow("Few-step student (no backward pass)", n_params(cls) + trainable, trainable, guided_step_macs(student))
 
 
 def format_cost_table(rows: list[CostRow]) -> str:

@@ -23,3 +23,6 @@ def test_cost_table_is_consistent(size):
     assert one.macs_per_step > unguided.macs_per_step > no_taps.macs_per_step  # guidance and taps each add a backward pass
     assert one.params_total < two.params_total
     assert two.params_total == rows["U-Net, unconditional"].params_total + (one.params_total - one.params_trainable)
+    student = rows["Few-step student (no backward pass)"]
+    assert student.params_total - student.params_trainable == one.params_total - one.params_trainable  # the same classifier
+    assert no_taps.macs_per_step <= student.macs_per_step < rows["... without gradient taps, guided"].macs_per_step  # forward only
