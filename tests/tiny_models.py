@@ -72,3 +72,11 @@ def tiny_student(tmp_path, conditioning: str = "digit", objective: str | None = 
     distill |= {"objective": objective} if objective else {}
     extra = {"distill": distill} if distill else {}
     return [_save(tmp_path, "student", cfg, trainable, classifier=embedded_classifier(cls_ckpt), n_classes=10, **extra)]
+
+
+def assert_forward_only(model, student: torch.nn.Module) -> None:
+    """A student's ONNX graph runs each of its Conv2d modules once and nothing else convolves: no adjoint twins of the
+    classifier's convolutions (Conv with flipped weights, ConvTranspose), so no backward pass."""
+    convs = [m for m in student.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == len(convs)
+    assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)
